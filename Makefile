@@ -1,0 +1,19 @@
+# The two commands a newcomer needs: `make demo` and `make test`.  Both set up .venv first.
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m ppml_torch homework-mlp
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check ppml_torch tests converters bench examples
+
+clean:
+	rm -rf .venv
