@@ -1,0 +1,128 @@
+"""Shared runners: the same JAX function in plaintext and under MPC.
+
+Two levels:
+
+* a **session** per runtime that stays alive across calls (:func:`open_session`): values are
+  ``put`` once with an owner and a visibility, stay where they are (as shares under MPC),
+  functions ``call``-ed on them return handles, and only ``reveal`` shows a value;
+* :func:`wrap`, on top of it: a function called exactly like the original one, whose inputs
+  are declared with owners and whose outputs are revealed.
+
+Backends: ``cpu`` (plaintext JAX jit), ``spu`` (SPU's runtime in-process, one runtime per
+party), ``secretflow`` (SecretFlow simulation on Ray: PYU data owners, an SPU device).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Mapping, Sequence
+
+from .base import PUBLIC, SECRET, Handle, RunReport, Session, check_owners, total
+from .comm import CommStats
+from .config import BACKENDS, FIELDS, PROTOCOLS, ConfigError, SessionConfig, resolve
+
+__all__ = [
+    "BACKENDS",
+    "FIELDS",
+    "PROTOCOLS",
+    "PUBLIC",
+    "SECRET",
+    "CommStats",
+    "ConfigError",
+    "Handle",
+    "RunReport",
+    "Session",
+    "SessionConfig",
+    "open_session",
+    "run",
+    "total",
+    "wrap",
+]
+
+
+def open_session(
+    backend: str,
+    protocol: str | None = None,
+    field: str | None = None,
+    *,
+    parties: Sequence[str] | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    profile: bool = True,
+) -> Session:
+    """Start a runtime: ``cpu``, ``spu`` or ``secretflow``.  Use it as a context manager.
+
+    ``protocol``: SEMI2K (default) or CHEETAH for 2 parties, ABY3 for 3.  ``field``: FM64
+    (default) or FM128.  ``parties`` defaults to ``alice, bob[, carol]``.  ``runtime``: SPU
+    fixed-point settings (see ``ppml_torch.runners.config.KNOBS``).  ``profile`` turns on SPU's
+    per-op profile, the source of the communication figures.
+
+    Every argument is checked before anything starts.
+    """
+    cfg = resolve(backend, protocol, field, parties, runtime)
+    if cfg.backend == "cpu":
+        from .cpu import CpuSession
+
+        return CpuSession(cfg)
+    if cfg.backend == "spu":
+        from .spu import SpuSession
+
+        return SpuSession(cfg, profile=profile)
+    from .secretflow import SecretFlowSession, check_importable
+
+    check_importable()
+    return SecretFlowSession(cfg, profile=profile)
+
+
+def wrap(
+    session: Session,
+    fn: Callable[..., Any],
+    owners: Sequence[str],
+    *,
+    reveal_to: str | None = None,
+) -> Callable[..., Any]:
+    """``fn`` run in ``session``, called exactly like ``fn``.
+
+    ``owners`` gives one owner per positional argument: a party name (the input enters as that
+    party's secret) or ``'public'``.  Each call puts the inputs, runs ``fn`` and reveals the
+    outputs (to ``reveal_to``, default every party); the inputs and outputs are then freed.
+    The cost of the last call is in ``wrapped.last_report``.  To keep inputs inside the session
+    across calls (weights shared once, many steps), use ``session.put/call/reveal`` directly.
+    """
+    owners = tuple(owners)
+    check_owners(session.parties, owners, None, f"wrap({getattr(fn, '__name__', fn)})")
+    try:
+        n_params = len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        n_params = None
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any) -> Any:
+        name = getattr(fn, "__name__", "fn")
+        check_owners(session.parties, owners, len(args), f"{name}")
+        first = len(session.reports)
+        handles = [session.put(a, owner=o) for a, o in zip(args, owners)]
+        out = session.call(fn, *handles, name=name)
+        value = session.reveal(out, to=reveal_to)
+        for h in (*handles, out):
+            session.free(h)
+        wrapped.last_report = total(session.reports[first:], name)  # type: ignore[attr-defined]
+        return value
+
+    wrapped.last_report = None  # type: ignore[attr-defined]
+    wrapped.n_params = n_params  # type: ignore[attr-defined]
+    return wrapped
+
+
+def run(
+    fn: Callable[..., Any],
+    *args: Any,
+    owners: Sequence[str],
+    backend: str = "cpu",
+    **session_kwargs: Any,
+) -> tuple[Any, RunReport]:
+    """One-shot: open a session, run ``fn(*args)`` with the given owners, close it."""
+    with open_session(backend, **session_kwargs) as s:
+        f = wrap(s, fn, owners)
+        out = f(*args)
+        return out, f.last_report

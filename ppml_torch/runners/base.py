@@ -1,0 +1,273 @@
+"""What every backend shares: handles, run reports, input checks, the session interface."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import itertools
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from .comm import CommStats
+from .config import ConfigError, SessionConfig
+
+PUBLIC = "public"  # the owner/visibility name of a value every party may see
+SECRET = "secret"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """What one call (or one put/reveal) cost.
+
+    ``compile_s`` is ``None`` where the backend does not separate compilation from execution
+    (SecretFlow) and 0.0 when a cached compilation was reused.  ``comm`` is ``None`` in
+    plaintext.
+    """
+
+    backend: str
+    what: str
+    compile_s: float | None
+    run_s: float
+    comm: CommStats | None = None
+
+    @property
+    def wall_s(self) -> float:
+        return (self.compile_s or 0.0) + self.run_s
+
+    def describe(self) -> str:
+        c = "n/a" if self.compile_s is None else f"{self.compile_s:.2f}s"
+        s = f"{self.what}: compile {c}, run {self.run_s:.2f}s"
+        if self.comm is not None:
+            s += f", {self.comm.describe()}"
+        return s
+
+
+def total(reports: Sequence[RunReport], what: str = "total") -> RunReport:
+    """Sum of several reports (e.g. every step of a training run)."""
+    if not reports:
+        raise ValueError("no reports to add up")
+    comp = [r.compile_s for r in reports]
+    comms = [r.comm for r in reports if r.comm is not None]
+    comm = None
+    if comms:
+        comm = comms[0]
+        for c in comms[1:]:
+            comm = comm + c
+    return RunReport(
+        reports[0].backend,
+        what,
+        None if any(c is None for c in comp) else sum(comp),
+        sum(r.run_s for r in reports),
+        comm,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Handle:
+    """A value living inside a session: secret-shared under MPC, never revealed implicitly.
+
+    Only public metadata is visible here: the pytree structure, shapes and dtypes, who put
+    the value in, and its visibility.
+    """
+
+    session_id: int
+    key: int
+    treedef: Any
+    avals: tuple[jax.ShapeDtypeStruct, ...]
+    owner: str | None  # the party that put it in, None for computed values
+    visibility: str  # SECRET or PUBLIC
+
+    @property
+    def structure(self) -> Any:
+        """The pytree of ``jax.ShapeDtypeStruct``: shapes and dtypes only."""
+        return jax.tree_util.tree_unflatten(self.treedef, self.avals)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in self.avals[:4])
+        more = f", ... ({len(self.avals)} arrays)" if len(self.avals) > 4 else ""
+        return f"Handle(#{self.key}, {self.visibility}, owner={self.owner}, [{shapes}{more}])"
+
+
+_warned_casts: set[tuple[str, str]] = set()
+_session_ids = itertools.count(1)
+
+_CASTS = {np.dtype("float64"): np.float32, np.dtype("int64"): np.int32, np.dtype("uint64"): np.uint32}
+
+
+def to_32bit(leaf: Any, where: str) -> np.ndarray:
+    """A numpy array in JAX's 32-bit types; 64-bit inputs are cast with a one-time warning."""
+    if hasattr(leaf, "detach") and hasattr(leaf, "numpy"):  # a torch tensor
+        leaf = leaf.detach().cpu().numpy()
+    arr = np.asarray(leaf)
+    if arr.dtype == object:
+        raise TypeError(f"{where}: cannot use an object array as an input; pass numeric arrays")
+    target = _CASTS.get(arr.dtype)
+    if target is not None:
+        key = (str(arr.dtype), np.dtype(target).name)
+        if key not in _warned_casts:
+            _warned_casts.add(key)
+            warnings.warn(
+                f"ppml-torch: JAX runs with 32-bit types, so {key[0]} inputs are cast to "
+                f"{key[1]} (first seen at {where}); cast them yourself to silence this",
+                stacklevel=3,
+            )
+        arr = arr.astype(target)
+    return arr
+
+
+class Session(abc.ABC):
+    """A runtime that stays alive across calls.
+
+    ``put`` a value once with an owner, ``call`` functions on handles (results stay inside the
+    session as handles), ``reveal`` only what you ask for.  Use as a context manager.
+    """
+
+    def __init__(self, config: SessionConfig):
+        self.config = config
+        self.id = next(_session_ids)
+        self.reports: list[RunReport] = []
+        self._keys = itertools.count(1)
+        self._closed = False
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def parties(self) -> tuple[str, ...]:
+        return self.config.parties
+
+    def put(self, value: Any, owner: str | None, visibility: str | None = None) -> Handle:
+        """Give the session a pytree of arrays.
+
+        ``owner`` is the party that holds the value (``'alice'``); its value enters MPC as a
+        secret.  ``owner='public'`` (or ``visibility='public'``) makes it a public value every
+        party sees in the clear (hyper-parameters, public data).
+        """
+        self._check_open()
+        visibility, owner = self._check_owner(owner, visibility, "put")
+        leaves, treedef = jax.tree_util.tree_flatten(value)
+        if not leaves:
+            raise ValueError("put: the value has no arrays in it")
+        arrays = [to_32bit(x, f"put(owner={owner})") for x in leaves]
+        avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays)
+        handle = Handle(self.id, next(self._keys), treedef, avals, owner, visibility)
+        t0 = time.perf_counter()
+        self._put(handle, arrays)
+        self._record(RunReport(self.config.backend, f"put #{handle.key}", 0.0, time.perf_counter() - t0))
+        return handle
+
+    def call(self, fn: Callable[..., Any], *args: Handle, name: str | None = None) -> Handle:
+        """Run a pure JAX function on handles; the result stays in the session as a handle."""
+        self._check_open()
+        for i, a in enumerate(args):
+            if not isinstance(a, Handle):
+                raise TypeError(
+                    f"call({getattr(fn, '__name__', fn)}): argument {i} is a {type(a).__name__}, "
+                    "not a Handle; put it in first with session.put(value, owner=...)"
+                )
+            if a.session_id != self.id:
+                raise ValueError(f"call: argument {i} belongs to another session")
+        handle, report = self._call(fn, args, name or getattr(fn, "__name__", "fn"))
+        self._record(report)
+        return handle
+
+    def reveal(self, handle: Handle, to: str | None = None) -> Any:
+        """The value of ``handle`` as numpy, revealed to party ``to`` (default: every party)."""
+        self._check_open()
+        if not isinstance(handle, Handle) or handle.session_id != self.id:
+            raise TypeError("reveal: pass a Handle of this session")
+        if to is not None and to not in self.parties:
+            raise ConfigError(f"reveal: {to!r} is not a party of this session ({', '.join(self.parties)})")
+        leaves = self._reveal(handle, to)
+        return jax.tree_util.tree_unflatten(handle.treedef, leaves)
+
+    def free(self, handle: Handle) -> None:
+        """Drop a value from the session (its shares are deleted)."""
+        self._check_open()
+        self._free(handle)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def last_report(self) -> RunReport | None:
+        return self.reports[-1] if self.reports else None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.config.describe()}>"
+
+    # -- backend hooks -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def _put(self, handle: Handle, arrays: list[np.ndarray]) -> None: ...
+
+    @abc.abstractmethod
+    def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]: ...
+
+    @abc.abstractmethod
+    def _reveal(self, handle: Handle, to: str | None) -> list[np.ndarray]: ...
+
+    @abc.abstractmethod
+    def _free(self, handle: Handle) -> None: ...
+
+    def _close(self) -> None:
+        pass
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _new_handle(self, out_avals: Any) -> Handle:
+        leaves, treedef = jax.tree_util.tree_flatten(out_avals)
+        avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in leaves)
+        return Handle(self.id, next(self._keys), treedef, avals, None, SECRET)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; open a new session")
+
+    def _check_owner(self, owner: str | None, visibility: str | None, where: str) -> tuple[str, str | None]:
+        if owner == PUBLIC:
+            visibility, owner = PUBLIC, None
+        visibility = visibility or SECRET
+        if visibility not in (SECRET, PUBLIC):
+            raise ConfigError(f"{where}: visibility must be 'secret' or 'public', got {visibility!r}")
+        if visibility == SECRET:
+            if owner is None:
+                raise ConfigError(
+                    f"{where}: a secret input needs an owner; pass owner= one of "
+                    f"{', '.join(self.parties)} (or owner='public' for a public value)"
+                )
+            if owner not in self.parties:
+                raise ConfigError(
+                    f"{where}: owner {owner!r} is not a party of this session "
+                    f"({', '.join(self.parties)}); use one of them or owner='public'"
+                )
+        elif owner is not None and owner not in self.parties:
+            raise ConfigError(f"{where}: owner {owner!r} is not a party ({', '.join(self.parties)})")
+        return visibility, owner
+
+    def _record(self, report: RunReport) -> None:
+        self.reports.append(report)
+
+
+def check_owners(parties: Sequence[str], owners: Sequence[str], n_args: int | None, where: str) -> None:
+    """Validate a list of input owners against a session's parties (cheap, before any work)."""
+    allowed = (*parties, PUBLIC)
+    for i, o in enumerate(owners):
+        if o is None:
+            raise ConfigError(f"{where}: input {i} has no owner; give one of {', '.join(allowed)}")
+        if o not in allowed:
+            raise ConfigError(
+                f"{where}: owner {o!r} of input {i} is not a party ({', '.join(parties)}) or 'public'"
+            )
+    if n_args is not None and n_args != len(owners):
+        raise ConfigError(
+            f"{where}: {n_args} positional inputs but {len(owners)} owners; give one owner per input"
+        )

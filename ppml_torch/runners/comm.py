@@ -1,0 +1,102 @@
+"""Communication figures from SPU's profiling log.
+
+spu 0.9.3's Python link context has no statistics call.  With ``enable_pphlo_profile`` set in
+the RuntimeConfig, each party's runtime logs, at the end of every run,
+
+    Link details: total send bytes N, recv bytes N, send actions N, recv actions N
+
+(the figures of that one run).  SPU's logger is process-wide, so this module points it at one
+file per process once, and each run reads the lines appended since the previous read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import threading
+
+_LINK_RE = re.compile(
+    r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+), recv actions (\d+)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommStats:
+    """Bytes and send actions of one run, summed over parties, and per party where known.
+
+    ``per_party`` maps party name -> (send bytes, send actions); it is ``None`` when the
+    backend cannot attribute figures to parties (the in-process simulator logs every party
+    to one unlabelled stream).
+    """
+
+    send_bytes: int
+    send_actions: int
+    per_party: dict[str, tuple[int, int]] | None = None
+
+    def __add__(self, other: CommStats) -> CommStats:
+        per = None
+        if self.per_party is not None and other.per_party is not None:
+            per = {
+                p: (
+                    self.per_party.get(p, (0, 0))[0] + other.per_party.get(p, (0, 0))[0],
+                    self.per_party.get(p, (0, 0))[1] + other.per_party.get(p, (0, 0))[1],
+                )
+                for p in {*self.per_party, *other.per_party}
+            }
+        return CommStats(
+            self.send_bytes + other.send_bytes, self.send_actions + other.send_actions, per
+        )
+
+    def describe(self) -> str:
+        s = f"{_mb(self.send_bytes)} sent in {self.send_actions} sends"
+        if self.per_party:
+            s += " (" + ", ".join(
+                f"{p}: {_mb(b)}/{a}" for p, (b, a) in sorted(self.per_party.items())
+            ) + ")"
+        return s
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def parse_link_lines(text: str) -> list[tuple[int, int]]:
+    """(send bytes, send actions) of every ``Link details`` line in ``text``."""
+    return [(int(m[1]), int(m[3])) for m in _LINK_RE.finditer(text)]
+
+
+class SpuLogTap:
+    """Routes this process's SPU log to a private file and reads new lines after each run."""
+
+    _lock = threading.Lock()
+    _instance: SpuLogTap | None = None
+
+    def __init__(self) -> None:
+        from spu import libspu
+
+        fd, self.path = tempfile.mkstemp(prefix=f"ppml-torch-spu-{os.getpid()}-", suffix=".log")
+        os.close(fd)
+        opts = libspu.logging.LogOptions()
+        opts.enable_console_logger = False
+        opts.system_log_path = self.path
+        opts.log_level = libspu.logging.LogLevel.INFO
+        libspu.logging.setup_logging(opts)
+        self._offset = 0
+
+    @classmethod
+    def get(cls) -> SpuLogTap:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = SpuLogTap()
+            return cls._instance
+
+    def mark(self) -> int:
+        """Current end of the log: pass it to :meth:`read_since` after a run."""
+        return os.path.getsize(self.path)
+
+    def read_since(self, offset: int) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")

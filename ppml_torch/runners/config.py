@@ -1,0 +1,159 @@
+"""Backends, protocols, fields, parties and SPU's fixed-point knobs: validated in one place.
+
+Everything here is checked before any compilation or secret sharing starts, and every error
+is one line naming the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+BACKENDS = ("cpu", "spu", "secretflow")
+PROTOCOLS = {"SEMI2K": 2, "CHEETAH": 2, "ABY3": 3}  # protocol -> number of parties
+FIELDS = ("FM64", "FM128")
+DEFAULT_PARTIES = ("alice", "bob", "carol")
+
+# SPU RuntimeConfig knobs a user may set (``runtime={...}``), with the values ppml-torch uses
+# when the user says nothing.  These are SPU 0.9.3's own defaults except where noted; they are
+# the same for every protocol, with the per-protocol fraction bits below.
+#   fxp_fraction_bits   fixed-point fraction bits (0 = SPU's default: 18 on FM64, 26 on FM128)
+#   fxp_exp_mode        EXP_DEFAULT | EXP_PADE | EXP_TAYLOR | EXP_PRIME
+#   fxp_exp_iters       iterations of the Taylor exp (0 = SPU's default, 8)
+#   fxp_log_mode        LOG_DEFAULT | LOG_PADE | LOG_NEWTON | LOG_MINMAX
+#   fxp_log_iters, fxp_log_orders
+#   sigmoid_mode        SIGMOID_DEFAULT | SIGMOID_MM1 | SIGMOID_SEG3 | SIGMOID_REAL
+#   fxp_div_goldschmidt_iters
+#   enable_lower_accuracy_rsqrt
+#   beaver_type         (SEMI2K) TrustedFirstParty | TrustedThirdParty | MultiParty
+KNOBS = (
+    "fxp_fraction_bits",
+    "fxp_exp_mode",
+    "fxp_exp_iters",
+    "fxp_log_mode",
+    "fxp_log_iters",
+    "fxp_log_orders",
+    "sigmoid_mode",
+    "fxp_div_goldschmidt_iters",
+    "enable_lower_accuracy_rsqrt",
+    "sine_cosine_iters",
+    "beaver_type",
+    "trunc_allow_msb_error",
+    "experimental_disable_mmul_split",
+)
+
+# Defaults per protocol, applied under the user's own settings.  SPU's defaults are used for
+# everything not listed; the table is printed by `ppml-torch protocols`.
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "SEMI2K": {"fxp_fraction_bits": 18, "sigmoid_mode": "SIGMOID_REAL"},
+    "CHEETAH": {"fxp_fraction_bits": 18, "sigmoid_mode": "SIGMOID_REAL"},
+    "ABY3": {"fxp_fraction_bits": 18, "sigmoid_mode": "SIGMOID_REAL"},
+}
+# FM128 has room for more fraction bits; SPU's own default there is 26.
+FIELD_FRACTION_BITS = {"FM64": 18, "FM128": 26}
+
+
+class ConfigError(ValueError):
+    """Bad runner configuration (backend, protocol, field, parties, owners)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionConfig:
+    backend: str
+    protocol: str | None
+    field: str | None
+    parties: tuple[str, ...]
+    runtime: Mapping[str, Any]
+
+    def describe(self) -> str:
+        if self.backend == "cpu":
+            return "cpu (plaintext JAX)"
+        return f"{self.backend} {self.protocol}/{self.field} parties={','.join(self.parties)}"
+
+
+def resolve(
+    backend: str,
+    protocol: str | None = None,
+    field: str | None = None,
+    parties: Sequence[str] | None = None,
+    runtime: Mapping[str, Any] | None = None,
+) -> SessionConfig:
+    """Validate a runner configuration and fill in defaults (cheap: imports nothing heavy)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "cpu":
+        if runtime:
+            raise ConfigError("backend 'cpu' takes no SPU runtime settings; drop runtime=...")
+        cpu_parties = tuple(parties) if parties else DEFAULT_PARTIES
+        _check_party_names(cpu_parties)
+        return SessionConfig("cpu", None, None, cpu_parties, {})
+
+    protocol = (protocol or "SEMI2K").upper()
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)} "
+            "(SEMI2K/CHEETAH: 2 parties, ABY3: 3 parties)"
+        )
+    field = (field or "FM64").upper()
+    if field not in FIELDS:
+        raise ConfigError(f"unknown field {field!r}; use one of {', '.join(FIELDS)}")
+    n = PROTOCOLS[protocol]
+    parties = tuple(parties) if parties else DEFAULT_PARTIES[:n]
+    _check_party_names(parties)
+    if len(parties) != n:
+        raise ConfigError(
+            f"protocol {protocol} needs exactly {n} parties, got {len(parties)} "
+            f"({', '.join(parties)}); pass parties=[...] with {n} names"
+            + (" or use protocol='ABY3' for 3 parties" if len(parties) == 3 else "")
+        )
+    runtime = dict(runtime or {})
+    unknown = sorted(set(runtime) - set(KNOBS))
+    if unknown:
+        raise ConfigError(
+            f"unknown SPU runtime setting(s) {unknown}; settable: {', '.join(KNOBS)}"
+        )
+    merged = dict(PROTOCOL_DEFAULTS[protocol])
+    merged["fxp_fraction_bits"] = FIELD_FRACTION_BITS[field]
+    merged.update(runtime)
+    return SessionConfig(backend, protocol, field, parties, merged)
+
+
+def _check_party_names(parties: Sequence[str]) -> None:
+    if len(set(parties)) != len(parties):
+        raise ConfigError(f"duplicate party names in {list(parties)}")
+    for p in parties:
+        if not isinstance(p, str) or not p.isidentifier():
+            raise ConfigError(f"party names must be identifiers like 'alice'; got {p!r}")
+
+
+def spu_runtime_config(cfg: SessionConfig, *, profile: bool = True):
+    """The ``spu.RuntimeConfig`` protobuf for a session (imports spu)."""
+    from spu import spu_pb2
+
+    rc = spu_pb2.RuntimeConfig(
+        protocol=spu_pb2.ProtocolKind.Value(cfg.protocol),
+        field=spu_pb2.FieldType.Value(cfg.field),
+    )
+    for key, value in cfg.runtime.items():
+        if key == "beaver_type":
+            rc.beaver_type = spu_pb2.RuntimeConfig.BeaverType.Value(value)
+        elif isinstance(value, str):
+            enum = rc.DESCRIPTOR.fields_by_name[key].enum_type
+            if enum is None or value not in enum.values_by_name:
+                choices = [] if enum is None else list(enum.values_by_name)
+                raise ConfigError(f"SPU runtime setting {key}={value!r} is invalid; choices: {choices}")
+            setattr(rc, key, enum.values_by_name[value].number)
+        else:
+            setattr(rc, key, value)
+    # Communication figures come from SPU's per-op profile (see runners/comm.py).
+    rc.enable_pphlo_profile = profile
+    return rc
+
+
+def spu_runtime_config_dict(cfg: SessionConfig, *, profile: bool = True) -> dict[str, Any]:
+    """The same configuration as a JSON-able dict (what SecretFlow's cluster_def takes)."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        spu_runtime_config(cfg, profile=profile), preserving_proto_field_name=True
+    )

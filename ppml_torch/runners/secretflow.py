@@ -1,0 +1,170 @@
+"""SecretFlow in simulation mode on Ray: data owners are ``PYU`` devices, computation runs on
+an ``SPU`` device built from the session's protocol/field settings.
+
+The session starts SecretFlow itself and stops it on close (one SecretFlow runtime per
+process at a time).  Ray is given more logical CPUs than the machine has (on 2 cores,
+``num_cpus=2`` deadlocks: the SPU actors wait for CPUs forever) and its log noise is kept off
+the console.  Each party's SPU runtime logs to its own file, so communication is reported per
+party.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from .base import PUBLIC, Handle, RunReport, Session
+from .comm import CommStats, parse_link_lines
+from .config import ConfigError, SessionConfig, spu_runtime_config_dict
+
+RAY_LOGICAL_CPUS = 8
+
+
+def check_importable() -> None:
+    """Fail fast, with the fix, when SecretFlow is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("secretflow") is None:
+        raise ConfigError(
+            "backend 'secretflow' needs the secretflow package, which is not importable here; "
+            "run `make setup` (installs requirements/lock.txt) or use backend='spu'"
+        )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep SecretFlow's and Ray's start-up chatter off the user's console."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield buf
+
+
+class SecretFlowSession(Session):
+    _active: SecretFlowSession | None = None
+
+    def __init__(self, config: SessionConfig, *, profile: bool = True):
+        if SecretFlowSession._active is not None:
+            raise RuntimeError(
+                "a SecretFlow session is already open in this process; close it first "
+                "(SecretFlow runs one runtime per process)"
+            )
+        super().__init__(config)
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        with _quiet():
+            import secretflow as sf
+            from secretflow.device.device.spu import SPURuntime
+            from secretflow.distributed import primitive as sfd
+            from spu import libspu
+
+            logging.getLogger("ray").setLevel(logging.ERROR)
+            sf.init(
+                parties=list(config.parties),
+                address="local",
+                num_cpus=RAY_LOGICAL_CPUS,
+                log_to_driver=False,
+                logging_level="error",
+                include_dashboard=False,
+            )
+        self._sf = sf
+        self._log_dir = tempfile.mkdtemp(prefix="ppml-torch-sf-") if profile else None
+        log_dir = self._log_dir
+
+        class _SPU(sf.SPU):
+            """SecretFlow's SPU device with one log file per party (for communication figures)."""
+
+            def init(self) -> None:
+                for rank, node in enumerate(self.cluster_def["nodes"]):
+                    opts = libspu.logging.LogOptions()
+                    if log_dir is not None:
+                        opts.enable_console_logger = False
+                        opts.system_log_path = os.path.join(log_dir, f"{node['party']}.log")
+                    self.actors[node["party"]] = (
+                        sfd.remote(SPURuntime)
+                        .party(node["party"])
+                        .remote(rank, self.cluster_def, self.link_desc, opts, self.id)
+                    )
+
+        cluster = sf.utils.testing.cluster_def(
+            list(config.parties), runtime_config=spu_runtime_config_dict(config, profile=profile)
+        )
+        with _quiet():
+            self._pyus = {p: sf.PYU(p) for p in config.parties}
+            self._spu = _SPU(cluster)
+        self._objects: dict[int, Any] = {}
+        SecretFlowSession._active = self
+
+    # -- communication -------------------------------------------------------------------------
+    def _log_marks(self) -> dict[str, int]:
+        if self._log_dir is None:
+            return {}
+        marks = {}
+        for p in self.parties:
+            path = os.path.join(self._log_dir, f"{p}.log")
+            marks[p] = os.path.getsize(path) if os.path.exists(path) else 0
+        return marks
+
+    def _comm_since(self, marks: dict[str, int]) -> CommStats | None:
+        if self._log_dir is None:
+            return None
+        per = {}
+        for p in self.parties:
+            path = os.path.join(self._log_dir, f"{p}.log")
+            text = ""
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    f.seek(marks.get(p, 0))
+                    text = f.read().decode("utf-8", "replace")
+            lines = parse_link_lines(text)
+            per[p] = (sum(b for b, _ in lines), sum(a for _, a in lines))
+        return CommStats(sum(b for b, _ in per.values()), sum(a for _, a in per.values()), per)
+
+    # -- values --------------------------------------------------------------------------------
+    def _put(self, handle: Handle, arrays: list[np.ndarray]) -> None:
+        value = jax.tree_util.tree_unflatten(handle.treedef, arrays)
+        if handle.visibility == PUBLIC:
+            # A public value is known to everyone: it enters SPU as VIS_PUBLIC from the first party.
+            src = self._pyus[self.parties[0]]
+            obj = src(lambda v: v)(value).to(self._spu, spu_vis="public")
+        else:
+            # The owner's PYU holds the plaintext; only secret shares leave it.
+            obj = self._pyus[handle.owner](lambda v: v)(value).to(self._spu)
+        self._objects[handle.key] = obj
+
+    def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]:
+        out_struct = jax.eval_shape(fn, *[a.structure for a in args])
+        handle = self._new_handle(out_struct)
+        marks = self._log_marks()
+        t0 = time.perf_counter()
+        out = self._spu(fn)(*[self._objects[a.key] for a in args])
+        self._sf.wait([out])
+        run_s = time.perf_counter() - t0
+        self._objects[handle.key] = out
+        # compile and execution happen together inside the SPU actors: compile_s is unknown
+        return handle, RunReport("secretflow", name, None, run_s, self._comm_since(marks))
+
+    def _reveal(self, handle: Handle, to: str | None) -> list[np.ndarray]:
+        obj = self._objects[handle.key]
+        if to is not None:
+            obj = obj.to(self._pyus[to])  # shares go to that party's PYU, which reconstructs
+        value = self._sf.reveal(obj)
+        return [np.asarray(x) for x in jax.tree_util.tree_leaves(value)]
+
+    def _free(self, handle: Handle) -> None:
+        self._objects.pop(handle.key, None)
+
+    def _close(self) -> None:
+        self._objects.clear()
+        try:
+            with _quiet():
+                self._sf.shutdown()
+        finally:
+            SecretFlowSession._active = None
