@@ -1,0 +1,149 @@
+"""StableHLO text out of JAX functions and converted models, compiled and run by SPU."""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppml_torch.converters.fx.stablehlo import (
+    IRS,
+    compile_for_spu,
+    compile_stablehlo,
+    flat_visibilities,
+    to_stablehlo,
+)
+from ppml_torch.model import ConvertedModel
+from ppml_torch.models.mlp import MLP
+
+spu_pb2 = pytest.importorskip("spu.spu_pb2")
+
+ATOL = 1e-3  # FM64 with 18 fraction bits on an MLP of this size
+
+
+def semi2k() -> spu_pb2.RuntimeConfig:
+    return spu_pb2.RuntimeConfig(protocol=spu_pb2.ProtocolKind.SEMI2K, field=spu_pb2.FieldType.FM64)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    model = MLP(features=(15, 8, 1), activation="relu")
+    x = np.random.default_rng(0).normal(size=(16, 30)).astype(np.float32)
+    params = model.init(jax.random.PRNGKey(0), x)
+    return model, params, x
+
+
+def assert_close(got, want, atol=ATOL):
+    got, want = np.asarray(got), np.asarray(want)
+    err = float(np.max(np.abs(got - want)))
+    assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
+    assert err <= atol, f"max abs error {err:.3g} > {atol} (want {want.ravel()[:4]}...)"
+
+
+def pphlo_ops(code: str) -> collections.Counter:
+    return collections.Counter(re.findall(r"pphlo\.\w+", code))
+
+
+def test_mlp_forward_text_is_stablehlo(mlp):
+    model, params, x = mlp
+    text = to_stablehlo(model.apply, params, x)
+    assert text.startswith("module @")
+    assert "stablehlo.dot_general" in text
+    assert "stablehlo.maximum" in text  # relu
+    assert "chlo." not in text and "mhlo.erf" not in text
+    # every array is an input, params first (Dense_0 bias, kernel, ...), then x
+    n_inputs = len(jax.tree_util.tree_leaves(params)) + 1
+    assert text.count("%arg") >= n_inputs and f"%arg{n_inputs - 1}: tensor<16x30xf32>" in text
+
+
+def test_converted_model_passes_params_first(mlp):
+    model, params, x = mlp
+    cm = ConvertedModel(params, model.apply, lambda p: {}, route="flax", source="MLP")
+    assert to_stablehlo(cm, x) == to_stablehlo(model.apply, params, x)
+
+
+@pytest.mark.parametrize("ir", IRS)
+def test_mlp_forward_runs_on_spu(mlp, ir):
+    model, params, x = mlp
+    prog = compile_for_spu(model.apply, (params, x), ["secret", "secret"], ir=ir)
+    out, run = prog.run(semi2k(), 2, params, x)
+    assert_close(out, model.apply(params, x))
+    assert run.run_s > 0
+
+
+@pytest.mark.parametrize("ir", IRS)
+def test_mlp_grad_runs_on_spu(mlp, ir):
+    model, params, x = mlp
+    y = np.random.default_rng(1).normal(size=(16,)).astype(np.float32)
+
+    def loss(p, x, y):
+        return jnp.mean((y - model.apply(p, x)[:, 0]) ** 2 / 2)
+
+    grad = jax.grad(loss)
+    prog = compile_for_spu(grad, (params, x, y), "secret", ir=ir)
+    out, _ = prog.run(semi2k(), 2, params, x, y)
+    jax.tree_util.tree_map(assert_close, out, grad(params, x, y))
+
+
+def test_routes_give_the_same_spu_program(mlp):
+    model, params, x = mlp
+    progs = [compile_for_spu(model.apply, (params, x), "secret", ir=ir) for ir in IRS]
+    assert pphlo_ops(progs[0].pphlo) == pphlo_ops(progs[1].pphlo)
+
+
+def test_public_inputs_stay_public(mlp):
+    model, params, x = mlp
+    prog = compile_for_spu(model.apply, (params, x), ["public", "secret"])
+    assert "!pphlo.secret" in prog.pphlo  # x is secret
+    out, _ = prog.run(semi2k(), 2, params, x)
+    assert_close(out, model.apply(params, x))
+
+
+def test_spu_rejects_raw_chlo_and_legalization_fixes_it():
+    """JAX leaves erf in the CHLO dialect; SPU 0.9.3's parser has no CHLO."""
+    x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+
+    def gelu(x):
+        return jax.nn.gelu(x, approximate=False)
+
+    raw = to_stablehlo(gelu, x, legalize=False)
+    assert "chlo.erf" in raw
+    with pytest.raises(RuntimeError, match="MLIR parser failure"):
+        compile_stablehlo(raw.encode(), ["secret"], n_outputs=1)
+
+    legal = to_stablehlo(gelu, x)
+    assert "chlo." not in legal and "@mhlo.erf" in legal
+    prog = compile_for_spu(gelu, (x,), "secret")
+    out, _ = prog.run(semi2k(), 2, x)
+    assert_close(out, gelu(x), atol=1e-2)  # SPU's erf is a polynomial approximation
+
+
+def test_profile_reports_communication(mlp):
+    model, params, x = mlp
+    prog = compile_for_spu(model.apply, (params, x), "secret")
+    _, run = prog.run(semi2k(), 2, params, x, profile=True)
+    assert run.send_bytes and run.send_bytes > 0 and run.send_actions > 0
+    assert "pphlo.dot" in run.log
+
+
+def test_visibilities_per_argument_or_per_leaf(mlp):
+    _, params, x = mlp
+    n = len(jax.tree_util.tree_leaves(params))
+    S, P = spu_pb2.Visibility.VIS_SECRET, spu_pb2.Visibility.VIS_PUBLIC
+    assert flat_visibilities(["public", "secret"], (params, x)) == [P] * n + [S]
+    assert flat_visibilities("public", (params, x)) == [P] * (n + 1)
+    assert flat_visibilities([S] * (n + 1), (params, x)) == [S] * (n + 1)
+    with pytest.raises(ValueError, match="one per argument"):
+        flat_visibilities(["secret"] * 3, (params, x))
+    with pytest.raises(ValueError, match="unknown visibility"):
+        flat_visibilities("hidden", (params, x))
+
+
+def test_unknown_ir_is_refused(mlp):
+    model, params, x = mlp
+    with pytest.raises(ValueError, match="ir must be one of"):
+        compile_for_spu(model.apply, (params, x), ir="hlo")
