@@ -1,0 +1,49 @@
+"""The graph route: ``torch.export`` -> core ATen -> a JAX interpreter.
+
+``from ppml_torch.converters.fx import convert`` is cheap: torch, JAX and the
+lowerings are imported on the first call.  See :mod:`.convert` for the
+conventions (parameters, tied weights, fixed arguments, outputs) and
+``ppml-torch ops`` (:mod:`.table`) for the op table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import torch
+
+    from ppml_torch.model import ConvertedModel
+
+__all__ = ["convert"]
+
+
+def convert(
+    module: "torch.nn.Module",
+    example_args: tuple[Any, ...],
+    example_kwargs: Mapping[str, Any] | None = None,
+) -> "ConvertedModel":
+    """Convert a torch module into JAX params plus a pure, jit-able, differentiable ``apply``.
+
+    Args:
+      module: the torch module, converted in its current train/eval mode.
+      example_args: a tuple of example positional inputs; their shapes are the
+        program's static shapes.
+      example_kwargs: example keyword inputs.  Tensor values are inputs of ``apply``;
+        other values (``use_cache=False``) are fixed at conversion.
+
+    Returns:
+      A :class:`~ppml_torch.model.ConvertedModel` with ``route="graph"``: ``params`` keyed
+      by ``state_dict`` names, ``apply(params, *args, **kwargs)`` equal to ``module(...)``,
+      and ``state_dict(params)`` for ``module.load_state_dict(..., strict=True)``.
+
+    Raises:
+      ppml_torch.converters.fx.errors.UnsupportedOpError: an op has no lowering or is
+        refused under MPC (training-mode dropout, batch norm, random ops); the message
+        names the op, the module using it and the file to add a lowering to.
+      ppml_torch.converters.fx.errors.ConversionError: torch.export cannot capture the
+        module, outputs are not tensors, or the module mutates its state.
+    """
+    from ppml_torch.converters.fx.convert import convert as _convert
+
+    return _convert(module, example_args, example_kwargs)

@@ -1,0 +1,9 @@
+"""ATen lowerings, one file per family.  Importing this package fills the registry."""
+
+from ppml_torch.converters.fx.ops import (  # noqa: F401
+    elementwise,
+    linalg,
+    nn,
+    reductions,
+    shapes,
+)

@@ -1,0 +1,289 @@
+"""Shapes, indexing, copies, dtype casts and tensor creation.
+
+MPC notes: reshapes, permutes, slices and concatenations move shares around
+locally (free).  Indexing with constant indices is a public gather (free);
+``gather`` with secret indices is lowered as a one-hot product (the MPC-friendly
+form); ``index``/``index_select`` with secret indices are gathers SPU cannot
+evaluate efficiently.  Creation ops (full, arange, scalar_tensor) have no
+tensor inputs, so the converter always folds them to constants at convert time.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from ppml_torch.converters.fx import registry
+from ppml_torch.converters.fx.dtypes import to_jnp
+from ppml_torch.converters.fx.ops._util import is_const, norm_dim
+
+aten = torch.ops.aten
+lower, refuse = registry.family("shapes")
+
+_FOLDED = "no tensor inputs: always folded to a constant at convert time"
+_SECRET_INDEX = "constant indices: public gather (free); secret indices: a gather SPU handles poorly"
+
+
+def one_hot(index, n, dtype):
+    """``index[..., None] == arange(n)`` as ``dtype``; the arange is a numpy constant."""
+    return (jnp.expand_dims(index, -1) == np.arange(n, dtype=np.int32)).astype(dtype)
+
+
+# --- views and copies -------------------------------------------------------------------------
+
+
+@lower(aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+def view(x, shape):
+    return jnp.reshape(x, tuple(shape))
+
+
+@lower(aten.permute.default)
+def permute(x, dims):
+    return jnp.transpose(x, tuple(dims))
+
+
+@lower(aten.transpose.int)
+def transpose(x, dim0, dim1):
+    return jnp.swapaxes(x, dim0, dim1)
+
+
+@lower(aten.t.default)
+def t(x):
+    return jnp.transpose(x)
+
+
+@lower(aten.expand.default)
+def expand(x, size, implicit=False):
+    size = tuple(size)
+    lead = len(size) - jnp.ndim(x)
+    shape = tuple(
+        jnp.shape(x)[i - lead] if (s == -1 and i >= lead) else s for i, s in enumerate(size)
+    )
+    return jnp.broadcast_to(x, shape)
+
+
+@lower(aten.unsqueeze.default)
+def unsqueeze(x, dim):
+    return jnp.expand_dims(x, norm_dim(dim, jnp.ndim(x) + 1))
+
+
+@lower(aten.squeeze.default)
+def squeeze(x):
+    return jnp.squeeze(x)
+
+
+@lower(aten.squeeze.dim, aten.squeeze.dims)
+def squeeze_dims(x, dim):
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    nd = max(jnp.ndim(x), 1)
+    axes = tuple(d for d in (norm_dim(d, nd) for d in dims) if jnp.ndim(x) and jnp.shape(x)[d] == 1)
+    return jnp.squeeze(x, axis=axes) if axes else x
+
+
+@lower(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default, aten.detach.default)
+def clone(x, memory_format=None):
+    return x
+
+
+@lower(aten._to_copy.default, note="a dtype conversion (never a bitcast)")
+def to_copy(x, dtype=None, layout=None, device=None, pin_memory=None, non_blocking=False, memory_format=None):
+    return x if dtype is None else jnp.asarray(x).astype(to_jnp(dtype))
+
+
+@lower(aten.copy.default)
+def copy(x, src, non_blocking=False):
+    return jnp.broadcast_to(jnp.asarray(src).astype(jnp.result_type(x)), jnp.shape(x))
+
+
+@lower(aten._assert_tensor_metadata.default, note="a trace-time check; nothing at run time")
+def assert_tensor_metadata(*args, **kwargs):
+    return None
+
+
+# --- slicing, joining, splitting ----------------------------------------------------------------
+
+
+def _index_along(ndim, dim, idx):
+    return (slice(None),) * norm_dim(dim, ndim) + (idx,)
+
+
+@lower(aten.slice.Tensor)
+def slice_(x, dim=0, start=None, end=None, step=1):
+    return x[_index_along(jnp.ndim(x), dim, slice(start, end, step))]
+
+
+@lower(aten.select.int)
+def select(x, dim, index):
+    return x[_index_along(jnp.ndim(x), dim, index)]
+
+
+@lower(aten.slice_scatter.default)
+def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
+    return jnp.asarray(x).at[_index_along(jnp.ndim(x), dim, slice(start, end, step))].set(src)
+
+
+@lower(aten.select_scatter.default)
+def select_scatter(x, src, dim, index):
+    return jnp.asarray(x).at[_index_along(jnp.ndim(x), dim, index)].set(src)
+
+
+@lower(aten.cat.default)
+def cat(tensors, dim=0):
+    tensors = [t for t in tensors if not (jnp.ndim(t) == 1 and jnp.shape(t)[0] == 0)]  # torch skips empty 1-d
+    return jnp.concatenate(tensors, axis=dim)
+
+
+@lower(aten.stack.default)
+def stack(tensors, dim=0):
+    return jnp.stack(tensors, axis=dim)
+
+
+@lower(aten.split_with_sizes.default)
+def split_with_sizes(x, split_sizes, dim=0):
+    bounds = np.cumsum(split_sizes)[:-1].tolist()
+    return tuple(jnp.split(x, bounds, axis=dim))
+
+
+@lower(aten.split.Tensor)
+def split(x, split_size, dim=0):
+    n = jnp.shape(x)[dim]
+    sizes = [min(split_size, n - i) for i in range(0, n, split_size)]
+    return split_with_sizes(x, sizes, dim)
+
+
+@lower(aten.unbind.int)
+def unbind(x, dim=0):
+    return tuple(jnp.moveaxis(x, dim, 0))
+
+
+@lower(aten.flip.default)
+def flip(x, dims):
+    return jnp.flip(x, axis=tuple(dims))
+
+
+@lower(aten.roll.default)
+def roll(x, shifts, dims=()):
+    if not dims:
+        return jnp.roll(jnp.ravel(x), tuple(shifts)).reshape(jnp.shape(x))
+    return jnp.roll(x, tuple(shifts), axis=tuple(dims))
+
+
+@lower(aten.repeat.default)
+def repeat(x, repeats):
+    repeats = tuple(repeats)
+    x = jnp.reshape(x, (1,) * (len(repeats) - jnp.ndim(x)) + jnp.shape(x))
+    return jnp.tile(x, repeats)
+
+
+@lower(aten.constant_pad_nd.default)
+def constant_pad_nd(x, pad, value=0):
+    nd = jnp.ndim(x)
+    widths = [(0, 0)] * nd
+    for i in range(len(pad) // 2):  # torch pads the last dim first
+        widths[nd - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if any(lo < 0 or hi < 0 for lo, hi in widths):
+        raise NotImplementedError("constant_pad_nd with negative padding (cropping) is not lowered")
+    return jnp.pad(x, widths, constant_values=value)
+
+
+@lower(aten.tril.default)
+def tril(x, diagonal=0):
+    return jnp.tril(x, diagonal)
+
+
+@lower(aten.triu.default)
+def triu(x, diagonal=0):
+    return jnp.triu(x, diagonal)
+
+
+# --- indexing ---------------------------------------------------------------------------------
+
+
+@lower(aten.index.Tensor, note=_SECRET_INDEX)
+def index(x, indices):
+    key = tuple(slice(None) if i is None else i for i in indices)
+    return jnp.asarray(x)[key]
+
+
+@lower(aten.index_select.default, note=_SECRET_INDEX)
+def index_select(x, dim, idx):
+    return jnp.take(x, idx, axis=dim)
+
+
+@lower(
+    aten.gather.default,
+    note="constant index: public gather; secret index (e.g. class labels in a loss): "
+    "a one-hot product, the MPC-friendly form",
+)
+def gather(x, dim, idx, sparse_grad=False):
+    nd = jnp.ndim(x)
+    dim = norm_dim(dim, nd)
+    if is_const(idx):
+        idx = np.asarray(idx)
+        # torch allows index extents smaller than x's in the other dims
+        x = jnp.asarray(x)[tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(idx.shape))]
+        return jnp.take_along_axis(x, idx, axis=dim)
+    # out[..., j, ...] = sum_c x[..., c, ...] * (idx[..., j, ...] == c)
+    x = jnp.asarray(x)[tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(jnp.shape(idx)))]
+    hot = one_hot(idx, jnp.shape(x)[dim], jnp.result_type(x))  # idx.shape + (C,)
+    xs = jnp.expand_dims(jnp.moveaxis(x, dim, -1), dim)  # dim -> size 1, classes last
+    return jnp.sum(hot * xs, axis=-1)
+
+
+# --- creation (always folded; kept so a graph can be interpreted without folding) ----------------
+
+
+def _dtype_or(dtype, default):
+    return to_jnp(dtype) if dtype is not None else default
+
+
+@lower(aten.full.default, note=_FOLDED)
+def full(size, fill_value, dtype=None, layout=None, device=None, pin_memory=None):
+    default = jnp.float32 if isinstance(fill_value, float) else (jnp.bool_ if isinstance(fill_value, bool) else jnp.int32)
+    return jnp.full(tuple(size), fill_value, dtype=_dtype_or(dtype, default))
+
+
+@lower(aten.full_like.default)
+def full_like(x, fill_value, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    return jnp.full(jnp.shape(x), fill_value, dtype=_dtype_or(dtype, jnp.result_type(x)))
+
+
+@lower(aten.scalar_tensor.default, note=_FOLDED)
+def scalar_tensor(s, dtype=None, layout=None, device=None, pin_memory=None):
+    return jnp.asarray(s, dtype=_dtype_or(dtype, jnp.float32))
+
+
+@lower(aten.arange.start_step, note=_FOLDED)
+def arange(start, end=None, step=1, dtype=None, layout=None, device=None, pin_memory=None):
+    is_float = any(isinstance(v, float) for v in (start, end, step))
+    return jnp.arange(start, end, step, dtype=_dtype_or(dtype, jnp.float32 if is_float else jnp.int32))
+
+
+@lower(aten.arange.default, note=_FOLDED)
+def arange_end(end, dtype=None, layout=None, device=None, pin_memory=None):
+    return arange(0, end, 1, dtype=dtype)
+
+
+@lower(aten.arange.start, note=_FOLDED)
+def arange_start(start, end, dtype=None, layout=None, device=None, pin_memory=None):
+    return arange(start, end, 1, dtype=dtype)
+
+
+# --- refused ----------------------------------------------------------------------------------
+
+refuse(
+    aten.nonzero.default,
+    aten.masked_select.default,
+    reason="the output shape depends on the data; MPC programs need static shapes "
+    "(use torch.where with a fixed-size result instead)",
+)
+refuse(
+    aten._local_scalar_dense.default,
+    reason="reads a tensor value into Python (.item(), int(t), bool(t)); secret values cannot "
+    "steer the program: keep the computation in tensors",
+)
+refuse(
+    aten.view.dtype,
+    reason="a bitcast between float and int reinterprets bits; fixed-point shares have no such bits",
+)

@@ -1,0 +1,340 @@
+"""Interpret an exported, core-ATen graph as a pure JAX function.
+
+:func:`build` walks the graph once at convert time:
+
+* placeholders become parameter slots (read from ``params`` by state_dict name),
+  input slots (the module's tensor inputs) or constants (non-persistent buffers,
+  lifted tensors, and non-tensor inputs fixed at conversion);
+* every node whose inputs are all constants is evaluated right there with torch
+  (exact torch semantics) and becomes a numpy constant: causal masks, position
+  ids, ``arange``/``full``/comparisons on shapes never run in JAX, so never on
+  secrets;
+* every other node must have a lowering in the registry; missing and refused ops
+  are collected and raised together, before any JAX work.
+
+:meth:`Program.run` then replays the remaining steps with JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Any, Callable, Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from ppml_torch.converters.fx import registry
+from ppml_torch.converters.fx.dtypes import to_jnp, to_numpy
+from ppml_torch.converters.fx.errors import ConversionError, UnsupportedOpError
+
+FAMILY_HINT = "ppml_torch/converters/fx/ops/<family>.py (elementwise, reductions, linalg, shapes or nn)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A reference to the value of a graph node at run time."""
+
+    name: str
+
+
+class TensorMeta(tuple):
+    """(shape, jnp dtype) that torch's trace recorded for a node's tensor result."""
+
+    __slots__ = ()
+
+    def __new__(cls, shape: tuple[int, ...], dtype: Any) -> "TensorMeta":
+        return super().__new__(cls, (shape, dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    name: str
+    op: Any
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    meta: Any  # TensorMeta, a tuple of them (multi-output ops), or None
+    where: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSlot:
+    """One leaf of the flattened ``(args, kwargs)``: a tensor input or a fixed value."""
+
+    name: str
+    is_tensor: bool
+    shape: tuple[int, ...] = ()
+    dtype: Any = None
+    value: Any = None  # the fixed value of a non-tensor leaf
+
+
+@dataclasses.dataclass
+class Program:
+    param_slots: list[tuple[str, str]]  # (placeholder, params key)
+    input_slots: list[InputSlot]
+    constants: dict[str, Any]  # node name -> numpy array / Python value
+    steps: list[Step]
+    outputs: list[Any]  # Ref or constant, in flattened output order
+    folded: list[str]  # names of the call_function nodes folded at convert time
+    folded_ops: dict[str, int]  # op name -> count of folded nodes
+
+    def run(self, params: Mapping[str, Any], leaves: Sequence[Any]) -> list[Any]:
+        env: dict[str, Any] = {}
+        for placeholder, key in self.param_slots:
+            env[placeholder] = params[key]
+        for slot, leaf in zip(self.input_slots, leaves):
+            if slot.is_tensor:
+                env[slot.name] = leaf
+        for step in self.steps:
+            args = _resolve(step.args, env, self.constants)
+            kwargs = _resolve(step.kwargs, env, self.constants)
+            env[step.name] = _check_and_cast(step, step.fn(*args, **kwargs))
+        return [_resolve(o, env, self.constants) for o in self.outputs]
+
+
+def _resolve(x: Any, env: dict[str, Any], constants: dict[str, Any]) -> Any:
+    if isinstance(x, Ref):
+        return env[x.name] if x.name in env else constants[x.name]
+    if isinstance(x, (list, tuple)):
+        return type(x)(_resolve(v, env, constants) for v in x)
+    if isinstance(x, dict):
+        return {k: _resolve(v, env, constants) for k, v in x.items()}
+    return x
+
+
+def _check_and_cast(step: Step, out: Any) -> Any:
+    """Give the result torch's dtype (type promotion differs in corners) and check its shape."""
+    if step.meta is None or out is None:
+        return out
+    if not isinstance(step.meta, TensorMeta):
+        return tuple(
+            _cast_one(step, o, m) if m is not None else o for o, m in zip(out, step.meta, strict=True)
+        )
+    return _cast_one(step, out, step.meta)
+
+
+def _cast_one(step: Step, out: Any, meta: TensorMeta) -> Any:
+    shape, dtype = meta
+    if tuple(jnp.shape(out)) != shape:
+        raise AssertionError(
+            f"lowering of {registry.op_name(step.op)} (node {step.name}, {step.where}) returned shape "
+            f"{tuple(jnp.shape(out))}, torch gives {shape}: fix it in "
+            f"{registry.family_file(registry.LOWERINGS[step.op].family)}"
+        )
+    out = jnp.asarray(out)
+    return out if out.dtype == dtype else out.astype(dtype)
+
+
+def _meta_of(val: Any) -> Any:
+    if isinstance(val, torch.Tensor):
+        return TensorMeta(tuple(int(s) for s in val.shape), to_jnp(val.dtype))
+    if isinstance(val, (list, tuple)):
+        return tuple(_meta_of(v) for v in val)
+    return None
+
+
+def module_path(node: torch.fx.Node, root: str) -> str:
+    """``transformer.h.0.attn: GPT2Attention`` from the node's nn_module_stack."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return root
+    path, kind = list(stack.values())[-1]
+    kind_name = str(getattr(kind, "__name__", kind)).rsplit(".", 1)[-1]
+    return f"{path or root}: {kind_name}" if path else root
+
+
+def _map_nodes(x: Any, fn: Callable[[torch.fx.Node], Any]) -> Any:
+    if isinstance(x, torch.fx.Node):
+        return fn(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map_nodes(v, fn) for v in x)
+    if isinstance(x, dict):
+        return {k: _map_nodes(v, fn) for k, v in x.items()}
+    return x
+
+
+def _node_inputs(x: Any) -> list[torch.fx.Node]:
+    found: list[torch.fx.Node] = []
+    _map_nodes(x, found.append)
+    return found
+
+
+def _to_np_const(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return to_numpy(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_np_const(v) for v in value)
+    return value
+
+
+def build(
+    ep: ExportedProgram,
+    *,
+    param_key: Mapping[str, str],
+    example_leaves: Sequence[Any],
+    root: str,
+) -> Program:
+    """Turn ``ep`` (already decomposed) into a :class:`Program`.
+
+    Args:
+      param_key: torch state_dict name -> the params key the program reads it from
+        (tied weights map to one canonical key).
+      example_leaves: the flattened example ``(args, kwargs)``, in export's order.
+      root: the module's class name, for messages.
+    """
+    lowerings = registry.load()
+    sig = ep.graph_signature
+
+    # --- outputs must be user outputs only (no buffer/input mutation) ---------------------
+    mutated = [s for s in sig.output_specs if s.kind != OutputKind.USER_OUTPUT]
+    # (refused ops are reported first: they explain the mutation better, e.g. batch norm)
+
+    # --- placeholders ------------------------------------------------------------------------
+    param_slots: list[tuple[str, str]] = []
+    input_slots: list[InputSlot] = []
+    torch_consts: dict[str, Any] = {}  # node name -> torch value (constants and folded nodes)
+    user_specs = [s for s in sig.input_specs if s.kind == InputKind.USER_INPUT]
+    if len(user_specs) != len(example_leaves):
+        raise ConversionError(
+            f"{root}: torch.export saw {len(user_specs)} inputs but the example (args, kwargs) "
+            f"flatten to {len(example_leaves)} leaves; pass inputs as tensors or plain Python values"
+        )
+    user_leaf = {s.arg.name: leaf for s, leaf in zip(user_specs, example_leaves)}
+    for spec in sig.input_specs:
+        name = spec.arg.name
+        if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
+            param_slots.append((name, param_key[spec.target]))
+        elif spec.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            torch_consts[name] = ep.constants[spec.target]
+        elif spec.kind == InputKind.USER_INPUT:
+            leaf = user_leaf[name]
+            if isinstance(leaf, torch.Tensor):
+                input_slots.append(InputSlot(name, True, tuple(leaf.shape), to_jnp(leaf.dtype)))
+            else:
+                input_slots.append(InputSlot(name, False, value=leaf))
+                torch_consts[name] = leaf
+        else:
+            raise ConversionError(
+                f"{root}: unsupported graph input kind {spec.kind.name} ({name}); "
+                "custom objects and tokens cannot be converted"
+            )
+
+    # --- nodes: fold constants, look up lowerings, collect problems ---------------------------
+    steps: list[Step] = []
+    folded: list[str] = []
+    folded_ops: dict[str, int] = {}
+    problems: list[tuple[str, str]] = []  # (kind, message)
+    output_node = None
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            output_node = node
+            continue
+        if node.op != "call_function":
+            problems.append(("missing", f"graph node {node.op} {node.target} ({module_path(node, root)})"))
+            continue
+        target = node.target
+        where = module_path(node, root)
+        entry = lowerings.get(target)
+        if entry is not None and entry.fn is None:
+            problems.append(
+                ("refused", f"{entry.name} is not supported under MPC (used by {where}): {entry.note}")
+            )
+            continue
+        if entry is not None and entry.check is not None:
+            reason = entry.check(*node.args, **node.kwargs)
+            if reason:
+                problems.append(("refused", f"{entry.name} is refused (used by {where}): {reason}"))
+                continue
+        inputs = _node_inputs((node.args, node.kwargs))
+        if all(n.name in torch_consts for n in inputs):
+            args = _map_nodes(node.args, lambda n: torch_consts[n.name])
+            kwargs = _map_nodes(node.kwargs, lambda n: torch_consts[n.name])
+            with torch.no_grad():
+                torch_consts[node.name] = target(*args, **kwargs)
+            folded.append(node.name)
+            label = registry.op_name(target)
+            folded_ops[label] = folded_ops.get(label, 0) + 1
+            continue
+        if target is operator.getitem:
+            fn: Callable[..., Any] = operator.getitem
+            meta = None
+        elif entry is None:
+            problems.append(
+                (
+                    "missing",
+                    f"no JAX lowering for {registry.op_name(target)} (used by {where}); "
+                    f"add one in {FAMILY_HINT}",
+                )
+            )
+            continue
+        else:
+            fn = entry.fn
+            meta = _meta_of(node.meta.get("val"))
+        steps.append(
+            Step(
+                node.name,
+                target,
+                fn,
+                _map_nodes(tuple(node.args), lambda n: Ref(n.name)),
+                _map_nodes(dict(node.kwargs), lambda n: Ref(n.name)),
+                meta,
+                where,
+            )
+        )
+
+    if problems:
+        lines = [problems[0][1]]
+        others = sorted({m for _, m in problems[1:]} - {problems[0][1]})
+        if others:
+            lines.append("also: " + "; ".join(others))
+        raise UnsupportedOpError("\n".join(lines))
+    if mutated:
+        names = ", ".join(f"{s.target} ({s.kind.name})" for s in mutated)
+        raise ConversionError(
+            f"{root} mutates state during forward: {names}. The converted program is a pure "
+            "function; call module.eval() if these are batch-norm running statistics, or "
+            "remove the in-place update of inputs/buffers"
+        )
+
+    # --- outputs ---------------------------------------------------------------------------
+    assert output_node is not None
+    flat_out = list(output_node.args[0])[-len(sig.user_outputs) :] if sig.user_outputs else []
+    outputs: list[Any] = []
+    for i, o in enumerate(flat_out):
+        if isinstance(o, torch.fx.Node):
+            val = o.meta.get("val")
+            if o.name not in torch_consts and not isinstance(val, torch.Tensor):
+                raise ConversionError(
+                    f"{root}: output #{i} is a {type(val).__name__}, not a tensor; return tensors, "
+                    "or tuples/lists/dicts of tensors"
+                )
+            outputs.append(Ref(o.name))
+        else:
+            raise ConversionError(
+                f"{root}: output #{i} is the constant {o!r}, not a tensor; return tensors, or "
+                "tuples/lists/dicts of tensors (fixed values are not outputs of an MPC program)"
+            )
+
+    # keep numpy versions of the constants the JAX steps and outputs read
+    used: set[str] = set()
+    for step in steps:
+        used.update(r.name for r in _refs((step.args, step.kwargs)))
+    used.update(r.name for r in _refs(outputs))
+    constants = {k: _to_np_const(v) for k, v in torch_consts.items() if k in used}
+    return Program(param_slots, input_slots, constants, steps, outputs, folded, folded_ops)
+
+
+def _refs(x: Any) -> list[Ref]:
+    if isinstance(x, Ref):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [r for v in x for r in _refs(v)]
+    if isinstance(x, dict):
+        return [r for v in x.values() for r in _refs(v)]
+    return []
