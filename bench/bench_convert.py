@@ -230,34 +230,62 @@ def static_ops(side: Side) -> collections.Counter:
     return collections.Counter(re.findall(r"= (pphlo\.\w+)", prog.pphlo))
 
 
-def spu_figures(case: Case, side: Side, args: argparse.Namespace, jit_s: float) -> Figures:
+def spu_figures(case: Case, args: argparse.Namespace) -> tuple[Figures, Figures]:
+    """Both sides in one SPU session, calls alternating (hand, converted, hand, ...).
+
+    Alternating keeps drift of a shared machine from favouring either side.  Call 0 of each
+    side compiles and is profiled (per-op figures, error against plaintext); the following
+    ``--runs`` calls are timed.
+    """
     from ppml_torch.runners import open_session
     from ppml_torch.runners.comm import SpuLogTap
 
-    want = jax.jit(side.fn)(*side.args)
+    sides = (case.hand, case.conv)
+    wants = [jax.jit(side.fn)(*side.args) for side in sides]
+    runs: list[list[float]] = [[], []]
+    ops: list[dict[str, list[float]]] = [{}, {}]
+    comm: list[tuple[int, int] | None] = [None, None]
+    errs = [0.0, 0.0]
     with open_session("spu", case.protocol, args.field) as s:
-        handles = [s.put(a, owner=o) for a, o in zip(side.args, case.owners, strict=True)]
         tap = SpuLogTap.get()
-        runs, ops, comm, err = [], {}, None, 0.0
-        for i in range(args.runs + 1):  # call 0 compiles and is profiled; 1.. are timed
-            mark = tap.mark()
-            out = s.call(side.fn, *handles, name=f"{case.name}")
-            rep = s.last_report
-            if i == 0:
-                ops = parse_ops(tap.read_since(mark))
-                got = s.reveal(out)
-                errs = jax.tree_util.tree_map(
-                    lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), got, want
-                )
-                err = max(jax.tree_util.tree_leaves(errs))
-            else:
-                runs.append(rep.run_s)
-            if comm is not None and (rep.comm.send_bytes, rep.comm.send_actions) != comm:
-                print(f"  note: {case.name} communication differs between runs", file=sys.stderr)
-            comm = (rep.comm.send_bytes, rep.comm.send_actions)
-            s.free(out)
-    return Figures(
-        jit_s, statistics.median(runs), runs, comm[0], comm[1], ops, static_ops(side), err
+        handles = [
+            [s.put(a, owner=o) for a, o in zip(side.args, case.owners, strict=True)]
+            for side in sides
+        ]
+        for i in range(args.runs + 1):
+            for k, side in enumerate(sides):
+                mark = tap.mark()
+                out = s.call(side.fn, *handles[k], name=f"{case.name}")
+                rep = s.last_report
+                if i == 0:
+                    ops[k] = parse_ops(tap.read_since(mark))
+                    diff = jax.tree_util.tree_map(
+                        lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                        s.reveal(out),
+                        wants[k],
+                    )
+                    errs[k] = max(jax.tree_util.tree_leaves(diff))
+                else:
+                    runs[k].append(rep.run_s)
+                got = (rep.comm.send_bytes, rep.comm.send_actions)
+                if comm[k] is not None and got != comm[k]:
+                    print(
+                        f"  note: {case.name} communication differs between runs", file=sys.stderr
+                    )
+                comm[k] = got
+                s.free(out)
+    return tuple(  # type: ignore[return-value]
+        Figures(
+            plaintext_time(side, args.jit_runs),
+            statistics.median(runs[k]),
+            runs[k],
+            comm[k][0],
+            comm[k][1],
+            ops[k],
+            static_ops(side),
+            errs[k],
+        )
+        for k, side in enumerate(sides)
     )
 
 
@@ -391,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  converted side unavailable: {case.conv_error}")
             status = 1
             continue
-        jit_h = plaintext_time(case.hand, args.jit_runs)
-        jit_c = plaintext_time(case.conv, args.jit_runs)
         diff = jax.tree_util.tree_map(
             lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
             case.conv_to_hand(case.conv.fn(*case.conv.args)),
@@ -402,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  plaintext converted vs hand-written: max abs diff "
             f"{max(jax.tree_util.tree_leaves(diff)):.2e}"
         )
-        hand = spu_figures(case, case.hand, args, jit_h)
-        conv = spu_figures(case, case.conv, args, jit_c)
+        hand, conv = spu_figures(case, args)
         report(case, hand, conv, args.field, args.top)
     return status
 
