@@ -8,7 +8,9 @@ and reported in one message, so a wrong config is fixed in one go.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,3 +90,134 @@ def unflatten(flat: Mapping[tuple[str, ...], object]) -> dict:
             node = node.setdefault(k, {})
         node[path[-1]] = v
     return tree
+
+
+# ---- the weight map: one table per model family, used in both directions -------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightMap:
+    """torch ``state_dict`` name <-> Flax parameter path, for one concrete model.
+
+    Attributes:
+      pairs: torch name -> Flax path (inside ``{"params": ...}``), e.g.
+        ``"0.weight" -> ("Dense_0", "kernel")``.
+      transposed: the torch names whose arrays are transposed on the way (``nn.Linear``
+        stores ``(out, in)``, ``nn.Dense`` ``(in, out)``).
+      tied: torch name -> the torch name it shares storage with (``lm_head.weight`` ->
+        ``transformer.wte.weight``); not in ``pairs``: Flax holds one array for both.
+      what: a label for error messages, e.g. ``"to_flax(GPT2LMHeadModel)"``.
+    """
+
+    pairs: Mapping[str, tuple[str, ...]]
+    transposed: frozenset[str]
+    tied: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    what: str = "weight map"
+
+    def __post_init__(self) -> None:
+        stray = sorted((set(self.transposed) | set(self.tied.values())) - set(self.pairs))
+        if stray:
+            raise ValueError(f"{self.what}: transposed/tied keys not in the map: {stray}")
+
+    def torch_keys(self) -> set[str]:
+        return set(self.pairs) | set(self.tied)
+
+    def torch_to_flax(
+        self, state_dict: Mapping[str, Any], flax_shapes: Mapping[tuple[str, ...], Shape]
+    ) -> dict:
+        """Numpy Flax tree ``{"params": ...}`` from a torch ``state_dict``.
+
+        ``flax_shapes`` are the shapes the Flax model expects (from ``jax.eval_shape`` of
+        its ``init``).  Keys and shapes are checked before anything is copied; tied keys
+        must hold the same values as their partner.
+        """
+        check_shapes(
+            {k: self._torch_shape(k, flax_shapes) for k in self.torch_keys()},
+            {k: shape_of(v) for k, v in state_dict.items()},
+            what=self.what,
+            fix="the module's layers or config differ from what this map was built for",
+            expected_name="weight map",
+            actual_name="torch state_dict",
+        )
+        arrays = {k: _to_numpy(v) for k, v in state_dict.items()}
+        for k, partner in self.tied.items():
+            if not np.array_equal(arrays[k], arrays[partner]):
+                raise WeightMapError(
+                    f"{self.what}: {k} is expected to be tied to {partner} but holds other "
+                    f"values; tie them (e.g. model.tie_weights()) or convert an untied model"
+                )
+        flat = {
+            path: (arrays[k].T if k in self.transposed else arrays[k]).copy()
+            for k, path in self.pairs.items()
+        }
+        return {"params": unflatten(flat)}
+
+    def flax_to_torch(
+        self,
+        variables: Mapping,
+        flax_shapes: Mapping[tuple[str, ...], Shape],
+    ) -> dict[str, np.ndarray]:
+        """Numpy arrays keyed by torch names from a Flax tree ``{"params": ...}``.
+
+        Checked against ``flax_shapes`` first (missing/unexpected paths, shapes).  Tied torch
+        names get the same array as their partner.  Values are copied bit for bit.
+        """
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise WeightMapError(
+                f"{self.what}: expected Flax variables {{'params': ...}}, got "
+                f"{type(variables).__name__} with keys {list(getattr(variables, 'keys', list)())}"
+            )
+        flat = flatten(variables["params"])
+        check_shapes(
+            {"/".join(p): s for p, s in flax_shapes.items()},
+            {"/".join(p): shape_of(v) for p, v in flat.items()},
+            what=self.what,
+            fix="the Flax parameters come from a model with another config; "
+            "convert with the matching torch module",
+            expected_name="model",
+            actual_name="Flax params",
+        )
+        out: dict[str, np.ndarray] = {}
+        for k, path in self.pairs.items():
+            a = np.asarray(flat[path])
+            out[k] = np.array(a.T if k in self.transposed else a, copy=True)
+        for k, partner in self.tied.items():
+            out[k] = out[partner]
+        return out
+
+    def _torch_shape(self, key: str, flax_shapes: Mapping[tuple[str, ...], Shape]) -> Shape:
+        key = self.tied.get(key, key)
+        shape = tuple(flax_shapes[self.pairs[key]])
+        return shape[::-1] if key in self.transposed else shape
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def flax_shapes(init: Callable[[], Any]) -> dict[tuple[str, ...], Shape]:
+    """The parameter shapes ``init()`` would produce, without computing any weights."""
+    import jax
+
+    tree = jax.eval_shape(init)
+    return {p: tuple(v.shape) for p, v in flatten(tree["params"]).items()}
+
+
+def load_into_torch(module: Any, arrays: Mapping[str, np.ndarray], *, what: str) -> None:
+    """``module.load_state_dict(arrays, strict=True)`` after checking every key and shape."""
+    import torch
+
+    target = module.state_dict()
+    check_shapes(
+        {k: tuple(v.shape) for k, v in target.items()},
+        {k: tuple(np.shape(v)) for k, v in arrays.items()},
+        what=what,
+        fix="pass a torch module built with the same config as the one converted",
+        expected_name="torch module",
+        actual_name="Flax params",
+    )
+    module.load_state_dict(
+        {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}, strict=True
+    )

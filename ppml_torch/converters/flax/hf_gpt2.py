@@ -1,0 +1,151 @@
+"""HF ``GPT2LMHeadModel`` (torch) <-> ``transformers.FlaxGPT2LMHeadModel`` parameters.
+
+The Flax model is built from the same ``GPT2Config`` (``_do_init=False``: no random
+weights are made).  ``apply(params, input_ids, attention_mask=None)`` returns
+``{"logits": (B, T, vocab)}``, the same structure the graph route gives for a HF model.
+
+Weight map, for each block ``N`` (HF's ``Conv1D`` stores ``(in, out)``, HF's
+``FlaxConv1D`` ``(out, in)``: the four Conv1D weights are transposed)::
+
+    transformer.wte.weight              -> transformer/wte/embedding
+    transformer.wpe.weight              -> transformer/wpe/embedding
+    transformer.h.N.ln_1.weight / bias  -> transformer/h/N/ln_1/scale / bias
+    transformer.h.N.attn.c_attn.weight  -> transformer/h/N/attn/c_attn/kernel   transposed
+    transformer.h.N.attn.c_attn.bias    -> transformer/h/N/attn/c_attn/bias
+    transformer.h.N.attn.c_proj.*       -> transformer/h/N/attn/c_proj/*        weight transposed
+    transformer.h.N.ln_2.*              -> transformer/h/N/ln_2/*
+    transformer.h.N.mlp.c_fc.*          -> transformer/h/N/mlp/c_fc/*           weight transposed
+    transformer.h.N.mlp.c_proj.*        -> transformer/h/N/mlp/c_proj/*         weight transposed
+    transformer.ln_f.weight / bias      -> transformer/ln_f/scale / bias
+    lm_head.weight                      -> tied to transformer.wte.weight (no Flax array)
+                                           or lm_head/kernel, transposed, if untied
+
+Causal-mask buffers ``transformer.h.N.attn.bias`` / ``attn.masked_bias``: in transformers
+4.57 they are non-persistent (not in ``state_dict``); if an older version saved them they
+are skipped on the way to Flax and left as the module has them on the way back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import torch.nn as nn
+
+from ppml_torch.model import ConvertedModel
+
+from .common import Shape, WeightMap, WeightMapError, flax_shapes
+
+CONV1D_WEIGHTS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+MASK_BUFFERS = ("attn.bias", "attn.masked_bias")
+# config values the Flax GPT-2 does not implement: (field, value that Flax computes)
+FLAX_CONFIG = {
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "add_cross_attention": False,
+}
+
+
+# the GPT2Config fields that decide shapes and numbers (others: defaults)
+SPEC_FIELDS = (
+    "vocab_size",
+    "n_positions",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "activation_function",
+    "layer_norm_epsilon",
+    "tie_word_embeddings",
+)
+
+
+def matches(module: nn.Module) -> bool:
+    from transformers import GPT2LMHeadModel
+
+    return isinstance(module, GPT2LMHeadModel)
+
+
+def mask_buffer_keys(module: nn.Module) -> list[str]:
+    """The causal-mask buffers this module saves in its ``state_dict`` (none in 4.57)."""
+    n = module.config.n_layer
+    names = {f"transformer.h.{i}.{b}" for i in range(n) for b in MASK_BUFFERS}
+    return sorted(names & set(module.state_dict()))
+
+
+def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shape], Any]:
+    """The map, the Flax shapes and the (weightless) ``FlaxGPT2LMHeadModel``."""
+    from transformers import FlaxGPT2LMHeadModel
+
+    config = module.config
+    bad = {k: getattr(config, k) for k, v in FLAX_CONFIG.items() if getattr(config, k, v) != v}
+    if bad:
+        raise WeightMapError(
+            f"to_flax(GPT2LMHeadModel): FlaxGPT2LMHeadModel does not implement {bad}; "
+            f"it computes {FLAX_CONFIG}.  Use ppml_torch.convert (graph route) for this model"
+        )
+    pairs: dict[str, tuple[str, ...]] = {
+        "transformer.wte.weight": ("transformer", "wte", "embedding"),
+        "transformer.wpe.weight": ("transformer", "wpe", "embedding"),
+        "transformer.ln_f.weight": ("transformer", "ln_f", "scale"),
+        "transformer.ln_f.bias": ("transformer", "ln_f", "bias"),
+    }
+    transposed: set[str] = set()
+    for i in range(config.n_layer):
+        t, f = f"transformer.h.{i}", ("transformer", "h", str(i))
+        for ln in ("ln_1", "ln_2"):
+            pairs[f"{t}.{ln}.weight"] = (*f, ln, "scale")
+            pairs[f"{t}.{ln}.bias"] = (*f, ln, "bias")
+        for layer in CONV1D_WEIGHTS:
+            path = (*f, *layer.split("."))
+            pairs[f"{t}.{layer}.weight"] = (*path, "kernel")
+            pairs[f"{t}.{layer}.bias"] = (*path, "bias")
+            transposed.add(f"{t}.{layer}.weight")
+    tied: dict[str, str] = {}
+    if config.tie_word_embeddings:
+        tied["lm_head.weight"] = "transformer.wte.weight"
+    else:
+        pairs["lm_head.weight"] = ("lm_head", "kernel")
+        transposed.add("lm_head.weight")  # nn.Linear (vocab, C) -> Dense (C, vocab)
+
+    hf = FlaxGPT2LMHeadModel(config, _do_init=False, dtype=jnp.float32)
+    shapes = flax_shapes(lambda: {"params": hf.init_weights(jax.random.PRNGKey(0), (1, 1))})
+    wmap = WeightMap(pairs, frozenset(transposed), tied, what="to_flax(GPT2LMHeadModel)")
+    return wmap, shapes, hf
+
+
+def to_flax(module: nn.Module) -> ConvertedModel:
+    """Transfer a HF ``GPT2LMHeadModel`` to ``FlaxGPT2LMHeadModel`` params."""
+    wmap, shapes, hf = weight_map(module)
+    skip = set(mask_buffer_keys(module))
+    sd = {k: v for k, v in module.state_dict().items() if k not in skip}
+    variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(sd, shapes))
+
+    def apply_fn(
+        params: Any, input_ids: jax.Array, attention_mask: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        out = hf(input_ids, attention_mask=attention_mask, params=params["params"], train=False)
+        return {"logits": out.logits}
+
+    return ConvertedModel(
+        params=variables,
+        apply_fn=apply_fn,
+        params_to_torch=lambda params: wmap.flax_to_torch(params, shapes),
+        route="flax",
+        source=type(module).__name__,
+        extras={"flax_model": hf, "weight_map": wmap, "spec": spec(module)},
+    )
+
+
+def spec(module: nn.Module) -> dict[str, Any]:
+    """What rebuilds the torch module: the family and its ``GPT2Config`` as a dict."""
+    config = module.config
+    return {"family": "hf_gpt2", "config": {k: getattr(config, k) for k in SPEC_FIELDS}}
+
+
+def build(spec: dict[str, Any]) -> nn.Module:
+    """A (randomly initialised) ``GPT2LMHeadModel`` from :func:`spec`'s output."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(**spec["config"])).eval()

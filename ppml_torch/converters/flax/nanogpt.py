@@ -1,0 +1,100 @@
+"""nanoGPT (``ppml_torch.models.nanogpt.GPT``) <-> its Flax twin (``models/flax_nanogpt.py``).
+
+``apply(params, idx)`` returns the logits array ``(B, T, vocab)`` (a plain array, like
+the torch ``GPT.forward``; HF GPT-2 gives ``{"logits": ...}`` like HF's ModelOutput).
+
+Weight map, for each block ``N`` (``nn.Linear`` is ``(out, in)``, ``nn.Dense``
+``(in, out)``: every Linear weight is transposed)::
+
+    transformer.wte.weight              -> transformer/wte/embedding
+    transformer.wpe.weight              -> transformer/wpe/embedding
+    transformer.h.N.ln_1.weight / bias  -> transformer/h_N/ln_1/scale / bias
+    transformer.h.N.attn.c_attn.weight  -> transformer/h_N/attn/c_attn/kernel   transposed
+    transformer.h.N.attn.c_attn.bias    -> transformer/h_N/attn/c_attn/bias
+    transformer.h.N.attn.c_proj.*       -> transformer/h_N/attn/c_proj/*        weight transposed
+    transformer.h.N.ln_2.*              -> transformer/h_N/ln_2/*
+    transformer.h.N.mlp.c_fc.*          -> transformer/h_N/mlp/c_fc/*           weight transposed
+    transformer.h.N.mlp.c_proj.*        -> transformer/h_N/mlp/c_proj/*         weight transposed
+    transformer.ln_f.weight / bias      -> transformer/ln_f/scale / bias
+    lm_head.weight                      -> tied to transformer.wte.weight (wte.attend in Flax)
+
+The causal mask (``attn.mask``) is a non-persistent buffer: in neither tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import torch.nn as nn
+
+from ppml_torch.model import ConvertedModel
+from ppml_torch.models import flax_nanogpt
+from ppml_torch.models.nanogpt import GPT, GPTConfig
+
+from .common import Shape, WeightMap, flax_shapes
+
+LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def matches(module: nn.Module) -> bool:
+    return isinstance(module, GPT)
+
+
+def weight_map(module: GPT) -> tuple[WeightMap, dict[tuple[str, ...], Shape], flax_nanogpt.GPT]:
+    """The map, the Flax shapes and the Flax ``GPT`` for this module's config."""
+    config = module.config
+    ln_leaf = {"weight": "scale", "bias": "bias"}
+    pairs: dict[str, tuple[str, ...]] = {
+        "transformer.wte.weight": ("transformer", "wte", "embedding"),
+        "transformer.wpe.weight": ("transformer", "wpe", "embedding"),
+    }
+    transposed: set[str] = set()
+    params = ("weight", "bias") if config.bias else ("weight",)
+    for leaf in params:
+        pairs[f"transformer.ln_f.{leaf}"] = ("transformer", "ln_f", ln_leaf[leaf])
+    for i in range(config.n_layer):
+        t, f = f"transformer.h.{i}", ("transformer", f"h_{i}")
+        for ln in ("ln_1", "ln_2"):
+            for leaf in params:
+                pairs[f"{t}.{ln}.{leaf}"] = (*f, ln, ln_leaf[leaf])
+        for layer in LINEARS:
+            path = (*f, *layer.split("."))
+            pairs[f"{t}.{layer}.weight"] = (*path, "kernel")
+            transposed.add(f"{t}.{layer}.weight")
+            if config.bias:
+                pairs[f"{t}.{layer}.bias"] = (*path, "bias")
+    tied = {"lm_head.weight": "transformer.wte.weight"}
+
+    flax_gpt = flax_nanogpt.GPT(config)
+    shapes = flax_shapes(lambda: flax_gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
+    wmap = WeightMap(pairs, frozenset(transposed), tied, what="to_flax(nanoGPT GPT)")
+    return wmap, shapes, flax_gpt
+
+
+def to_flax(module: GPT) -> ConvertedModel:
+    """Transfer a torch nanoGPT ``GPT`` to the Flax ``GPT`` of ``models/flax_nanogpt.py``."""
+    wmap, shapes, flax_gpt = weight_map(module)
+    variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(module.state_dict(), shapes))
+
+    def apply_fn(params: Any, idx: jax.Array) -> jax.Array:
+        return flax_gpt.apply(params, idx)
+
+    return ConvertedModel(
+        params=variables,
+        apply_fn=apply_fn,
+        params_to_torch=lambda params: wmap.flax_to_torch(params, shapes),
+        route="flax",
+        source="nanoGPT GPT",
+        extras={"flax_module": flax_gpt, "weight_map": wmap, "spec": spec(module)},
+    )
+
+
+def spec(module: GPT) -> dict[str, Any]:
+    return {"family": "nanogpt", "config": dataclasses.asdict(module.config)}
+
+
+def build(spec: dict[str, Any]) -> GPT:
+    return GPT(GPTConfig(**spec["config"])).eval()

@@ -1,0 +1,128 @@
+"""The Flax twin of ``ppml_torch/models/nanogpt.py``: same blocks, same names, same numbers.
+
+Reads in the same order (LayerNorm, CausalSelfAttention, MLP, Block, GPT) and takes the
+same :class:`~ppml_torch.models.nanogpt.GPTConfig`.  Parameter paths mirror the torch
+names with Flax's leaf names::
+
+    torch  transformer.h.0.attn.c_attn.weight   (out, in)
+    flax   transformer/h_0/attn/c_attn/kernel   (in, out)    transposed
+
+``lm_head`` has no parameters of its own: it is ``wte.attend`` (tied, as in GPT-2).
+The weight map between the two lives in ``ppml_torch/converters/flax/nanogpt.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ppml_torch.models.nanogpt import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis, parameters ``scale`` (torch ``weight``) and ``bias``.
+
+    The variance is ``mean((x - mean)**2)`` as in torch (Flax's ``nn.LayerNorm`` uses
+    ``E[x**2] - E[x]**2``, which loses more digits in float32 and in fixed point).
+    """
+
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        C = x.shape[-1]
+        mean = x.mean(axis=-1, keepdims=True)  # (B, T, 1)
+        var = jnp.square(x - mean).mean(axis=-1, keepdims=True)  # (B, T, 1)
+        y = (x - mean) * jax.lax.rsqrt(var + self.config.layer_norm_eps)  # (B, T, C)
+        y = y * self.param("scale", nn.initializers.ones, (C,))
+        if self.config.bias:
+            y = y + self.param("bias", nn.initializers.zeros, (C,))
+        return y
+
+
+class CausalSelfAttention(nn.Module):
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        B, T, C = x.shape  # batch, sequence length, embedding width (n_embd)
+        nh, hs = cfg.n_head, C // cfg.n_head  # heads, head size
+
+        qkv = nn.Dense(3 * C, use_bias=cfg.bias, name="c_attn")(x)  # (B, T, 3C)
+        q, k, v = jnp.split(qkv, 3, axis=2)  # 3 x (B, T, C)
+        q = q.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        k = k.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        v = v.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+
+        att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
+        causal = jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]  # (1, 1, T, T)
+        att = jnp.where(causal, att, jnp.finfo(att.dtype).min)
+        att = jax.nn.softmax(att, axis=-1)
+        y = att @ v  # (B, nh, T, hs)
+        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side
+
+        return nn.Dense(C, use_bias=cfg.bias, name="c_proj")(y)
+
+
+class MLP(nn.Module):
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        C = self.config.n_embd
+        x = nn.Dense(4 * C, use_bias=self.config.bias, name="c_fc")(x)
+        x = nn.gelu(x, approximate=True)  # GPT-2's "gelu_new"
+        return nn.Dense(C, use_bias=self.config.bias, name="c_proj")(x)
+
+
+class Block(nn.Module):
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + CausalSelfAttention(self.config, name="attn")(
+            LayerNorm(self.config, name="ln_1")(x)
+        )
+        x = x + MLP(self.config, name="mlp")(LayerNorm(self.config, name="ln_2")(x))
+        return x
+
+
+class Transformer(nn.Module):
+    """Embeddings, blocks and final LayerNorm: torch's ``GPT.transformer``."""
+
+    config: GPTConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.wte = nn.Embed(cfg.vocab_size, cfg.n_embd)  # token embeddings
+        self.wpe = nn.Embed(cfg.block_size, cfg.n_embd)  # position embeddings
+        self.h = [Block(cfg) for _ in range(cfg.n_layer)]  # named h_0, h_1, ...
+        self.ln_f = LayerNorm(cfg)
+
+    def __call__(self, idx: jax.Array) -> jax.Array:
+        B, T = idx.shape
+        x = self.wte(idx) + self.wpe(jnp.arange(T))[None]  # (B, T, C)
+        for block in self.h:
+            x = block(x)
+        return self.ln_f(x)  # (B, T, C)
+
+    def lm_head(self, x: jax.Array) -> jax.Array:
+        return self.wte.attend(x)  # (B, T, vocab_size): tied to wte
+
+
+class GPT(nn.Module):
+    config: GPTConfig
+
+    def setup(self) -> None:
+        self.transformer = Transformer(self.config)
+
+    def __call__(self, idx: jax.Array) -> jax.Array:
+        """Token ids ``(B, T)`` -> logits ``(B, T, vocab_size)``."""
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"GPT: sequence length {T} > block_size {self.config.block_size}")
+        return self.transformer.lm_head(self.transformer(idx))
