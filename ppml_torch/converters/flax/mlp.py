@@ -22,6 +22,7 @@ Weight map, layer ``i`` of the chain (torch name from the module, e.g. ``0.weigh
 from __future__ import annotations
 
 import operator
+from itertools import pairwise
 from typing import Any
 
 import jax
@@ -178,20 +179,20 @@ def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shap
     if len(set(hidden)) > 1:
         raise WeightMapError(
             "to_flax: MLP needs one kind of hidden activation, found "
-            + ", ".join(f"{a} after {n}" for a, n in zip(hidden, linears))
+            + ", ".join(f"{a} after {n}" for a, n in zip(hidden, linears[:-1], strict=True))
         )
     activation = hidden[0] if hidden else "relu"  # unused with a single Linear
     final = gaps[-1][0] if gaps[-1] else None
 
     layers = [module.get_submodule(name) for name in linears]
-    no_bias = [name or "<root>" for name, lin in zip(linears, layers) if lin.bias is None]
+    no_bias = [name or "<root>" for name, lin in zip(linears, layers, strict=True) if lin.bias is None]
     if no_bias:
         raise WeightMapError(
             f"to_flax: MLP's Dense layers all have a bias; nn.Linear without one: {no_bias}"
         )
     chain_breaks = [
         f"{a}.out_features={x.out_features} != {b}.in_features={y.in_features}"
-        for a, b, x, y in zip(linears, linears[1:], layers, layers[1:])
+        for (a, b), (x, y) in zip(pairwise(linears), pairwise(layers), strict=True)
         if x.out_features != y.in_features
     ]
     if chain_breaks:
@@ -259,7 +260,7 @@ _TORCH_ACTIVATIONS = {
 def build(spec: dict[str, Any]) -> nn.Sequential:
     """``nn.Sequential(Linear, act, Linear, ..., [final act])``; names ``0.weight``, ``2.weight``..."""
     widths, layers = spec["widths"], []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+    for i, (a, b) in enumerate(pairwise(widths)):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
             layers.append(_TORCH_ACTIVATIONS[spec["activation"]]())
