@@ -66,7 +66,7 @@ class Case:
 
 
 def _convert(module, example_args):
-    from ppml_torch.converters.fx import convert
+    from ppml_torch.converters.fx.convert import convert  # the function, not the package attribute
 
     return convert(module, example_args, {})
 

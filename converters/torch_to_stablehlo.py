@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from ppml_torch.converters.fx import convert
+    from ppml_torch.converters.fx.convert import convert  # the function, not the package attribute
     from ppml_torch.converters.fx.stablehlo import compile_stablehlo, to_stablehlo
 
     module, source = load_module(args)

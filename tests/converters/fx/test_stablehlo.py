@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import collections
+import importlib
+import importlib.util
+import json
 import re
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -147,3 +152,100 @@ def test_unknown_ir_is_refused(mlp):
     model, params, x = mlp
     with pytest.raises(ValueError, match="ir must be one of"):
         compile_for_spu(model.apply, (params, x), ir="hlo")
+
+
+# -- converters/torch_to_stablehlo.py ---------------------------------------------------------
+SCRIPT = Path(__file__).resolve().parents[3] / "converters" / "torch_to_stablehlo.py"
+
+TINY_MLP = """
+import torch
+
+def make(hidden=15):
+    return torch.nn.Sequential(
+        torch.nn.Linear(30, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)
+    )
+"""
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("torch_to_stablehlo", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def tiny_pkg(tmp_path, monkeypatch):
+    (tmp_path / "tiny_models.py").write_text(TINY_MLP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("tiny_models", None)
+
+
+def _run_exported(out_dir: Path, stem: str, x: np.ndarray) -> np.ndarray:
+    """Load .mlir + .safetensors + .json as a user would and run them on SPU."""
+    from safetensors.numpy import load_file
+
+    from ppml_torch.converters.fx.stablehlo import run_executable
+
+    manifest = json.loads((out_dir / f"{stem}.json").read_text())
+    weights = load_file(str(out_dir / manifest["weights"]))
+    names = [i["name"] for i in manifest["inputs"]]
+    inputs = [weights[re.fullmatch(r"params\['(.+)'\]", n)[1]] for n in names[:-1]] + [x]
+    exe = compile_stablehlo(
+        (out_dir / manifest["mlir"]).read_text(), ["secret"] * len(inputs), n_outputs=1
+    )
+    (out,), _ = run_executable(exe, semi2k(), 2, inputs, ["secret"] * len(inputs))
+    return out
+
+
+def test_script_module_factory_to_mlir_and_safetensors(script, tiny_pkg, capsys):
+    import torch
+
+    out_dir = tiny_pkg / "out"
+    argv = ["--module", "tiny_models:make", "--kwargs", '{"hidden": 7}', "--input", "float32[4,30]"]
+    assert script.main([*argv, "--out-dir", str(out_dir), "--name", "mlp", "--spu-check"]) == 0
+    assert "SPU accepted the StableHLO" in capsys.readouterr().out
+    text = (out_dir / "mlp.mlir").read_text()
+    assert "stablehlo.dot_general" in text and "chlo." not in text
+    manifest = json.loads((out_dir / "mlp.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == [
+        "params['0.bias']", "params['0.weight']", "params['2.bias']", "params['2.weight']", "args[0]",
+    ]  # fmt: skip
+    assert manifest["inputs"][1]["shape"] == [7, 30]
+    assert manifest["outputs"] == [{"name": "out", "shape": [4, 1], "dtype": "float32"}]
+
+    torch.manual_seed(0)  # the script builds the module with --seed 0
+    net = importlib.import_module("tiny_models").make(hidden=7).eval()
+    x = np.random.default_rng(0).normal(size=(4, 30)).astype(np.float32)
+    want = net(torch.from_numpy(x)).detach().numpy()
+    assert_close(_run_exported(out_dir, "mlp", x), want)
+
+
+def test_script_loads_a_checkpoint(script, tiny_pkg):
+    import torch
+
+    net = importlib.import_module("tiny_models").make()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    torch.save(net.state_dict(), tiny_pkg / "w.pt")
+    out_dir = tiny_pkg / "out"
+    argv = ["--module", "tiny_models:make", "--checkpoint", str(tiny_pkg / "w.pt")]
+    assert script.main([*argv, "--input", "float32[4,30]", "--out-dir", str(out_dir)]) == 0
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(out_dir / "Sequential.safetensors"))
+    assert sorted(saved) == sorted(net.state_dict())
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(saved[k], v.numpy())
+
+
+def test_script_refuses_bad_input_specs(script):
+    with pytest.raises(SystemExit):
+        script.main(["--module", "x:y", "--input", "float32(4,30)", "--out-dir", "o"])
+    assert script.parse_input("input_ids=int64[1, 8]") == ("input_ids", "int64", (1, 8))
+    assert script.parse_input("float32[]") == (None, "float32", ())
