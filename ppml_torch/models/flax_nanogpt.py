@@ -43,6 +43,24 @@ class LayerNorm(nn.Module):
         return y
 
 
+MASKED_SCORE = -1e4  # keeps masked scores out of the row max; finite, so fixed point holds it
+
+
+def causal_softmax(att: jax.Array, causal: jax.Array) -> jax.Array:
+    """Softmax over the last axis with masked positions exactly 0 -- written for MPC.
+
+    torch computes ``softmax(masked_fill(att, ~causal, finfo.min))``.  Under SPU that
+    breaks: ``finfo.min`` does not fit in fixed point, and SPU's default (Taylor) ``exp``
+    of a large negative number is not small.  Here masked entries are zeroed *after*
+    ``exp`` by a select on the public mask, so any garbage there never reaches the sum.
+    In floating point the result is torch's (the masked terms are 0 there too).
+    """
+    scores = jnp.where(causal, att, MASKED_SCORE)
+    top = jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))  # (B, nh, T, 1)
+    e = jnp.where(causal, jnp.exp(scores - top), 0.0)  # (B, nh, T, T)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 class CausalSelfAttention(nn.Module):
     config: GPTConfig
 
@@ -60,8 +78,7 @@ class CausalSelfAttention(nn.Module):
 
         att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]  # (1, 1, T, T)
-        att = jnp.where(causal, att, jnp.finfo(att.dtype).min)
-        att = jax.nn.softmax(att, axis=-1)
+        att = causal_softmax(att, causal)  # (B, nh, T, T)
         y = att @ v  # (B, nh, T, hs)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side
 

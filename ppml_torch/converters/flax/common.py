@@ -106,7 +106,7 @@ class WeightMap:
         stores ``(out, in)``, ``nn.Dense`` ``(in, out)``).
       tied: torch name -> the torch name it shares storage with (``lm_head.weight`` ->
         ``transformer.wte.weight``); not in ``pairs``: Flax holds one array for both.
-      what: a label for error messages, e.g. ``"to_flax(GPT2LMHeadModel)"``.
+      what: the model in error messages, e.g. ``"GPT2LMHeadModel"``.
     """
 
     pairs: Mapping[str, tuple[str, ...]]
@@ -117,7 +117,7 @@ class WeightMap:
     def __post_init__(self) -> None:
         stray = sorted((set(self.transposed) | set(self.tied.values())) - set(self.pairs))
         if stray:
-            raise ValueError(f"{self.what}: transposed/tied keys not in the map: {stray}")
+            raise ValueError(f"weight map of {self.what}: transposed/tied keys not in it: {stray}")
 
     def torch_keys(self) -> set[str]:
         return set(self.pairs) | set(self.tied)
@@ -134,7 +134,7 @@ class WeightMap:
         check_shapes(
             {k: self._torch_shape(k, flax_shapes) for k in self.torch_keys()},
             {k: shape_of(v) for k, v in state_dict.items()},
-            what=self.what,
+            what=f"to_flax({self.what})",
             fix="the module's layers or config differ from what this map was built for",
             expected_name="weight map",
             actual_name="torch state_dict",
@@ -143,7 +143,7 @@ class WeightMap:
         for k, partner in self.tied.items():
             if not np.array_equal(arrays[k], arrays[partner]):
                 raise WeightMapError(
-                    f"{self.what}: {k} is expected to be tied to {partner} but holds other "
+                    f"to_flax({self.what}): {k} is expected to be tied to {partner} but holds other "
                     f"values; tie them (e.g. model.tie_weights()) or convert an untied model"
                 )
         flat = {
@@ -164,14 +164,14 @@ class WeightMap:
         """
         if not isinstance(variables, Mapping) or "params" not in variables:
             raise WeightMapError(
-                f"{self.what}: expected Flax variables {{'params': ...}}, got "
+                f"from_flax({self.what}): expected Flax variables {{'params': ...}}, got "
                 f"{type(variables).__name__} with keys {list(getattr(variables, 'keys', list)())}"
             )
         flat = flatten(variables["params"])
         check_shapes(
             {"/".join(p): s for p, s in flax_shapes.items()},
             {"/".join(p): shape_of(v) for p, v in flat.items()},
-            what=self.what,
+            what=f"from_flax({self.what})",
             fix="the Flax parameters come from a model with another config; "
             "convert with the matching torch module",
             expected_name="model",

@@ -111,7 +111,7 @@ def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shap
 
     hf = FlaxGPT2LMHeadModel(config, _do_init=False, dtype=jnp.float32)
     shapes = flax_shapes(lambda: {"params": hf.init_weights(jax.random.PRNGKey(0), (1, 1))})
-    wmap = WeightMap(pairs, frozenset(transposed), tied, what="to_flax(GPT2LMHeadModel)")
+    wmap = WeightMap(pairs, frozenset(transposed), tied, what="GPT2LMHeadModel")
     return wmap, shapes, hf
 
 

@@ -185,7 +185,9 @@ def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shap
     final = gaps[-1][0] if gaps[-1] else None
 
     layers = [module.get_submodule(name) for name in linears]
-    no_bias = [name or "<root>" for name, lin in zip(linears, layers, strict=True) if lin.bias is None]
+    no_bias = [
+        name or "<root>" for name, lin in zip(linears, layers, strict=True) if lin.bias is None
+    ]
     if no_bias:
         raise WeightMapError(
             f"to_flax: MLP's Dense layers all have a bias; nn.Linear without one: {no_bias}"
@@ -207,7 +209,7 @@ def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shap
         pairs[prefix + "weight"] = (f"Dense_{i}", "kernel")
         pairs[prefix + "bias"] = (f"Dense_{i}", "bias")
         transposed.add(prefix + "weight")
-    wmap = WeightMap(pairs, frozenset(transposed), what=f"to_flax({type(module).__name__})")
+    wmap = WeightMap(pairs, frozenset(transposed), what=type(module).__name__)
     shapes = flax_shapes(
         lambda: flax_mlp.init(jax.random.PRNGKey(0), jnp.zeros((1, widths[0]), jnp.float32))
     )

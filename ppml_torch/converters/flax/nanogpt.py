@@ -70,7 +70,7 @@ def weight_map(module: GPT) -> tuple[WeightMap, dict[tuple[str, ...], Shape], fl
 
     flax_gpt = flax_nanogpt.GPT(config)
     shapes = flax_shapes(lambda: flax_gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
-    wmap = WeightMap(pairs, frozenset(transposed), tied, what="to_flax(nanoGPT GPT)")
+    wmap = WeightMap(pairs, frozenset(transposed), tied, what="nanoGPT GPT")
     return wmap, shapes, flax_gpt
 
 
