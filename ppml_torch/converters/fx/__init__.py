@@ -8,7 +8,8 @@ conventions (parameters, tied weights, fixed arguments, outputs) and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -19,10 +20,10 @@ __all__ = ["convert"]
 
 
 def convert(
-    module: "torch.nn.Module",
+    module: torch.nn.Module,
     example_args: tuple[Any, ...],
     example_kwargs: Mapping[str, Any] | None = None,
-) -> "ConvertedModel":
+) -> ConvertedModel:
     """Convert a torch module into JAX params plus a pure, jit-able, differentiable ``apply``.
 
     Args:

@@ -33,7 +33,8 @@ Conventions (what differs from calling the torch module):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -86,7 +87,9 @@ def convert(
     missing = sorted(
         s.target
         for s in ep.graph_signature.input_specs
-        if s.target is not None and s.kind.name in ("PARAMETER", "BUFFER") and s.persistent is not False
+        if s.target is not None
+        and s.kind.name in ("PARAMETER", "BUFFER")
+        and s.persistent is not False
         and s.target not in param_key
     )
     if missing:
@@ -137,7 +140,13 @@ def _tie_groups(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, str], list
     param_key: dict[str, str] = {}
     for name, t in state.items():
         ident = (
-            (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            (
+                t.untyped_storage().data_ptr(),
+                t.storage_offset(),
+                tuple(t.shape),
+                t.stride(),
+                t.dtype,
+            )
             if t.numel() > 0
             else ("empty", name)
         )
@@ -203,7 +212,7 @@ def _rebuild(spec: Any, it: Any) -> Any:
     if t is type(None):
         return None
     if issubclass(t, dict):  # dict, OrderedDict, HF ModelOutput -> plain dict
-        return dict(zip(spec.context, kids))
+        return dict(zip(spec.context, kids, strict=True))
     if issubclass(t, tuple) and hasattr(t, "_fields"):
         return t(*kids)
     if issubclass(t, list):
@@ -223,7 +232,9 @@ def _check_keys(params: Any, expected: list[str], root: str, what: str) -> None:
     missing = [k for k in expected if k not in params]
     extra = sorted(k for k in params if k not in set(expected))
     if missing or extra:
-        raise KeyError(f"{root}.{what}: params keys differ from the state_dict: missing {missing}, extra {extra}")
+        raise KeyError(
+            f"{root}.{what}: params keys differ from the state_dict: missing {missing}, extra {extra}"
+        )
 
 
 def _flatten_inputs(
@@ -236,7 +247,9 @@ def _flatten_inputs(
     root: str,
 ) -> list[Any]:
     if len(args) > len(example_args):
-        raise TypeError(f"{root}.apply: {len(args)} positional inputs given, the conversion had {len(example_args)}")
+        raise TypeError(
+            f"{root}.apply: {len(args)} positional inputs given, the conversion had {len(example_args)}"
+        )
     args = list(args)
     for i in range(len(args), len(example_args)):
         if pytree.tree_any(lambda x: isinstance(x, torch.Tensor), example_args[i]):
@@ -258,9 +271,11 @@ def _flatten_inputs(
             merged[k] = example
     leaves, spec = pytree.tree_flatten((tuple(args), merged))
     if spec != in_spec:
-        raise ValueError(f"{root}.apply: inputs have structure {spec}, the conversion had {in_spec}")
+        raise ValueError(
+            f"{root}.apply: inputs have structure {spec}, the conversion had {in_spec}"
+        )
     out: list[Any] = []
-    for slot, leaf in zip(program.input_slots, leaves):
+    for slot, leaf in zip(program.input_slots, leaves, strict=True):
         if slot.is_tensor:
             if isinstance(leaf, torch.Tensor):
                 leaf = leaf.detach().cpu().numpy()
@@ -275,7 +290,11 @@ def _flatten_inputs(
             leaf = jnp.asarray(leaf)
             out.append(leaf if leaf.dtype == slot.dtype else leaf.astype(slot.dtype))
         else:
-            if isinstance(leaf, (torch.Tensor, np.ndarray)) or hasattr(leaf, "shape") or leaf != slot.value:
+            if (
+                isinstance(leaf, (torch.Tensor, np.ndarray))
+                or hasattr(leaf, "shape")
+                or leaf != slot.value
+            ):
                 raise ValueError(
                     f"{root}.apply: {slot.name!r} was fixed to {slot.value!r} at conversion; got "
                     f"{leaf!r}. Non-tensor arguments are part of the program: convert again with "

@@ -25,7 +25,9 @@ _TO_JNP: dict[torch.dtype, Any] = {
 def to_jnp(dtype: torch.dtype) -> Any:
     """The JAX dtype a torch dtype runs as; raises for complex and other exotic types."""
     if dtype not in _TO_JNP:
-        raise TypeError(f"torch dtype {dtype} has no JAX counterpart here (supported: {sorted(map(str, _TO_JNP))})")
+        raise TypeError(
+            f"torch dtype {dtype} has no JAX counterpart here (supported: {sorted(map(str, _TO_JNP))})"
+        )
     return _TO_JNP[dtype]
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +32,9 @@ from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import to_jnp, to_numpy
 from ppml_torch.converters.fx.errors import ConversionError, UnsupportedOpError
 
-FAMILY_HINT = "ppml_torch/converters/fx/ops/<family>.py (elementwise, reductions, linalg, shapes or nn)"
+FAMILY_HINT = (
+    "ppml_torch/converters/fx/ops/<family>.py (elementwise, reductions, linalg, shapes or nn)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +49,7 @@ class TensorMeta(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, shape: tuple[int, ...], dtype: Any) -> "TensorMeta":
+    def __new__(cls, shape: tuple[int, ...], dtype: Any) -> TensorMeta:
         return super().__new__(cls, (shape, dtype))
 
 
@@ -81,12 +84,13 @@ class Program:
     outputs: list[Any]  # Ref or constant, in flattened output order
     folded: list[str]  # names of the call_function nodes folded at convert time
     folded_ops: dict[str, int]  # op name -> count of folded nodes
+    sanitized: list[str]  # constants whose -inf / finfo.min entries became MPC_FILL
 
     def run(self, params: Mapping[str, Any], leaves: Sequence[Any]) -> list[Any]:
         env: dict[str, Any] = {}
         for placeholder, key in self.param_slots:
             env[placeholder] = params[key]
-        for slot, leaf in zip(self.input_slots, leaves):
+        for slot, leaf in zip(self.input_slots, leaves, strict=True):
             if slot.is_tensor:
                 env[slot.name] = leaf
         for step in self.steps:
@@ -112,7 +116,8 @@ def _check_and_cast(step: Step, out: Any) -> Any:
         return out
     if not isinstance(step.meta, TensorMeta):
         return tuple(
-            _cast_one(step, o, m) if m is not None else o for o, m in zip(out, step.meta, strict=True)
+            _cast_one(step, o, m) if m is not None else o
+            for o, m in zip(out, step.meta, strict=True)
         )
     return _cast_one(step, out, step.meta)
 
@@ -163,9 +168,26 @@ def _node_inputs(x: Any) -> list[torch.fx.Node]:
     return found
 
 
+# Masking code fills with finfo.min (HF eager attention) or -inf.  Neither fits fixed point,
+# and SPU's exp returns garbage below about -1000, so tensor constants entries <= -1e30 become
+# MPC_FILL: exp(MPC_FILL) is 0 in float32 and in fixed point, and a few of them added together
+# stay far above -1000.  (Python scalar arguments, e.g. clamp bounds, are left alone.)
+MPC_FILL = -100.0
+HUGE = 1e30
+
+
+def sanitize(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Replace masking stand-ins (<= -1e30, -inf) in a float constant by MPC_FILL."""
+    if a.size == 0 or not np.issubdtype(a.dtype, np.floating):
+        return a, 0
+    huge = a <= -HUGE
+    n = int(np.count_nonzero(huge))
+    return (np.where(huge, np.asarray(MPC_FILL, a.dtype), a) if n else a), n
+
+
 def _to_np_const(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return to_numpy(value)
+        return sanitize(to_numpy(value))[0]
     if isinstance(value, (list, tuple)):
         return type(value)(_to_np_const(v) for v in value)
     return value
@@ -203,7 +225,7 @@ def build(
             f"{root}: torch.export saw {len(user_specs)} inputs but the example (args, kwargs) "
             f"flatten to {len(example_leaves)} leaves; pass inputs as tensors or plain Python values"
         )
-    user_leaf = {s.arg.name: leaf for s, leaf in zip(user_specs, example_leaves)}
+    user_leaf = {s.arg.name: leaf for s, leaf in zip(user_specs, example_leaves, strict=True)}
     for spec in sig.input_specs:
         name = spec.arg.name
         if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
@@ -236,14 +258,19 @@ def build(
             output_node = node
             continue
         if node.op != "call_function":
-            problems.append(("missing", f"graph node {node.op} {node.target} ({module_path(node, root)})"))
+            problems.append(
+                ("missing", f"graph node {node.op} {node.target} ({module_path(node, root)})")
+            )
             continue
         target = node.target
         where = module_path(node, root)
         entry = lowerings.get(target)
         if entry is not None and entry.fn is None:
             problems.append(
-                ("refused", f"{entry.name} is not supported under MPC (used by {where}): {entry.note}")
+                (
+                    "refused",
+                    f"{entry.name} is not supported under MPC (used by {where}): {entry.note}",
+                )
             )
             continue
         if entry is not None and entry.check is not None:
@@ -327,7 +354,17 @@ def build(
         used.update(r.name for r in _refs((step.args, step.kwargs)))
     used.update(r.name for r in _refs(outputs))
     constants = {k: _to_np_const(v) for k, v in torch_consts.items() if k in used}
-    return Program(param_slots, input_slots, constants, steps, outputs, folded, folded_ops)
+    sanitized = sorted(
+        k
+        for k, v in torch_consts.items()
+        if k in used
+        and isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and bool((v <= -HUGE).any())
+    )
+    return Program(
+        param_slots, input_slots, constants, steps, outputs, folded, folded_ops, sanitized
+    )
 
 
 def _refs(x: Any) -> list[Ref]:

@@ -23,7 +23,8 @@ the op table (:mod:`ppml_torch.converters.fx.table`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 Status = Literal["supported", "approximate-under-MPC", "unsupported"]
 STATUSES: tuple[Status, ...] = ("supported", "approximate-under-MPC", "unsupported")
@@ -53,10 +54,8 @@ LOWERINGS: dict[Any, Lowering] = {}
 
 def op_name(op: Any) -> str:
     """``torch.ops.aten.add.Tensor`` -> ``"aten.add.Tensor"``; other callables by their name."""
-    name = getattr(op, "_name", None)  # OpOverload: "aten::add"
-    overload = getattr(op, "_overloadname", None)
-    if name is not None and overload is not None:
-        return f"{name.replace('::', '.')}.{overload}"
+    if type(op).__name__ == "OpOverload":
+        return str(op)
     module = getattr(op, "__module__", None)
     qual = getattr(op, "__qualname__", None) or getattr(op, "__name__", None)
     return f"{module}.{qual}" if module and qual else str(op)

@@ -25,3 +25,28 @@ def norm_dims(dims: Any, ndim: int) -> tuple[int, ...]:
     if len(dims) == 0:
         return tuple(range(ndim))
     return tuple(norm_dim(d, max(ndim, 1)) for d in dims)
+
+
+def take_const(x: Any, idx: Any, axis: int) -> Any:
+    """``take`` with constant (numpy) indices, normalized here so the program has no index math."""
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    n = x.shape[axis]
+    idx = np.asarray(idx)
+    idx = np.where(idx < 0, idx + n, idx).astype(np.int32)
+    moved = jnp.moveaxis(x, axis, 0)
+    dnums = lax.GatherDimensionNumbers(
+        offset_dims=tuple(range(idx.ndim, idx.ndim + moved.ndim - 1)),
+        collapsed_slice_dims=(0,),
+        start_index_map=(0,),
+    )
+    out = lax.gather(
+        moved,
+        idx[..., None],
+        dnums,
+        slice_sizes=(1,) + moved.shape[1:],
+        mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+    )  # idx.shape + rest
+    return jnp.moveaxis(out, tuple(range(idx.ndim)), tuple(range(axis, axis + idx.ndim)))

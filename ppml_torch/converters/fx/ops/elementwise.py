@@ -158,17 +158,26 @@ def pow_scalar(base, exponent):
 
 
 _APPROX = {
-    aten.exp.default: (jnp.exp, "exp: Taylor/Pade approximation under SPU; large arguments lose precision"),
+    aten.exp.default: (
+        jnp.exp,
+        "exp: Taylor/Pade approximation under SPU; large arguments lose precision",
+    ),
     aten.exp2.default: (jnp.exp2, "exp2: approximation under SPU"),
     aten.expm1.default: (jnp.expm1, "exp approximation under SPU"),
-    aten.log.default: (jnp.log, "log: iterative approximation under SPU; only accurate away from 0"),
+    aten.log.default: (
+        jnp.log,
+        "log: iterative approximation under SPU; only accurate away from 0",
+    ),
     aten.log2.default: (jnp.log2, "log approximation under SPU"),
     aten.log1p.default: (jnp.log1p, "log approximation under SPU"),
     aten.sqrt.default: (jnp.sqrt, "sqrt: iterative approximation under SPU"),
     aten.rsqrt.default: (lax.rsqrt, "rsqrt: iterative approximation under SPU"),
     aten.reciprocal.default: (jnp.reciprocal, "reciprocal: Newton iterations under SPU"),
     aten.tanh.default: (jnp.tanh, "tanh: approximation under SPU"),
-    aten.sigmoid.default: (jax.nn.sigmoid, "sigmoid: approximation under SPU (SPU's default sigmoid mode)"),
+    aten.sigmoid.default: (
+        jax.nn.sigmoid,
+        "sigmoid: approximation under SPU (SPU's default sigmoid mode)",
+    ),
     aten.erf.default: (lax.erf, "erf: polynomial approximation under SPU"),
     aten.sin.default: (jnp.sin, "sin: approximation under SPU"),
     aten.cos.default: (jnp.cos, "cos: approximation under SPU"),
@@ -214,6 +223,9 @@ def _both_bool(x, y):
     return jnp.result_type(x) == jnp.bool_ and jnp.result_type(y) == jnp.bool_
 
 
-@lower(aten.where.self, note="a constant condition is a public select (cheap); a secret one costs a multiplication")
+@lower(
+    aten.where.self,
+    note="a constant condition is a public select (cheap), a secret one costs a multiplication",
+)
 def where(cond, x, y):
     return jnp.where(cond, x, y)

@@ -15,7 +15,7 @@ import torch
 from jax import lax
 
 from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.ops._util import is_const, norm_dim
+from ppml_torch.converters.fx.ops._util import is_const, take_const
 from ppml_torch.converters.fx.ops.shapes import one_hot
 
 aten = torch.ops.aten
@@ -144,7 +144,7 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
         # torch gives the padding row no gradient
         weight = weight.at[padding_idx].set(lax.stop_gradient(weight[padding_idx]))
     if is_const(indices):
-        return jnp.take(weight, np.asarray(indices), axis=0)
+        return take_const(weight, indices, 0)
     hot = one_hot(indices, jnp.shape(weight)[0], jnp.result_type(weight))  # (..., V)
     return jnp.matmul(hot, weight)
 
@@ -166,12 +166,20 @@ def masked_softmax(scores, mask):
 
     Written for MPC: no -inf or float32-min constants (they do not fit fixed point).
     The stabilizing max is taken with masked entries at ``MASK_FILL``; masked entries
-    are then zeroed by multiplying with the mask.  Equal to torch's -inf masking in float.
+    are then zeroed by multiplying with the mask.  Rows with no allowed entry give 0,
+    like torch's math attention (``_safe_softmax``).  Equal to torch's -inf masking in
+    float.
     """
-    fmask = jnp.asarray(mask).astype(jnp.result_type(scores))
+    dtype = jnp.result_type(scores)
     peak = lax.stop_gradient(jnp.max(jnp.where(mask, scores, MASK_FILL), axis=-1, keepdims=True))
+    if is_const(mask):
+        fmask = np.asarray(mask, dtype=dtype)
+        empty = (fmask.sum(axis=-1, keepdims=True) == 0).astype(dtype)  # public, numpy
+    else:
+        fmask = jnp.asarray(mask).astype(dtype)
+        empty = (jnp.sum(fmask, axis=-1, keepdims=True) < 0.5).astype(dtype)
     e = jnp.exp(jnp.where(mask, scores - peak, 0.0)) * fmask
-    return e / jnp.sum(e, axis=-1, keepdims=True)
+    return e / (jnp.sum(e, axis=-1, keepdims=True) + empty)
 
 
 @lower(

@@ -61,7 +61,9 @@ def _correction(correction):
 
 @lower(aten.var.correction)
 def var(x, dim=None, correction=None, keepdim=False):
-    return jnp.var(x, axis=norm_dims(dim, jnp.ndim(x)), ddof=_correction(correction), keepdims=keepdim)
+    return jnp.var(
+        x, axis=norm_dims(dim, jnp.ndim(x)), ddof=_correction(correction), keepdims=keepdim
+    )
 
 
 @lower(aten.var_mean.correction)
@@ -75,7 +77,9 @@ def var_mean(x, dim=None, correction=None, keepdim=False):
 
 @lower(aten.std.correction, mpc="sqrt of the variance: sqrt is approximate under SPU")
 def std(x, dim=None, correction=None, keepdim=False):
-    return jnp.std(x, axis=norm_dims(dim, jnp.ndim(x)), ddof=_correction(correction), keepdims=keepdim)
+    return jnp.std(
+        x, axis=norm_dims(dim, jnp.ndim(x)), ddof=_correction(correction), keepdims=keepdim
+    )
 
 
 @lower(aten.amax.default, note=_CMP)
@@ -149,6 +153,9 @@ def cumsum(x, dim, dtype=None):
     return jnp.cumsum(_cast(x, dtype), axis=norm_dim(dim, jnp.ndim(x)))
 
 
-@lower(aten.logsumexp.default, mpc="max-shifted exp and log: approximate under SPU, max costs comparisons")
+@lower(
+    aten.logsumexp.default,
+    mpc="max-shifted exp and log: approximate under SPU, max costs comparisons",
+)
 def logsumexp(x, dim, keepdim=False):
     return jax.nn.logsumexp(x, axis=norm_dims(dim, jnp.ndim(x)), keepdims=keepdim)

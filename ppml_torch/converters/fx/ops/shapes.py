@@ -16,13 +16,15 @@ import torch
 
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import to_jnp
-from ppml_torch.converters.fx.ops._util import is_const, norm_dim
+from ppml_torch.converters.fx.ops._util import is_const, norm_dim, take_const
 
 aten = torch.ops.aten
 lower, refuse = registry.family("shapes")
 
 _FOLDED = "no tensor inputs: always folded to a constant at convert time"
-_SECRET_INDEX = "constant indices: public gather (free); secret indices: a gather SPU handles poorly"
+_SECRET_INDEX = (
+    "constant indices: public gather (free); secret indices: a gather SPU handles poorly"
+)
 
 
 def one_hot(index, n, dtype):
@@ -87,7 +89,9 @@ def clone(x, memory_format=None):
 
 
 @lower(aten._to_copy.default, note="a dtype conversion (never a bitcast)")
-def to_copy(x, dtype=None, layout=None, device=None, pin_memory=None, non_blocking=False, memory_format=None):
+def to_copy(
+    x, dtype=None, layout=None, device=None, pin_memory=None, non_blocking=False, memory_format=None
+):
     return x if dtype is None else jnp.asarray(x).astype(to_jnp(dtype))
 
 
@@ -108,9 +112,15 @@ def _index_along(ndim, dim, idx):
     return (slice(None),) * norm_dim(dim, ndim) + (idx,)
 
 
+def _slice(x, dim, start, end, step):
+    """Python slice semantics, normalized to the dim size (torch passes end=2**63-1 for ':')."""
+    n = jnp.shape(x)[norm_dim(dim, jnp.ndim(x))]
+    return _index_along(jnp.ndim(x), dim, slice(*slice(start, end, step).indices(n)))
+
+
 @lower(aten.slice.Tensor)
 def slice_(x, dim=0, start=None, end=None, step=1):
-    return x[_index_along(jnp.ndim(x), dim, slice(start, end, step))]
+    return x[_slice(x, dim, start, end, step)]
 
 
 @lower(aten.select.int)
@@ -120,7 +130,7 @@ def select(x, dim, index):
 
 @lower(aten.slice_scatter.default)
 def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
-    return jnp.asarray(x).at[_index_along(jnp.ndim(x), dim, slice(start, end, step))].set(src)
+    return jnp.asarray(x).at[_slice(x, dim, start, end, step)].set(src)
 
 
 @lower(aten.select_scatter.default)
@@ -130,7 +140,9 @@ def select_scatter(x, src, dim, index):
 
 @lower(aten.cat.default)
 def cat(tensors, dim=0):
-    tensors = [t for t in tensors if not (jnp.ndim(t) == 1 and jnp.shape(t)[0] == 0)]  # torch skips empty 1-d
+    tensors = [
+        t for t in tensors if not (jnp.ndim(t) == 1 and jnp.shape(t)[0] == 0)
+    ]  # torch skips empty 1-d
     return jnp.concatenate(tensors, axis=dim)
 
 
@@ -208,6 +220,8 @@ def index(x, indices):
 
 @lower(aten.index_select.default, note=_SECRET_INDEX)
 def index_select(x, dim, idx):
+    if is_const(idx):
+        return take_const(jnp.asarray(x), idx, norm_dim(dim, jnp.ndim(x)))
     return jnp.take(x, idx, axis=dim)
 
 
@@ -222,10 +236,14 @@ def gather(x, dim, idx, sparse_grad=False):
     if is_const(idx):
         idx = np.asarray(idx)
         # torch allows index extents smaller than x's in the other dims
-        x = jnp.asarray(x)[tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(idx.shape))]
+        x = jnp.asarray(x)[
+            tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(idx.shape))
+        ]
         return jnp.take_along_axis(x, idx, axis=dim)
     # out[..., j, ...] = sum_c x[..., c, ...] * (idx[..., j, ...] == c)
-    x = jnp.asarray(x)[tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(jnp.shape(idx)))]
+    x = jnp.asarray(x)[
+        tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(jnp.shape(idx)))
+    ]
     hot = one_hot(idx, jnp.shape(x)[dim], jnp.result_type(x))  # idx.shape + (C,)
     xs = jnp.expand_dims(jnp.moveaxis(x, dim, -1), dim)  # dim -> size 1, classes last
     return jnp.sum(hot * xs, axis=-1)
@@ -240,12 +258,18 @@ def _dtype_or(dtype, default):
 
 @lower(aten.full.default, note=_FOLDED)
 def full(size, fill_value, dtype=None, layout=None, device=None, pin_memory=None):
-    default = jnp.float32 if isinstance(fill_value, float) else (jnp.bool_ if isinstance(fill_value, bool) else jnp.int32)
+    default = (
+        jnp.float32
+        if isinstance(fill_value, float)
+        else (jnp.bool_ if isinstance(fill_value, bool) else jnp.int32)
+    )
     return jnp.full(tuple(size), fill_value, dtype=_dtype_or(dtype, default))
 
 
 @lower(aten.full_like.default)
-def full_like(x, fill_value, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+def full_like(
+    x, fill_value, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None
+):
     return jnp.full(jnp.shape(x), fill_value, dtype=_dtype_or(dtype, jnp.result_type(x)))
 
 
@@ -257,7 +281,9 @@ def scalar_tensor(s, dtype=None, layout=None, device=None, pin_memory=None):
 @lower(aten.arange.start_step, note=_FOLDED)
 def arange(start, end=None, step=1, dtype=None, layout=None, device=None, pin_memory=None):
     is_float = any(isinstance(v, float) for v in (start, end, step))
-    return jnp.arange(start, end, step, dtype=_dtype_or(dtype, jnp.float32 if is_float else jnp.int32))
+    return jnp.arange(
+        start, end, step, dtype=_dtype_or(dtype, jnp.float32 if is_float else jnp.int32)
+    )
 
 
 @lower(aten.arange.default, note=_FOLDED)
