@@ -185,20 +185,25 @@ def tiny_pkg(tmp_path, monkeypatch):
     sys.modules.pop("tiny_models", None)
 
 
-def _run_exported(out_dir: Path, stem: str, x: np.ndarray) -> np.ndarray:
-    """Load .mlir + .safetensors + .json as a user would and run them on SPU."""
+def _run_exported(out_dir: Path, stem: str, given: dict[str, np.ndarray], rc=None, n=2):
+    """Load .mlir + .safetensors + .json as a user would and run them on SPU.
+
+    ``given`` maps the manifest's input names (``args[0]``, ``kwargs['input_ids']``) to arrays;
+    ``params['...']`` inputs come from the safetensors file.
+    """
     from safetensors.numpy import load_file
 
     from ppml_torch.converters.fx.stablehlo import run_executable
 
     manifest = json.loads((out_dir / f"{stem}.json").read_text())
     weights = load_file(str(out_dir / manifest["weights"]))
-    names = [i["name"] for i in manifest["inputs"]]
-    inputs = [weights[re.fullmatch(r"params\['(.+)'\]", n)[1]] for n in names[:-1]] + [x]
-    exe = compile_stablehlo(
-        (out_dir / manifest["mlir"]).read_text(), ["secret"] * len(inputs), n_outputs=1
-    )
-    (out,), _ = run_executable(exe, semi2k(), 2, inputs, ["secret"] * len(inputs))
+    inputs = []
+    for entry in manifest["inputs"]:
+        m = re.fullmatch(r"params\['(.+)'\]", entry["name"])
+        inputs.append(weights[m[1]] if m else given[entry["name"]])
+    vis = ["secret"] * len(inputs)
+    exe = compile_stablehlo((out_dir / manifest["mlir"]).read_text(), vis, n_outputs=1)
+    (out,), _ = run_executable(exe, rc or semi2k(), n, inputs, vis)
     return out
 
 
@@ -222,7 +227,7 @@ def test_script_module_factory_to_mlir_and_safetensors(script, tiny_pkg, capsys)
     net = importlib.import_module("tiny_models").make(hidden=7).eval()
     x = np.random.default_rng(0).normal(size=(4, 30)).astype(np.float32)
     want = net(torch.from_numpy(x)).detach().numpy()
-    assert_close(_run_exported(out_dir, "mlp", x), want)
+    assert_close(_run_exported(out_dir, "mlp", {"args[0]": x}), want)
 
 
 def test_script_loads_a_checkpoint(script, tiny_pkg):
@@ -249,3 +254,31 @@ def test_script_refuses_bad_input_specs(script):
         script.main(["--module", "x:y", "--input", "float32(4,30)", "--out-dir", "o"])
     assert script.parse_input("input_ids=int64[1, 8]") == ("input_ids", "int64", (1, 8))
     assert script.parse_input("float32[]") == (None, "float32", ())
+
+
+def test_script_hf_gpt2_directory(script, tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    torch.manual_seed(0)
+    net = GPT2LMHeadModel(cfg).eval()
+    net.save_pretrained(tmp_path / "tiny-gpt2")
+    out_dir = tmp_path / "out"
+    argv = ["--hf-dir", str(tmp_path / "tiny-gpt2"), "--input", "input_ids=int64[1,6]"]
+    assert script.main([*argv, "--out-dir", str(out_dir), "--name", "gpt2"]) == 0
+    manifest = json.loads((out_dir / "gpt2.json").read_text())
+    assert manifest["inputs"][-1] == {
+        "name": "kwargs['input_ids']",
+        "shape": [1, 6],
+        "dtype": "int32",
+    }
+    assert manifest["outputs"] == [
+        {"name": "out['logits']", "shape": [1, 6, 64], "dtype": "float32"}
+    ]
+
+    ids = np.array([[5, 17, 3, 60, 0, 9]], dtype=np.int64)
+    with torch.no_grad():
+        want = net(torch.from_numpy(ids)).logits.numpy()
+    got = _run_exported(out_dir, "gpt2", {"kwargs['input_ids']": ids.astype(np.int32)})
+    assert_close(got, want, atol=1e-2)  # tanh-GELU, softmax and layer norm are approximations
