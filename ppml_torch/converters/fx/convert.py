@@ -12,7 +12,8 @@ Conventions (what differs from calling the torch module):
   ``state_dict`` names (parameters and persistent buffers).  Non-persistent buffers
   (e.g. HF GPT-2's causal mask) and lifted constants are constants of the program.
   64-bit tensors run as 32-bit (JAX x64 is off), and ``state_dict(params)`` casts
-  them back to their torch dtype.
+  them back to their torch dtype.  Integer buffers (BatchNorm's ``num_batches_tracked``)
+  stay integer: differentiate with ``jax.grad(..., allow_int=True)`` or leave them out.
 * **Tied weights** (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``): params
   hold every name, but the program reads the tied tensor from ONE canonical key, the
   first of the group in ``state_dict`` order (``transformer.wte.weight``).  Gradients

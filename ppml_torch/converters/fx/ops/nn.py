@@ -204,13 +204,20 @@ def scaled_dot_product_attention(
         mask = np.tril(np.ones((L, S), dtype=bool))
     if attn_mask is not None:
         if jnp.result_type(attn_mask) == jnp.bool_:
-            mask = attn_mask if mask is None else jnp.logical_and(mask, attn_mask)
+            if mask is None:
+                mask = attn_mask
+            elif is_const(attn_mask):
+                mask = np.logical_and(mask, attn_mask)
+            else:
+                mask = jnp.logical_and(mask, attn_mask)
         else:
             scores = scores + attn_mask
     if mask is None:
         probs = jax.nn.softmax(scores, axis=-1)
     else:
-        probs = masked_softmax(scores, jnp.broadcast_to(mask, jnp.shape(scores)))
+        # a constant mask stays numpy: the masking is then public selects, no secret comparisons
+        bcast = np.broadcast_to if is_const(mask) else jnp.broadcast_to
+        probs = masked_softmax(scores, bcast(mask, jnp.shape(scores)))
     return jnp.matmul(probs, value)
 
 
