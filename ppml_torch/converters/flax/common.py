@@ -205,8 +205,15 @@ def flax_shapes(init: Callable[[], Any]) -> dict[tuple[str, ...], Shape]:
     return {p: tuple(v.shape) for p, v in flatten(tree["params"]).items()}
 
 
-def load_into_torch(module: Any, arrays: Mapping[str, np.ndarray], *, what: str) -> None:
-    """``module.load_state_dict(arrays, strict=True)`` after checking every key and shape."""
+def load_into_torch(
+    module: Any, arrays: Mapping[str, Any], *, what: str, fix: str | None = None
+) -> None:
+    """``module.load_state_dict(arrays, strict=True)`` after checking every key and shape.
+
+    torch's own ``load_state_dict`` copies the tensors that fit before it reports those
+    that do not; this copies nothing unless everything fits.  ``arrays``: numpy arrays or
+    torch tensors.
+    """
     import torch
 
     target = module.state_dict()
@@ -214,10 +221,14 @@ def load_into_torch(module: Any, arrays: Mapping[str, np.ndarray], *, what: str)
         {k: tuple(v.shape) for k, v in target.items()},
         {k: tuple(np.shape(v)) for k, v in arrays.items()},
         what=what,
-        fix="pass a torch module built with the same config as the one converted",
+        fix=fix or "build the torch module with the same config as the weights' model",
         expected_name="torch module",
-        actual_name="Flax params",
+        actual_name="weights",
     )
     module.load_state_dict(
-        {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}, strict=True
+        {
+            k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, copy=True))
+            for k, v in arrays.items()
+        },
+        strict=True,
     )

@@ -27,6 +27,7 @@ are skipped on the way to Flax and left as the module has them on the way back.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -62,6 +63,8 @@ SPEC_FIELDS = (
 
 
 def matches(module: nn.Module) -> bool:
+    if "transformers" not in sys.modules:  # not imported: cannot be a HF model (and stays cheap)
+        return False
     from transformers import GPT2LMHeadModel
 
     return isinstance(module, GPT2LMHeadModel)
