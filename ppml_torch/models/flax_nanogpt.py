@@ -8,6 +8,8 @@ names with Flax's leaf names::
     flax   transformer/h_0/attn/c_attn/kernel   (in, out)    transposed
 
 ``lm_head`` has no parameters of its own: it is ``wte.attend`` (tied, as in GPT-2).
+There is no dropout (``config.dropout`` is ignored): this is the inference/eval model.
+Attention masks with :func:`causal_softmax`, which stays right under MPC.
 The weight map between the two lives in ``ppml_torch/converters/flax/nanogpt.py``.
 """
 
