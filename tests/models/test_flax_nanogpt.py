@@ -29,8 +29,12 @@ def test_parameter_names_mirror_torch():
 
 
 def test_no_bias_config_has_no_biases():
-    _, variables = _init(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8, bias=False))
-    names = ["/".join(k.key for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(variables)]
+    _, variables = _init(
+        GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8, bias=False)
+    )
+    names = [
+        "/".join(k.key for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(variables)
+    ]
     assert not [n for n in names if n.endswith("bias")]
 
 
