@@ -33,7 +33,9 @@ def _check_module(module, args, *, grad=True):
         module.zero_grad()
         (expected * cot).sum().backward()
         # allow_int: integer buffers (BatchNorm's num_batches_tracked) are params too
-        g = jax.grad(lambda p: jnp.sum(cm.apply(p, *jargs) * cot.numpy()), allow_int=True)(cm.params)
+        g = jax.grad(lambda p: jnp.sum(cm.apply(p, *jargs) * cot.numpy()), allow_int=True)(
+            cm.params
+        )
         for name, param in module.named_parameters():
             assert_close(np.asarray(g[name]), _np(param.grad), what=f"grad {name}")
     sd = cm.state_dict()
@@ -57,7 +59,9 @@ ACTIVATIONS = {
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
 def test_mlp(act):
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(30, 15), ACTIVATIONS[act], nn.Linear(15, 8), ACTIVATIONS[act], nn.Linear(8, 1))
+    m = nn.Sequential(
+        nn.Linear(30, 15), ACTIVATIONS[act], nn.Linear(15, 8), ACTIVATIONS[act], nn.Linear(8, 1)
+    )
     _check_module(m, (torch.randn(16, 30, generator=gen),))
 
 
@@ -128,7 +132,9 @@ def gpt2_converted(gpt2):
 
 
 def test_gpt2_forward_matches_torch(gpt2, gpt2_converted):
-    ids = prompts(2, 8, seed=5)  # other ids than the example: the program is not specialized on values
+    ids = prompts(
+        2, 8, seed=5
+    )  # other ids than the example: the program is not specialized on values
     out = jax.jit(gpt2_converted.apply)(gpt2_converted.params, _np(ids))
     assert set(out) == {"logits"}  # ModelOutput -> dict of its tensor fields
     err = max_abs_error(out["logits"], _np(gpt2(ids, use_cache=False).logits))
@@ -229,7 +235,9 @@ def test_tensor_kwargs_are_inputs_and_others_fixed():
         cm.apply(cm.params, _np(x))
     with pytest.raises(TypeError, match=r"keyword inputs \['other'\] were not given at conversion"):
         cm.apply(cm.params, _np(x), scale=_np(s), other=1)
-    with pytest.raises(ValueError, match=r"input 'x' has shape \(3, 4\), the program was exported for \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"input 'x' has shape \(3, 4\), the program was exported for \(2, 4\)"
+    ):
         cm.apply(cm.params, np.zeros((3, 4), np.float32), scale=_np(s))
 
 
@@ -241,7 +249,11 @@ class Structured(nn.Module):
 def test_nested_outputs_keep_their_structure():
     x = torch.randn(2, 3, generator=gen)
     out = convert(Structured(), (x,))(_np(x))
-    assert set(out) == {"a", "pair"} and isinstance(out["pair"], tuple) and isinstance(out["pair"][1], list)
+    assert (
+        set(out) == {"a", "pair"}
+        and isinstance(out["pair"], tuple)
+        and isinstance(out["pair"][1], list)
+    )
     assert_close(np.asarray(out["pair"][1][0]), _np(x - 1))
 
 
@@ -284,20 +296,27 @@ class DataDependent(nn.Module):
 
 
 def test_export_failure_says_what_to_change():
-    with pytest.raises(ConversionError, match=r"torch.export could not capture DataDependent") as info:
+    with pytest.raises(
+        ConversionError, match=r"torch.export could not capture DataDependent"
+    ) as info:
         convert(DataDependent(), (torch.randn(3),))
     assert "torch.where" in str(info.value)
 
 
 def test_training_mode_dropout_is_refused():
     m = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2)).train()
-    with pytest.raises(UnsupportedOpError, match=r"aten.native_dropout.default is refused \(used by 1: Dropout\): dropout with p=0.2 in training mode"):
+    with pytest.raises(
+        UnsupportedOpError,
+        match=r"aten.native_dropout.default is refused \(used by 1: Dropout\): dropout with p=0.2 in training mode",
+    ):
         convert(m, (torch.randn(2, 3),))
 
 
 def test_training_mode_batchnorm_is_refused():
     m = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).train()
-    with pytest.raises(UnsupportedOpError, match=r"batch norm in training mode .* call module.eval\(\)"):
+    with pytest.raises(
+        UnsupportedOpError, match=r"batch norm in training mode .* call module.eval\(\)"
+    ):
         convert(m, (torch.randn(4, 3),))
 
 
@@ -307,7 +326,9 @@ class Noisy(nn.Module):
 
 
 def test_random_ops_are_refused():
-    with pytest.raises(UnsupportedOpError, match=r"is not supported under MPC \(used by Noisy\): a random op"):
+    with pytest.raises(
+        UnsupportedOpError, match=r"is not supported under MPC \(used by Noisy\): a random op"
+    ):
         convert(Noisy(), (torch.randn(3),))
 
 

@@ -92,7 +92,9 @@ def run(c: Case) -> None:
     expected = _flat(c.op(*c.args, **c.kwargs))
     jargs = [_to_jax(a, i in c.const) for i, a in enumerate(c.args)]
     actual = _flat(lowering.fn(*jargs, **c.kwargs))
-    assert len(actual) == len(expected), f"{c.id}: {len(actual)} outputs, torch gives {len(expected)}"
+    assert len(actual) == len(expected), (
+        f"{c.id}: {len(actual)} outputs, torch gives {len(expected)}"
+    )
     for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
         e = e.detach().numpy()
         a = np.asarray(a)
@@ -106,7 +108,10 @@ def run(c: Case) -> None:
 
 
 def _check_grad(c: Case, fn: Any, jargs: list[Any]) -> None:
-    targs = [a.detach().clone().requires_grad_(i in c.grad) if isinstance(a, torch.Tensor) else a for i, a in enumerate(c.args)]
+    targs = [
+        a.detach().clone().requires_grad_(i in c.grad) if isinstance(a, torch.Tensor) else a
+        for i, a in enumerate(c.args)
+    ]
     outs = _flat(c.op(*targs, **c.kwargs))
     cots = [
         torch.randn(o.shape, generator=_gen)

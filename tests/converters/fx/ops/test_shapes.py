@@ -73,12 +73,17 @@ def test_shapes(c):
 def test_assert_tensor_metadata_is_a_no_op():
     from ppml_torch.converters.fx.registry import load
 
-    assert load()[aten._assert_tensor_metadata.default].fn(x.numpy(), None, None, torch.float32) is None
+    assert (
+        load()[aten._assert_tensor_metadata.default].fn(x.numpy(), None, None, torch.float32)
+        is None
+    )
 
 
 def test_gather_with_input_indices_is_one_hot_not_a_gather():
     """Secret class labels must not index: the lowering multiplies by a one-hot instead."""
     from ppml_torch.converters.fx.ops.shapes import gather
 
-    jaxpr = str(jax.make_jaxpr(lambda v, i: gather(v, 1, i))(randn(4, 6).numpy(), ints(6, 4, 1).numpy()))
+    jaxpr = str(
+        jax.make_jaxpr(lambda v, i: gather(v, 1, i))(randn(4, 6).numpy(), ints(6, 4, 1).numpy())
+    )
     assert "gather" not in jaxpr and "eq" in jaxpr

@@ -1,0 +1,74 @@
+"""The op table: built from the registry, every lowering tested, refusals explained, CLI output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppml_torch.converters.fx import registry, table
+
+sys.path.insert(0, str(Path(__file__).parent / "ops"))
+
+# Lowerings tested by a dedicated test instead of a Case row.
+TESTED_ELSEWHERE = {
+    "aten._assert_tensor_metadata.default": "ops/test_shapes.py::test_assert_tensor_metadata_is_a_no_op",
+}
+
+
+def _all_cases():
+    import test_elementwise
+    import test_linalg
+    import test_nn
+    import test_reductions
+    import test_shapes
+
+    mods = (test_elementwise, test_reductions, test_linalg, test_shapes, test_nn)
+    return [c for m in mods for c in m.CASES]
+
+
+def test_every_registered_op_has_a_row_and_every_row_a_lowering_or_refusal():
+    rows = {r.op: r for r in table.rows()}
+    lowerings = registry.load()
+    assert set(rows) == {e.name for e in lowerings.values()}
+    for entry in lowerings.values():
+        row = rows[entry.name]
+        assert row.status in registry.STATUSES
+        assert (entry.fn is None) == (row.status == "unsupported"), entry.name
+        if row.status != "supported":
+            assert row.note, f"{entry.name}: {row.status} needs a note saying why"
+
+
+def test_every_lowered_op_has_a_test_case():
+    tested = {c.id.split("-")[0] for c in _all_cases()} | set(TESTED_ELSEWHERE)
+    lowered = {r.op for r in table.rows() if r.status != "unsupported"}
+    untested = sorted(lowered - tested)
+    assert not untested, f"lowerings without a test case in tests/converters/fx/ops/: {untested}"
+
+
+def test_cases_are_in_the_file_of_their_family():
+    import test_nn
+
+    for c in test_nn.CASES:
+        assert registry.load()[c.op].family == "nn", c.id
+
+
+def test_main_prints_text_and_json(capsys):
+    assert table.main([]) == 0
+    text = capsys.readouterr().out
+    assert "aten.scaled_dot_product_attention.default" in text and "approximate-under-MPC" in text
+    assert table.main(["--json", "--status", "unsupported"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data and all(r["status"] == "unsupported" for r in data)
+    assert {"aten.native_batch_norm.default", "aten.bernoulli.default"} <= {r["op"] for r in data}
+
+
+def test_docs_page_is_up_to_date():
+    page = Path(__file__).parents[3] / "docs" / "ops.md"
+    expected = table.as_markdown(table.rows()) + "\n"
+    if page.read_text() != expected:
+        pytest.fail(
+            "docs/ops.md is stale: regenerate with `python -m ppml_torch.converters.fx.table --markdown > docs/ops.md`"
+        )
