@@ -47,6 +47,29 @@ def _quiet():
         yield buf
 
 
+def _ship_by_value(fn: Callable[..., Any]) -> None:
+    """Let Ray workers unpickle ``fn`` even when its module is not importable there.
+
+    Ray pickles functions by reference to their module; a user's script or a test module is
+    not on the workers' path, so such modules are pickled by value instead.
+    """
+    import sys
+
+    from ray import cloudpickle
+
+    mod_name = getattr(getattr(fn, "func", fn), "__module__", None)
+    module = sys.modules.get(mod_name or "")
+    path = getattr(module, "__file__", None) or ""
+    if module is None or mod_name == "__main__" or mod_name.split(".")[0] == "ppml_torch":
+        return
+    if "site-packages" in path or not path:
+        return
+    try:
+        cloudpickle.register_pickle_by_value(module)
+    except ValueError:
+        pass  # already registered
+
+
 class SecretFlowSession(Session):
     _active: SecretFlowSession | None = None
 
@@ -140,6 +163,7 @@ class SecretFlowSession(Session):
         self._objects[handle.key] = obj
 
     def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]:
+        _ship_by_value(fn)
         out_struct = jax.eval_shape(fn, *[a.structure for a in args])
         handle = self._new_handle(out_struct)
         marks = self._log_marks()

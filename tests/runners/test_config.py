@@ -1,0 +1,82 @@
+"""Bad configuration fails in one line, naming the fix, before anything starts."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from ppml_torch.runners import ConfigError, open_session, wrap
+from ppml_torch.runners.config import resolve
+from tests.conftest import get_session
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"backend": "gpu"}, "unknown backend 'gpu'; use one of cpu, spu, secretflow"),
+        ({"backend": "spu", "protocol": "SPDZ"}, "unknown protocol 'SPDZ'"),
+        ({"backend": "spu", "field": "FM32"}, "unknown field 'FM32'; use one of FM64, FM128"),
+        ({"backend": "spu", "protocol": "ABY3", "parties": ["alice", "bob"]}, "protocol ABY3 needs exactly 3 parties"),
+        ({"backend": "spu", "protocol": "SEMI2K", "parties": ["a", "b", "c"]}, "use protocol='ABY3'"),
+        ({"backend": "spu", "runtime": {"fxp_bits": 3}}, "unknown SPU runtime setting(s) ['fxp_bits']"),
+        ({"backend": "cpu", "runtime": {"fxp_fraction_bits": 3}}, "takes no SPU runtime settings"),
+    ],
+)
+def test_bad_configuration(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        open_session(**kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_runtime_knobs_reach_spu():
+    from ppml_torch.runners.config import spu_runtime_config
+
+    cfg = resolve("spu", "ABY3", "FM128", runtime={"fxp_exp_mode": "EXP_PADE", "fxp_fraction_bits": 30})
+    rc = spu_runtime_config(cfg)
+    assert rc.fxp_fraction_bits == 30 and rc.fxp_exp_mode == rc.EXP_PADE
+    with pytest.raises(ConfigError, match="fxp_exp_mode='EXP_FAST' is invalid"):
+        spu_runtime_config(resolve("spu", runtime={"fxp_exp_mode": "EXP_FAST"}))
+
+
+def test_defaults_per_field():
+    assert resolve("spu", "SEMI2K", "FM64").runtime["fxp_fraction_bits"] == 18
+    assert resolve("spu", "ABY3", "FM128").runtime["fxp_fraction_bits"] == 26
+
+
+def test_owner_errors():
+    s = get_session("cpu")
+    with pytest.raises(ConfigError, match="needs an owner"):
+        s.put(np.ones(2, np.float32), owner=None)
+    with pytest.raises(ConfigError, match="owner 'dave' is not a party"):
+        s.put(np.ones(2, np.float32), owner="dave")
+    with pytest.raises(ConfigError, match="owner 'dave' of input 1"):
+        wrap(s, lambda a, b: a, owners=("alice", "dave"))
+    with pytest.raises(ConfigError, match="2 positional inputs but 1 owners"):
+        wrap(s, lambda a, b: a, owners=("alice",))(np.ones(1), np.ones(1))
+    with pytest.raises(TypeError, match="put it in first"):
+        s.call(lambda a: a, np.ones(2))
+
+
+def test_secretflow_missing_is_reported_before_work(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "secretflow" else real(n, *a))
+    with pytest.raises(ConfigError, match="needs the secretflow package.*make setup"):
+        open_session("secretflow")
+
+
+def test_homework_runs_are_validated_first():
+    from ppml_torch.homework import parse_runs
+
+    with pytest.raises(ConfigError, match="protocol ABY3 needs exactly 3 parties|unknown protocol"):
+        parse_runs(["cpu", "spu:ABY4"], "FM64")
+    assert parse_runs(["cpu", "spu:ABY3"], "FM128") == [("cpu", None, None), ("spu", "ABY3", "FM128")]
+
+
+def test_cli_reports_bad_runs_in_one_line(capsys):
+    from ppml_torch.cli import main
+
+    assert main(["homework-mlp", "--runs", "spu:NOPE"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ppml-torch: unknown protocol 'NOPE'") and "\n" not in err

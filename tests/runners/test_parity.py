@@ -1,0 +1,87 @@
+"""The same JAX functions on cpu, spu (SEMI2K, CHEETAH, ABY3; FM64, FM128) and secretflow."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppml_torch.runners import wrap
+from ppml_torch.testing import assert_close
+from tests.conftest import get_session
+
+
+def elementwise(x, y):
+    return x * y + x - 0.5 * y
+
+
+def matmul(x, w):
+    return x @ w
+
+
+def reductions(x, y):
+    return {"sum": jnp.sum(x, axis=0), "mean": jnp.mean(x * y), "max": jnp.max(x, axis=1)}
+
+
+def mlp_forward(params, x):
+    h = jax.nn.relu(x @ params["w1"] + params["b1"])
+    return h @ params["w2"] + params["b2"]
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (8, 6)).astype(np.float32)
+    y = rng.uniform(-2, 2, (8, 6)).astype(np.float32)
+    w = rng.uniform(-1, 1, (6, 4)).astype(np.float32)
+    params = {
+        "w1": rng.normal(0, 0.5, (6, 5)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, (5,)).astype(np.float32),
+        "w2": rng.normal(0, 0.5, (5, 2)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, (2,)).astype(np.float32),
+    }
+    return {
+        "elementwise": (elementwise, (x, y)),
+        "matmul": (matmul, (x, w)),
+        "reductions": (reductions, (x, y)),
+        "mlp_forward": (mlp_forward, (params, x)),
+    }
+
+
+CASES = _inputs()
+SETTINGS = [
+    ("spu", "SEMI2K", "FM64"),
+    ("spu", "CHEETAH", "FM64"),
+    ("spu", "ABY3", "FM64"),
+    ("spu", "SEMI2K", "FM128"),
+    ("spu", "ABY3", "FM128"),
+    pytest.param("secretflow", "SEMI2K", "FM64", marks=pytest.mark.secretflow),
+]
+_errors: dict = {}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("backend,protocol,field", SETTINGS)
+def test_parity_with_cpu(backend, protocol, field, case):
+    fn, args = CASES[case]
+    owners = ("alice", "bob")
+    expected = wrap(get_session("cpu"), fn, owners)(*args)
+    mpc = wrap(get_session(backend, protocol, field), fn, owners)
+    got = mpc(*args)
+    err = assert_close(got, expected, protocol=protocol, field=field, what=f"{case} on {backend}")
+    _errors[(backend, protocol, field)] = max(err, _errors.get((backend, protocol, field), 0.0))
+    assert mpc.last_report.comm is not None and mpc.last_report.comm.send_bytes > 0
+    print(f"\n{backend} {protocol}/{field} {case}: max abs error {err:.2e}")
+
+
+def test_cpu_is_exact_against_plain_jax():
+    for case, (fn, args) in CASES.items():
+        got = wrap(get_session("cpu"), fn, ("alice", "bob"))(*args)
+        assert_close(got, jax.jit(fn)(*args), what=case)
+
+
+def test_report_largest_errors():
+    """Prints the largest error per setting seen above (run with -s to read it)."""
+    assert _errors, "the parity tests above did not run"
+    for key, err in sorted(_errors.items()):
+        print(f"largest error {key}: {err:.2e}")
