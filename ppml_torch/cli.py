@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ops"]:  # the op table has its own options (--json, --family, ...)
+        from .converters.fx.table import main as ops_main
+
+        return ops_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .runners.config import ConfigError
 
