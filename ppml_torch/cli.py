@@ -25,7 +25,7 @@ def _homework_mlp(args: argparse.Namespace) -> int:
     print("-" * len(header))
     ref: list[float] = []
 
-    def row(r: "hw.HomeworkRow") -> None:
+    def row(r: hw.HomeworkRow) -> None:
         if r.backend == "cpu" and not ref:
             ref.append(r.auc)
         d = f"{abs(r.auc - ref[0]):.4f}" if ref else "-"

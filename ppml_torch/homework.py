@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -114,10 +115,10 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     """The homework's minibatches: ``n // batch_size`` nearly equal slices (numpy.array_split)."""
     sections = max(1, n // batch_size)
     bounds = np.cumsum([0] + [len(c) for c in np.array_split(np.arange(n), sections)])
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _epoch_fn(apply_fn: ApplyFn, n: int, batch_size: int, lr: float) -> Callable[..., Params]:
     """One epoch of SGD as one pure function (cached so the runner compiles it once)."""
     grad = jax.grad(functools.partial(mse_loss, apply_fn))
@@ -133,7 +134,7 @@ def _epoch_fn(apply_fn: ApplyFn, n: int, batch_size: int, lr: float) -> Callable
     return epoch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _predict(apply_fn: ApplyFn) -> Callable[..., jax.Array]:
     def predict(params: Params, x_alice: jax.Array, x_bob: jax.Array) -> jax.Array:
         return apply_fn(params, jnp.concatenate([x_alice, x_bob], axis=1))

@@ -9,7 +9,8 @@ ever see this shape, so they never ask which route produced a model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class ConvertedModel:
         """Plaintext convenience: ``apply`` with the converted weights."""
         return self.apply_fn(self.params, *args, **kwargs)
 
-    def state_dict(self, params: Params | None = None) -> dict[str, "torch.Tensor"]:  # noqa: F821
+    def state_dict(self, params: Params | None = None) -> dict[str, torch.Tensor]:  # noqa: F821
         """Torch tensors under the torch names, for ``load_state_dict(strict=True)``.
 
         ``params`` defaults to the converted weights; pass trained ones to move them

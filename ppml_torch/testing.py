@@ -57,7 +57,7 @@ def max_abs_error(actual: Any, expected: Any) -> float:
     if len(a_leaves) != len(e_leaves):
         raise AssertionError(f"different structures: {len(a_leaves)} vs {len(e_leaves)} arrays")
     err = 0.0
-    for a, e in zip(a_leaves, e_leaves):
+    for a, e in zip(a_leaves, e_leaves, strict=True):
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
         if a.size:
             err = max(err, float(np.max(np.abs(a - e))))
@@ -86,7 +86,7 @@ def assert_close(
     if a_tree != e_tree:
         raise AssertionError(f"{label}structure differs: {a_tree} vs {e_tree}")
     worst = 0.0
-    for i, (a, e) in enumerate(zip(a_leaves, e_leaves)):
+    for i, (a, e) in enumerate(zip(a_leaves, e_leaves, strict=True)):
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
         if a.shape != e.shape:
             raise AssertionError(f"{label}leaf {i}: shape {a.shape} vs expected {e.shape}")

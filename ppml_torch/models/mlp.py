@@ -7,7 +7,7 @@ Layers are named ``Dense_0``, ``Dense_1``, ... (Flax's default), kernels are ``(
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax

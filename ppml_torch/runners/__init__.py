@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .base import PUBLIC, SECRET, Handle, RunReport, Session, check_owners, total
 from .comm import CommStats
@@ -101,7 +102,7 @@ def wrap(
         name = getattr(fn, "__name__", "fn")
         check_owners(session.parties, owners, len(args), f"{name}")
         first = len(session.reports)
-        handles = [session.put(a, owner=o) for a, o in zip(args, owners)]
+        handles = [session.put(a, owner=o) for a, o in zip(args, owners, strict=True)]
         out = session.call(fn, *handles, name=name)
         value = session.reveal(out, to=reveal_to)
         for h in (*handles, out):

@@ -7,7 +7,8 @@ import dataclasses
 import itertools
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -219,8 +220,8 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def _free(self, handle: Handle) -> None: ...
 
-    def _close(self) -> None:
-        pass
+    def _close(self) -> None:  # noqa: B027 - optional hook: most backends have nothing to stop
+        return None
 
     # -- helpers -----------------------------------------------------------------------------
     def _new_handle(self, out_avals: Any) -> Handle:

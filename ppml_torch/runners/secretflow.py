@@ -16,7 +16,8 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -39,12 +40,29 @@ def check_importable() -> None:
         )
 
 
+_LOG: io.TextIOBase | None = None
+
+
+def _log_file() -> io.TextIOBase:
+    """One file per process for SecretFlow's and Ray's console output, kept open for good.
+
+    Ray keeps references to the ``sys.stdout``/``sys.stderr`` it saw at start-up and writes to
+    them later; a file that is never closed is safe, a temporary buffer is not.
+    """
+    global _LOG
+    if _LOG is None:
+        fd, path = tempfile.mkstemp(prefix="ppml-torch-secretflow-", suffix=".log")
+        _LOG = open(fd, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
+        _LOG.name_on_disk = path  # type: ignore[attr-defined]
+    return _LOG
+
+
 @contextlib.contextmanager
 def _quiet():
-    """Keep SecretFlow's and Ray's start-up chatter off the user's console."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        yield buf
+    """Keep SecretFlow's and Ray's start-up chatter off the user's console (it goes to a log)."""
+    log = _log_file()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield log
 
 
 def _ship_by_value(fn: Callable[..., Any]) -> None:

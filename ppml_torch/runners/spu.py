@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import jax
 import numpy as np
 
 from .base import PUBLIC, Handle, RunReport, Session
@@ -81,9 +81,9 @@ class SpuSession(Session):
             vis, owner_rank = pb.Visibility.VIS_PUBLIC, -1
         else:
             vis, owner_rank = pb.Visibility.VIS_SECRET, self.parties.index(handle.owner)
-        for name, arr in zip(self._names(handle), arrays):
+        for name, arr in zip(self._names(handle), arrays, strict=True):
             shares = self._io.make_shares(arr, vis, owner_rank)
-            for rt, share in zip(self._rts, shares):
+            for rt, share in zip(self._rts, shares, strict=True):
                 rt.set_var(name, share)
         self._vis[handle.key] = [vis] * len(arrays)
 

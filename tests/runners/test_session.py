@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppml_torch.runners import Handle, open_session, wrap
+from ppml_torch.runners import Handle, wrap
 from tests.conftest import get_session
 
 
