@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+
+# `import ray` (SecretFlow imports it) runs logging.config.dictConfig, which closes every logging
+# handler already made, including absl's, whose stream is the console pytest had swapped in when
+# jax/flax first imported absl during collection: pytest's capture then fails on a closed file.
+# Importing ray before anything else makes that happen while no such handler exists.
+if importlib.util.find_spec("ray") is not None:
+    import ray  # noqa: F401
 
 from ppml_torch.runners import open_session
 
@@ -26,3 +35,4 @@ def _close_sessions():
     for s in _sessions.values():
         s.close()
     _sessions.clear()
+

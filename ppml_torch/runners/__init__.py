@@ -50,17 +50,23 @@ def open_session(
     parties: Sequence[str] | None = None,
     runtime: Mapping[str, Any] | None = None,
     profile: bool = True,
+    ir: str = "xla",
 ) -> Session:
     """Start a runtime: ``cpu``, ``spu`` or ``secretflow``.  Use it as a context manager.
 
     ``protocol``: SEMI2K (default) or CHEETAH for 2 parties, ABY3 for 3.  ``field``: FM64
     (default) or FM128.  ``parties`` defaults to ``alice, bob[, carol]``.  ``runtime``: SPU
     fixed-point settings (see ``ppml_torch.runners.config.KNOBS``).  ``profile`` turns on SPU's
-    per-op profile, the source of the communication figures.
+    per-op profile, the source of the communication figures.  ``ir`` (``spu`` only): what SPU
+compiles, ``"xla"`` (SPU's JAX frontend) or ``"stablehlo"`` (JAX's StableHLO text).
 
     Every argument is checked before anything starts.
     """
     cfg = resolve(backend, protocol, field, parties, runtime)
+    if ir not in ("xla", "stablehlo"):
+        raise ConfigError(f"unknown ir {ir!r}; use 'xla' or 'stablehlo'")
+    if ir != "xla" and cfg.backend != "spu":
+        raise ConfigError(f"ir={ir!r} applies to backend 'spu' only (SecretFlow uses SPU's frontend)")
     if cfg.backend == "cpu":
         from .cpu import CpuSession
 
@@ -68,7 +74,7 @@ def open_session(
     if cfg.backend == "spu":
         from .spu import SpuSession
 
-        return SpuSession(cfg, profile=profile)
+        return SpuSession(cfg, profile=profile, ir=ir)
     from .secretflow import SecretFlowSession, check_importable
 
     check_importable()

@@ -6,7 +6,9 @@ secret-shared once by ``put`` and its shares stay in the parties' runtimes (unde
 name per leaf) across any number of calls, until it is revealed or freed.
 
 Compiled programs are cached per (function, input shapes/dtypes/visibilities); each call only
-builds a new ``ExecutableProto`` naming the variables it reads and writes.
+builds a new ``ExecutableProto`` naming the variables it reads and writes.  ``ir`` chooses what
+SPU compiles: ``"xla"`` (SPU's own JAX frontend, an HLO proto) or ``"stablehlo"`` (JAX's
+StableHLO text; see docs/stablehlo.md); both give the same SPU program.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def _in_threads(fn: Callable[[int], Any], n: int) -> list[Any]:
 
 
 class SpuSession(Session):
-    def __init__(self, config: SessionConfig, *, profile: bool = True):
+    def __init__(self, config: SessionConfig, *, profile: bool = True, ir: str = "xla"):
         super().__init__(config)
+        self.ir = ir
         import spu.api as spu_api
         from spu import libspu, spu_pb2
 
@@ -107,25 +110,15 @@ class SpuSession(Session):
 
     # -- calls ---------------------------------------------------------------------------------
     def _compile(self, fn: Callable[..., Any], args: Sequence[Handle], in_vis: list[int], name: str):
-        from spu.utils import frontend as spu_fe
+        from ppml_torch.converters.fx.stablehlo import compile_for_spu
 
         sig = (fn, tuple((a.treedef, a.avals) for a in args), tuple(in_vis))
         entry = self._compiled.get(sig)
         if entry is not None:
             return entry, 0.0
         t0 = time.perf_counter()
-        structs = [a.structure for a in args]
-        n_in = len(in_vis)
-        exe, out = spu_fe.compile(
-            spu_fe.Kind.JAX,
-            fn,
-            structs,
-            {},
-            [f"in{i}" for i in range(n_in)],
-            in_vis,
-            lambda outs: [f"out{i}" for i in range(len(outs))],
-        )
-        entry = (exe.code, out, exe.name or name)
+        program = compile_for_spu(fn, [a.structure for a in args], in_vis, ir=self.ir, name=name)
+        entry = (program.code, program.out_struct, program.executable.name)
         self._compiled[sig] = entry
         return entry, time.perf_counter() - t0
 
