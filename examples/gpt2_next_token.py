@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = torch.randint(0, args.vocab, (1, args.prompt_len))
     with torch.no_grad():
         ref = model(ids, use_cache=False).logits[0, -1].numpy()
-    print(f"torch next token {int(ref.argmax())}")
+    top2 = np.sort(ref)[-2:]
+    print(f"torch next token {int(ref.argmax())} (top-1 margin {top2[1] - top2[0]:.2e})")
 
     routes = {
         "graph (convert)": ppml_torch.convert(model, (ids,), {"use_cache": False}),

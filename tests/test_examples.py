@@ -1,0 +1,34 @@
+"""The examples run as a user would run them (small settings)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_mlp_on_spu(capsys):
+    assert _load("torch_mlp_on_spu").main(["--protocol", "SEMI2K"]) == 0
+    errors = [float(e) for e in re.findall(r"max abs error vs torch ([0-9.e+-]+)", capsys.readouterr().out)]
+    assert len(errors) == 2 and max(errors) < 1e-3
+
+
+def test_gpt2_next_token_routes_agree_with_torch(capsys):
+    assert _load("gpt2_next_token").main(["--layers", "1", "--width", "32", "--heads", "2", "--vocab", "128"]) == 0
+    out = capsys.readouterr().out
+    torch_token = int(re.search(r"torch next token (\d+)", out).group(1))
+    margin = float(re.search(r"top-1 margin ([0-9.e+-]+)", out).group(1))
+    for route in ("graph", "flax"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(route))
+        err = float(re.search(r"logits max abs error ([0-9.e+-]+)", line).group(1))
+        assert margin > 2 * err, f"prompt too close to call under MPC: {out}"
+        assert int(re.search(r"next token (\d+)", line).group(1)) == torch_token, out
