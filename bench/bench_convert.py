@@ -15,6 +15,7 @@ the converted program costs more.  Run from the repository root::
 
     .venv/bin/python bench/bench_convert.py                 # both cases
     .venv/bin/python bench/bench_convert.py --cases mlp --runs 3
+    .venv/bin/python bench/bench_convert.py --cases gpt2 --index-lowering one_hot
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ class Case:
     conv_to_hand: Callable[[Any], Any] = lambda out: out
 
 
-def _convert(module, example_args):
-    from ppml_torch.converters.fx.convert import convert  # the function, not the package attribute
+def _convert(module, example_args, args: argparse.Namespace):
+    from ppml_torch.converters.fx import convert
 
-    return convert(module, example_args, {})
+    return convert(module, example_args, {}, index_lowering=args.index_lowering)
 
 
 def mlp_case(args: argparse.Namespace) -> Case:
@@ -106,7 +107,7 @@ def mlp_case(args: argparse.Namespace) -> Case:
     what = f"MLP {list(widths)} forward+backward, batch {args.batch}"
     owners = ("alice", "bob", "alice")
     try:
-        model = _convert(net, (torch.from_numpy(x),))
+        model = _convert(net, (torch.from_numpy(x),), args)
     except Exception as e:  # noqa: BLE001 - reported in the output, the other side still runs
         return Case("mlp", what, args.mlp_protocol, owners, hand, None, _short(e))
 
@@ -155,11 +156,12 @@ def gpt2_case(args: argparse.Namespace) -> Case:
     hand = Side(hand_forward, (fmodel.params, ids))
     what = (
         f"GPT-2 forward, {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, "
-        f"vocab {cfg.vocab_size}, {args.seq} tokens"
+        f"vocab {cfg.vocab_size}, {args.seq} tokens; converted with "
+        f"index_lowering={args.index_lowering!r}"
     )
     owners = ("alice", "bob")
     try:
-        model = _convert(tmodel, (torch.from_numpy(ids.astype(np.int64)),))
+        model = _convert(tmodel, (torch.from_numpy(ids.astype(np.int64)),), args)
     except Exception as e:  # noqa: BLE001
         return Case("gpt2", what, args.gpt2_protocol, owners, hand, None, _short(e))
 
@@ -397,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         "--attn-implementation",
         default=None,
         help="torch GPT-2 attention: eager or sdpa (HF default)",
+    )
+    p.add_argument(
+        "--index-lowering",
+        choices=("take", "one_hot"),
+        default="take",
+        help="convert's form of gathers on input indices (GPT-2's token ids)",
     )
     p.add_argument("--top", type=int, default=15, help="op rows to print per case")
     p.add_argument(

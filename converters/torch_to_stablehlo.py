@@ -10,7 +10,8 @@ The model comes from one of:
 Each ``--input`` gives one example input as ``dtype[shape]`` (positional) or
 ``name=dtype[shape]`` (keyword), e.g. ``--input float32[16,30]`` or
 ``--input input_ids=int64[1,8]``.  The model is converted by the graph route
-(``ppml_torch.converters.fx.convert``) and lowered by ``to_stablehlo``; the program's inputs are
+(``ppml_torch.converters.fx.convert``, ``--index-lowering`` choosing the form of gathers on
+input indices) and lowered by ``to_stablehlo``; the program's inputs are
 the parameters (sorted by torch name) followed by the example inputs, as listed in the
 ``.json`` manifest written beside the ``.mlir``.  64-bit inputs become 32-bit (JAX runs 32-bit).
 
@@ -152,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="output file stem (default: the module's class name)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and example inputs")
     p.add_argument(
+        "--index-lowering",
+        choices=("take", "one_hot"),
+        default="take",
+        help="gathers on input indices (token ids, labels): a gather (cheapest under ABY3) or "
+        "a one-hot product (fewer bytes under SEMI2K/CHEETAH); see docs/ops.md",
+    )
+    p.add_argument(
         "--spu-check",
         action="store_true",
         help="also compile the StableHLO with SPU (all inputs secret) to check it is accepted",
@@ -166,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from ppml_torch.converters.fx.convert import convert  # the function, not the package attribute
+    from ppml_torch.converters.fx import convert
     from ppml_torch.converters.fx.stablehlo import compile_stablehlo, to_stablehlo
 
     module, source = load_module(args)
     t_args, t_kwargs, j_args, j_kwargs = example_inputs(args.input, args.seed)
-    model = convert(module, t_args, t_kwargs)
+    model = convert(module, t_args, t_kwargs, index_lowering=args.index_lowering)
     text = to_stablehlo(model, *j_args, **j_kwargs)
     out_struct = jax.eval_shape(model.apply, model.params, *j_args, **j_kwargs)
 

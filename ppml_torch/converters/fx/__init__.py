@@ -1,7 +1,7 @@
 """The graph route: ``torch.export`` -> core ATen -> a JAX interpreter.
 
 ``from ppml_torch.converters.fx import convert`` is cheap: torch, JAX and the
-lowerings are imported on the first call.  See :mod:`.convert` for the
+lowerings are imported on the first call.  See :mod:`.converter` for the
 conventions (parameters, tied weights, fixed arguments, outputs) and
 ``ppml-torch ops`` (:mod:`.table`) for the op table.
 """
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from ppml_torch.converters.fx.registry import IndexLowering
     from ppml_torch.model import ConvertedModel
 
 __all__ = ["convert"]
@@ -23,6 +24,8 @@ def convert(
     module: torch.nn.Module,
     example_args: tuple[Any, ...],
     example_kwargs: Mapping[str, Any] | None = None,
+    *,
+    index_lowering: IndexLowering = "take",
 ) -> ConvertedModel:
     """Convert a torch module into JAX params plus a pure, jit-able, differentiable ``apply``.
 
@@ -32,6 +35,12 @@ def convert(
         program's static shapes.
       example_kwargs: example keyword inputs.  Tensor values are inputs of ``apply``;
         other values (``use_cache=False``) are fixed at conversion.
+      index_lowering: the form of gathers on indices computed from inputs (secret under
+        MPC: token ids of an embedding, class labels of a cross entropy).  ``"take"``
+        (default): a gather, as ``jnp.take``/Flax; the cheapest under ABY3 for embedding
+        tables.  ``"one_hot"``: a one-hot product; fewer bytes under SEMI2K/CHEETAH and for
+        few classes (labels).  Same result and same (one-hot) gradient; costs are in
+        :class:`~ppml_torch.converters.fx.registry.LoweringOptions` and ``bench/README.md``.
 
     Returns:
       A :class:`~ppml_torch.model.ConvertedModel` with ``route="graph"``: ``params`` keyed
@@ -39,12 +48,13 @@ def convert(
       and ``state_dict(params)`` for ``module.load_state_dict(..., strict=True)``.
 
     Raises:
+      ValueError: ``index_lowering`` is not ``"take"`` or ``"one_hot"``.
       ppml_torch.converters.fx.errors.UnsupportedOpError: an op has no lowering or is
         refused under MPC (training-mode dropout, batch norm, random ops); the message
         names the op, the module using it and the file to add a lowering to.
       ppml_torch.converters.fx.errors.ConversionError: torch.export cannot capture the
         module, outputs are not tensors, or the module mutates its state.
     """
-    from ppml_torch.converters.fx.convert import convert as _convert
+    from ppml_torch.converters.fx.converter import convert as _convert
 
-    return _convert(module, example_args, example_kwargs)
+    return _convert(module, example_args, example_kwargs, index_lowering=index_lowering)

@@ -10,7 +10,9 @@
   ids, ``arange``/``full``/comparisons on shapes never run in JAX, so never on
   secrets;
 * every other node must have a lowering in the registry; missing and refused ops
-  are collected and raised together, before any JAX work.
+  are collected and raised together, before any JAX work.  Lowerings that read
+  conversion options (:class:`~ppml_torch.converters.fx.registry.LoweringOptions`,
+  e.g. ``index_lowering``) get them bound here, so a program has one fixed form.
 
 :meth:`Program.run` then replays the remaining steps with JAX.
 """
@@ -199,6 +201,7 @@ def build(
     param_key: Mapping[str, str],
     example_leaves: Sequence[Any],
     root: str,
+    options: registry.LoweringOptions,
 ) -> Program:
     """Turn ``ep`` (already decomposed) into a :class:`Program`.
 
@@ -207,6 +210,7 @@ def build(
         (tied weights map to one canonical key).
       example_leaves: the flattened example ``(args, kwargs)``, in export's order.
       root: the module's class name, for messages.
+      options: the conversion's lowering choices, bound into the lowerings that read them.
     """
     lowerings = registry.load()
     sig = ep.graph_signature
@@ -301,7 +305,7 @@ def build(
             )
             continue
         else:
-            fn = entry.fn
+            fn = entry.bind(options)
             meta = _meta_of(node.meta.get("val"))
         steps.append(
             Step(

@@ -18,17 +18,63 @@ folded at convert time, public under MPC), in ATen's positional/keyword form,
 and returns an array or a tuple of arrays.  ``mpc=`` marks a lowering that is
 exact in float but only approximate under fixed-point MPC; the note lands in
 the op table (:mod:`ppml_torch.converters.fx.table`).
+
+A lowering whose form is a choice of the caller (not of the graph) declares the
+:class:`LoweringOptions` fields it reads with ``options=``; :meth:`Lowering.bind`
+passes their values as keyword arguments, once per conversion::
+
+    @lower(aten.embedding.default, options=("index_lowering",))
+    def embedding(weight, indices, ..., *, index_lowering): ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
 Status = Literal["supported", "approximate-under-MPC", "unsupported"]
 STATUSES: tuple[Status, ...] = ("supported", "approximate-under-MPC", "unsupported")
 FAMILIES = ("elementwise", "reductions", "linalg", "shapes", "nn")
+
+IndexLowering = Literal["take", "one_hot"]
+INDEX_LOWERINGS: tuple[IndexLowering, ...] = ("take", "one_hot")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweringOptions:
+    """Conversion choices that change how some ops are lowered, never what they compute.
+
+    ``index_lowering``: the form of gathers on indices computed from inputs (secret under
+    MPC): token ids of ``aten.embedding``, class labels of the ``aten.gather`` in a cross
+    entropy, ``index_select``/``index`` with input indices.  Constant indices (positions)
+    are a public gather either way.  Implemented in :mod:`.ops._util`.
+
+    * ``"take"`` (default): a gather, as ``jnp.take`` and Flax's ``nn.Embed``.  SPU runs it
+      as a loop of secret-index slices, one per index: many rounds; bytes grow with
+      log(table size) under ABY3, linearly under SEMI2K.  Much the cheapest under ABY3 for
+      embeddings (8 ids, width 64: 60 KB vs 0.55 MB at vocab 256, 88 KB vs 34 MB at 16,384).
+    * ``"one_hot"``: ``one_hot(indices)`` times the table: one secret equality per (index,
+      table entry) and a matmul, in a few rounds.  3.4x fewer bytes than ``"take"`` under
+      SEMI2K at every vocabulary size measured (256 to 16,384), 5-7x under CHEETAH, and
+      far cheaper for few classes under every protocol (cross-entropy labels, 64 of 10
+      classes: 2.8x fewer bytes and 60x faster under ABY3, 11x and 26x under SEMI2K).
+
+    The gradient with respect to the table is a one-hot product in both forms (JAX's own,
+    a scatter-add with secret indices, sends 4.3 GB for an 8-id, 256 x 64 embedding under
+    ABY3).  Measurements: ``bench/README.md``.
+    """
+
+    index_lowering: IndexLowering = "take"
+
+    def __post_init__(self) -> None:
+        if self.index_lowering not in INDEX_LOWERINGS:
+            raise ValueError(
+                f"index_lowering={self.index_lowering!r} is not a lowering of gathers on input "
+                f"indices; choose one of {', '.join(map(repr, INDEX_LOWERINGS))} "
+                "(see ppml_torch.converters.fx.registry.LoweringOptions)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +89,20 @@ class Lowering:
     # check(*args, **kwargs) -> refusal reason or None, run at convert time on the node's
     # arguments (tensors appear as fx Nodes): refuses e.g. dropout with p > 0 in training mode.
     check: Callable[..., str | None] | None = None
+    # names of the LoweringOptions fields fn takes as keyword arguments
+    options: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return op_name(self.op)
+
+    def bind(self, options: LoweringOptions) -> Callable[..., Any]:
+        """``fn`` with the conversion options it declared filled in (the one place they reach it)."""
+        if self.fn is None:
+            raise ValueError(f"{self.name} is refused, it has no lowering to bind")
+        if not self.options:
+            return self.fn
+        return functools.partial(self.fn, **{k: getattr(options, k) for k in self.options})
 
 
 LOWERINGS: dict[Any, Lowering] = {}
@@ -79,12 +135,17 @@ def family(name: str) -> tuple[Callable[..., Any], Callable[..., None]]:
         mpc: str | None = None,
         note: str = "",
         check: Callable[..., str | None] | None = None,
+        options: tuple[str, ...] = (),
     ) -> Callable[..., Any]:
+        unknown = set(options) - {f.name for f in dataclasses.fields(LoweringOptions)}
+        if unknown:
+            raise ValueError(f"unknown lowering options {sorted(unknown)}; see LoweringOptions")
+
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             for op in ops:
                 status: Status = "approximate-under-MPC" if mpc else "supported"
                 text = mpc if not note else (f"{mpc}; {note}" if mpc else note)
-                _register(Lowering(op, fn, name, status, text or "", check))
+                _register(Lowering(op, fn, name, status, text or "", check, tuple(options)))
             return fn
 
         return wrap

@@ -61,6 +61,22 @@ def as_markdown(table: list[OpRow]) -> str:
         "Ops whose inputs are all constants (causal masks, position ids, `arange`, `full`, "
         "comparisons on shapes) are folded to constants at convert time and never run under MPC.",
         "",
+        "Gathers on indices computed from inputs (token ids of `aten.embedding`, class labels "
+        "of the `aten.gather` in a cross entropy, `index_select`/`index` with input indices) "
+        "are secret under MPC. `convert(module, args, kwargs, index_lowering=...)` picks their "
+        "form; the result and the gradient (a one-hot product in both) are the same:",
+        "",
+        "* `take` (default): a gather, as `jnp.take` and Flax's `nn.Embed`. SPU runs a loop "
+        "of secret-index slices, one per index: many rounds, bytes growing with log(table "
+        "size) under ABY3 and linearly under SEMI2K/CHEETAH. The cheapest for embeddings "
+        "under ABY3 (9x fewer bytes at vocab 256, 390x at 16,384).",
+        "* `one_hot`: one secret equality per (index, table entry) and a matmul, in a few "
+        "rounds. 3.4x fewer bytes under SEMI2K and 5-7x under CHEETAH for embeddings, and "
+        "much cheaper for few classes under every protocol (64 labels of 10 classes: 2.8x "
+        "fewer bytes and 60x faster under ABY3).",
+        "",
+        "Measurements: `bench/README.md`.",
+        "",
     ]
     for fam in registry.FAMILIES:
         fam_rows = [r for r in table if r.family == fam]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,6 +104,19 @@ LOSSES = {
 }
 
 
+def test_convert_is_the_function_even_after_its_module_is_imported():
+    """The implementation module is ``converter``: importing it cannot shadow ``fx.convert``."""
+    importlib.import_module("ppml_torch.converters.fx.converter")
+    import ppml_torch
+    from ppml_torch.converters.fx import convert as fx_convert
+
+    m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))
+    x = torch.randn(2, 4, generator=gen)
+    for fn in (ppml_torch.convert, fx_convert):
+        assert callable(fn) and not isinstance(fn, types.ModuleType)
+        assert_close(np.asarray(fn(m, (x,))(_np(x))), _np(m(x)), what="tiny MLP")
+
+
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_loss_modules(name):
     """A loss module takes (pred, target); grads w.r.t. pred match torch."""
@@ -118,6 +134,22 @@ def test_loss_modules(name):
     assert_close(np.asarray(g), _np(p.grad), what=f"{name} grad")
 
 
+@pytest.mark.parametrize("how", ["take", "one_hot"])
+def test_cross_entropy_labels_follow_index_lowering(how):
+    """The labels reach the loss through aten.gather: a gather or a one-hot product, and the
+    gradient is a one-hot product either way (no scatter with secret indices)."""
+    loss = nn.CrossEntropyLoss()
+    pred, target = torch.randn(8, 3, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    cm = convert(loss, (pred, target), index_lowering=how)
+    assert cm.extras["options"] == {"index_lowering": how}
+    p = pred.clone().requires_grad_(True)
+    loss(p, target).backward()
+    g = jax.grad(cm.apply, argnums=1)(cm.params, _np(pred), _np(target))
+    assert_close(np.asarray(g), _np(p.grad), what=f"cross entropy grad ({how})")
+    prims = str(jax.make_jaxpr(jax.grad(cm.apply, argnums=1))(cm.params, _np(pred), _np(target)))
+    assert ("gather" in prims) == (how == "take") and "scatter" not in prims
+
+
 # --- GPT-2 (HF) and nanoGPT -----------------------------------------------------------------
 
 
@@ -129,6 +161,11 @@ def gpt2():
 @pytest.fixture(scope="module")
 def gpt2_converted(gpt2):
     return convert(gpt2, (prompts(2, 8),), {"use_cache": False})
+
+
+@pytest.fixture(scope="module")
+def gpt2_one_hot(gpt2):
+    return convert(gpt2, (prompts(2, 8),), {"use_cache": False}, index_lowering="one_hot")
 
 
 def test_gpt2_forward_matches_torch(gpt2, gpt2_converted):
@@ -183,17 +220,41 @@ def test_gpt2_state_dict_round_trip_keeps_the_tie(gpt2, gpt2_converted):
         assert torch.equal(v, gpt2.state_dict()[k]), k
 
 
-def test_gpt2_mask_path_is_folded(gpt2_converted):
+def _all_eqns(jaxpr):
+    """The equations of ``jaxpr`` and of the jaxprs nested in them (custom VJPs, jits)."""
+    for e in jaxpr.eqns:
+        yield e
+        for v in e.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else [v]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _all_eqns(inner)
+
+
+@pytest.mark.parametrize("how", ["take", "one_hot"])
+def test_gpt2_mask_path_is_folded(how, gpt2, gpt2_converted, gpt2_one_hot):
     """Causal mask and position ids are computed at convert time, never in the JAX program."""
-    cm = gpt2_converted
+    cm = gpt2_converted if how == "take" else gpt2_one_hot
+    assert cm.extras["options"] == {"index_lowering": how}
     assert cm.extras["folded_nodes"] >= 10
     assert {"aten.arange.start_step", "aten.le.Tensor"} <= set(cm.extras["folded_ops"])
     ids = _np(prompts(2, 8))
-    prims = {e.primitive.name for e in jax.make_jaxpr(cm.apply)(cm.params, ids).jaxpr.eqns}
+    closed = jax.make_jaxpr(cm.apply)(cm.params, ids)
+    eqns = list(_all_eqns(closed.jaxpr))
+    prims = [e.primitive.name for e in eqns]
     assert "iota" not in prims
-    # the only comparison left is the one-hot of the input ids (embedding of secret ids)
-    assert prims & {"lt", "le", "gt", "ge", "ne", "and", "or"} == set()
-    assert "eq" in prims
+    compares = [p for p in prims if p in {"eq", "lt", "le", "gt", "ge", "ne", "and", "or"}]
+    gathers = [e for e in eqns if e.primitive.name == "gather"]
+    public = [e for e in gathers if e.invars[1] in set(closed.jaxpr.constvars)]
+    assert len(public) == 1  # positions: a gather of wpe with constant indices
+    # the token ids are the only secret index: one gather of wte, or one equality (one-hot)
+    if how == "take":
+        assert compares == [] and len(gathers) == 2
+    else:
+        assert compares == ["eq"] and len(gathers) == 1
+    ids = prompts(2, 8, seed=5)
+    err = max_abs_error(cm(_np(ids))["logits"], _np(gpt2(ids, use_cache=False).logits))
+    assert err <= 1e-5
 
 
 def test_nanogpt_forward_matches_torch():
@@ -339,6 +400,13 @@ def test_params_with_missing_or_extra_keys_are_listed():
         cm.state_dict(bad)
     with pytest.raises(KeyError, match=r"missing \['bias'\]"):
         cm.apply(bad, np.zeros((1, 3), np.float32))
+
+
+def test_unknown_index_lowering_fails_before_export():
+    with pytest.raises(
+        ValueError, match=r"index_lowering='onehot' is not .* choose one of 'take', 'one_hot'"
+    ):
+        convert(nn.Linear(3, 2), (torch.randn(1, 3),), index_lowering="onehot")
 
 
 def test_bad_arguments_fail_before_export():

@@ -2,8 +2,8 @@
 
 Loss modules (MSE, BCE, cross entropy, L1) need no lowering of their own: core
 ATen decomposes them into elementwise ops, reductions, ``_log_softmax`` and
-``gather`` (class indices, lowered as a one-hot product when the labels are
-secret).
+``gather`` (class labels; when they are inputs, lowered as ``index_lowering``
+says, see :mod:`._util`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import torch
 from jax import lax
 
 from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.ops._util import is_const, take_const
-from ppml_torch.converters.fx.ops.shapes import one_hot
+from ppml_torch.converters.fx.ops._util import INPUT_INDEX_NOTE, is_const, take_const, take_input
 
 aten = torch.ops.aten
 lower, refuse = registry.family("nn")
@@ -135,18 +134,19 @@ refuse(
 
 @lower(
     aten.embedding.default,
-    note="constant ids (e.g. positions): a public gather; ids that are inputs: a one-hot "
-    "product with the table, the form SPU handles for secret ids (one equality test per "
-    "vocabulary entry and token)",
+    note="constant ids (e.g. positions): a public gather; ids that are inputs (token ids): "
+    + INPUT_INDEX_NOTE,
+    options=("index_lowering",),
 )
-def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+def embedding(
+    weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False, *, index_lowering
+):
     if padding_idx is not None and padding_idx >= 0:
         # torch gives the padding row no gradient
         weight = weight.at[padding_idx].set(lax.stop_gradient(weight[padding_idx]))
     if is_const(indices):
         return take_const(weight, indices, 0)
-    hot = one_hot(indices, jnp.shape(weight)[0], jnp.result_type(weight))  # (..., V)
-    return jnp.matmul(hot, weight)
+    return take_input(weight, indices, 0, index_lowering)  # (..., V) rows -> (..., D)
 
 
 # --- attention --------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 MPC notes: reshapes, permutes, slices and concatenations move shares around
 locally (free).  Indexing with constant indices is a public gather (free);
-``gather`` with secret indices is lowered as a one-hot product (the MPC-friendly
-form); ``index``/``index_select`` with secret indices are gathers SPU cannot
-evaluate efficiently.  Creation ops (full, arange, scalar_tensor) have no
+``gather``, ``index_select`` and ``index`` with indices computed from inputs
+(secret) take the conversion option ``index_lowering`` (a gather or a one-hot
+product, see :mod:`._util`).  Creation ops (full, arange, scalar_tensor) have no
 tensor inputs, so the converter always folds them to constants at convert time.
 """
 
@@ -16,21 +16,21 @@ import torch
 
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import to_jnp
-from ppml_torch.converters.fx.ops._util import is_const, norm_dim, take_const
+from ppml_torch.converters.fx.ops._util import (
+    INPUT_INDEX_NOTE,
+    is_const,
+    norm_dim,
+    take_along_input,
+    take_const,
+    take_input,
+)
 
 aten = torch.ops.aten
 lower, refuse = registry.family("shapes")
 
 _FOLDED = "no tensor inputs: always folded to a constant at convert time"
-_SECRET_INDEX = (
-    "constant indices: public gather (free); secret indices: a gather SPU handles poorly"
-)
-
-
-def one_hot(index, n, dtype):
-    """``index[..., None] == arange(n)`` as ``dtype``; the arange is a numpy constant."""
-    return (jnp.expand_dims(index, -1) == np.arange(n, dtype=np.int32)).astype(dtype)
-
+_INDEX = "constant indices: a public gather (free); indices that are inputs: " + INPUT_INDEX_NOTE
+_OPT = ("index_lowering",)
 
 # --- views and copies -------------------------------------------------------------------------
 
@@ -212,41 +212,58 @@ def triu(x, diagonal=0):
 # --- indexing ---------------------------------------------------------------------------------
 
 
-@lower(aten.index.Tensor, note=_SECRET_INDEX)
-def index(x, indices):
+@lower(
+    aten.index.Tensor, note=_INDEX + "; negative input indices cost a comparison each", options=_OPT
+)
+def index(x, indices, *, index_lowering):
     key = tuple(slice(None) if i is None else i for i in indices)
-    return jnp.asarray(x)[key]
+    if all(is_const(i) for i in key if not isinstance(i, slice)):
+        return jnp.asarray(x)[key]
+    # out = x[i1, ..., ik] over the indexed dims d1..dk, as ONE take of the merged dims
+    dims = [d for d, i in enumerate(indices) if i is not None]
+    sizes = [jnp.shape(x)[d] for d in dims]
+    flat = 0
+    for d, n in zip(dims, sizes, strict=True):
+        i = indices[d]
+        if is_const(i):
+            i = np.asarray(i)
+            i = np.where(i < 0, i + n, i).astype(np.int32)
+        else:  # torch counts negative indices from the end: a secret comparison under MPC
+            i = jnp.asarray(i).astype(jnp.int32)
+            i = jnp.where(i < 0, i + n, i)
+        flat = flat * n + i
+    moved = jnp.moveaxis(jnp.asarray(x), dims, tuple(range(len(dims))))
+    merged = jnp.reshape(moved, (int(np.prod(sizes)),) + jnp.shape(moved)[len(dims) :])
+    out = take_input(merged, flat, 0, index_lowering)  # broadcast index shape + other dims
+    if dims != list(range(dims[0], dims[0] + len(dims))):
+        return out  # indexed dims apart: the index dims go first (numpy and torch rule)
+    nb = jnp.ndim(flat)
+    return jnp.moveaxis(out, tuple(range(nb)), tuple(range(dims[0], dims[0] + nb)))
 
 
-@lower(aten.index_select.default, note=_SECRET_INDEX)
-def index_select(x, dim, idx):
+@lower(aten.index_select.default, note=_INDEX, options=_OPT)
+def index_select(x, dim, idx, *, index_lowering):
+    dim = norm_dim(dim, jnp.ndim(x))
     if is_const(idx):
-        return take_const(jnp.asarray(x), idx, norm_dim(dim, jnp.ndim(x)))
-    return jnp.take(x, idx, axis=dim)
+        return take_const(jnp.asarray(x), np.reshape(idx, (-1,)), dim)
+    return take_input(x, jnp.reshape(idx, (-1,)), dim, index_lowering)
 
 
 @lower(
     aten.gather.default,
-    note="constant index: public gather; secret index (e.g. class labels in a loss): "
-    "a one-hot product, the MPC-friendly form",
+    note="constant index: a public gather; index that is an input (e.g. the class labels of "
+    "a cross entropy): " + INPUT_INDEX_NOTE,
+    options=_OPT,
 )
-def gather(x, dim, idx, sparse_grad=False):
-    nd = jnp.ndim(x)
-    dim = norm_dim(dim, nd)
-    if is_const(idx):
-        idx = np.asarray(idx)
-        # torch allows index extents smaller than x's in the other dims
-        x = jnp.asarray(x)[
-            tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(idx.shape))
-        ]
-        return jnp.take_along_axis(x, idx, axis=dim)
-    # out[..., j, ...] = sum_c x[..., c, ...] * (idx[..., j, ...] == c)
+def gather(x, dim, idx, sparse_grad=False, *, index_lowering):
+    dim = norm_dim(dim, jnp.ndim(x))
+    # torch allows index extents smaller than x's in the other dims
     x = jnp.asarray(x)[
-        tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(jnp.shape(idx)))
+        tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(np.shape(idx)))
     ]
-    hot = one_hot(idx, jnp.shape(x)[dim], jnp.result_type(x))  # idx.shape + (C,)
-    xs = jnp.expand_dims(jnp.moveaxis(x, dim, -1), dim)  # dim -> size 1, classes last
-    return jnp.sum(hot * xs, axis=-1)
+    if is_const(idx):
+        return jnp.take_along_axis(x, np.asarray(idx), axis=dim)
+    return take_along_input(x, idx, dim, index_lowering)
 
 
 # --- creation (always folded; kept so a graph can be interpreted without folding) ----------------

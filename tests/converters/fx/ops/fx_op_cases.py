@@ -5,7 +5,9 @@ Values are compared with :func:`ppml_torch.testing.assert_close` (plaintext tole
 for differentiable cases ``jax.grad`` of ``sum(out * cotangent)`` is compared with torch
 autograd for every float tensor argument listed in ``grad``.  Arguments listed in
 ``const`` reach the lowering as numpy arrays (folded constants, the public path);
-the others as JAX arrays (values computed from inputs).
+the others as JAX arrays (values computed from inputs).  ``options`` are the
+conversion's :class:`~ppml_torch.converters.fx.registry.LoweringOptions` (default:
+convert's defaults), bound into the lowering as ``convert`` does.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Case:
     const: tuple[int, ...] = ()  # positions passed as numpy constants
     label: str = ""
     grad_outputs: tuple[int, ...] | None = None  # outputs that get a cotangent (None: all float)
+    options: dict = dataclasses.field(default_factory=dict)  # LoweringOptions fields
 
     @property
     def id(self) -> str:
@@ -66,9 +69,30 @@ def case(
     const: tuple[int, ...] = (),
     label: str = "",
     grad_outputs: tuple[int, ...] | None = None,
+    options: dict | None = None,
     **kwargs: Any,
 ) -> Case:
-    return Case(op, args, kwargs, grad, const, label, grad_outputs)
+    return Case(op, args, kwargs, grad, const, label, grad_outputs, dict(options or {}))
+
+
+ONE_HOT = {"index_lowering": "one_hot"}
+
+
+def primitives(fn: Any, *args: Any) -> set[str]:
+    """Names of the JAX primitives ``fn(*args)`` runs, nested jaxprs (custom VJPs, jits) included."""
+
+    def walk(jaxpr: Any) -> set[str]:
+        names = set()
+        for eqn in jaxpr.eqns:
+            names.add(eqn.primitive.name)
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (list, tuple)) else [v]:
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        names |= walk(inner)
+        return names
+
+    return walk(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def _to_jax(x: Any, as_const: bool) -> Any:
@@ -89,9 +113,10 @@ def _flat(out: Any) -> list[Any]:
 def run(c: Case) -> None:
     lowering = registry.load()[c.op]
     assert lowering.fn is not None, f"{c.id} is refused, not lowered"
+    fn = lowering.bind(registry.LoweringOptions(**c.options))
     expected = _flat(c.op(*c.args, **c.kwargs))
     jargs = [_to_jax(a, i in c.const) for i, a in enumerate(c.args)]
-    actual = _flat(lowering.fn(*jargs, **c.kwargs))
+    actual = _flat(fn(*jargs, **c.kwargs))
     assert len(actual) == len(expected), (
         f"{c.id}: {len(actual)} outputs, torch gives {len(expected)}"
     )
@@ -104,7 +129,7 @@ def run(c: Case) -> None:
         else:
             assert_close(a, e, what=f"{c.id} output {i}")
     if c.grad:
-        _check_grad(c, lowering.fn, jargs)
+        _check_grad(c, fn, jargs)
 
 
 def _check_grad(c: Case, fn: Any, jargs: list[Any]) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from fx_op_cases import case, ints, positive, randn, run
+from fx_op_cases import ONE_HOT, case, ints, positive, primitives, randn, run
+
+from ppml_torch.converters.fx import registry
 
 aten = torch.ops.aten
 x = randn(3, 4, 6)
@@ -60,8 +63,17 @@ CASES = [
         grad_outputs=(0,),
     ),
     case(aten.embedding.default, randn(10, 4), ints(10, 2, 3), grad=(0,)),
+    case(aten.embedding.default, randn(10, 4), ints(10, 2, 3), options=ONE_HOT, label="one-hot"),
     case(aten.embedding.default, randn(10, 4), ints(10, 2, 3), const=(1,), label="const-ids"),
     case(aten.embedding.default, randn(10, 4), ints(3, 2, 5), 1, label="padding-idx"),
+    case(
+        aten.embedding.default,
+        randn(10, 4),
+        ints(3, 2, 5),
+        1,
+        options=ONE_HOT,
+        label="padding-idx-one-hot",
+    ),
     case(aten.scaled_dot_product_attention.default, q, k, v, grad=(0, 1, 2)),
     case(
         aten.scaled_dot_product_attention.default,
@@ -110,12 +122,19 @@ def test_sdpa_fully_masked_rows_give_zero_like_torch():
     run(case(aten.scaled_dot_product_attention.default, q, k, v, m, grad=(0,)))
 
 
-def test_embedding_with_input_ids_is_one_hot():
-    """Secret ids cannot index a table under MPC: the lowering is a one-hot product."""
-    from ppml_torch.converters.fx.ops.nn import embedding
-
-    jaxpr = str(jax.make_jaxpr(embedding)(randn(10, 4).numpy(), np.array([[1, 2]], np.int32)))
-    assert "gather" not in jaxpr and "dot_general" in jaxpr
+@pytest.mark.parametrize("how", ["take", "one_hot"])
+def test_embedding_of_input_ids_follows_index_lowering_and_never_scatters(how):
+    """Input (secret) ids: a gather or a one-hot product; the gradient is a one-hot product
+    either way (a scatter-add with secret indices costs thousands of times more under SPU)."""
+    fn = registry.load()[aten.embedding.default].bind(registry.LoweringOptions(how))
+    table, ids = randn(10, 4).numpy(), np.array([[1, 2]], np.int32)
+    forward = primitives(fn, table, ids)
+    grad = primitives(jax.grad(lambda t, i: jnp.sum(fn(t, i) ** 2)), table, ids)
+    if how == "take":
+        assert "gather" in forward and "eq" not in forward
+    else:
+        assert "gather" not in forward and {"eq", "dot_general"} <= forward
+    assert "eq" in grad and not any(p.startswith("scatter") for p in grad)
 
 
 def test_masked_softmax_has_no_huge_constants():

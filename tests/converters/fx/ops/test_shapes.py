@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import pytest
 import torch
-from fx_op_cases import case, ints, randn, run
+from fx_op_cases import ONE_HOT, case, ints, primitives, randn, run
+
+from ppml_torch.converters.fx import registry
 
 aten = torch.ops.aten
 x = randn(2, 3, 4)
@@ -51,11 +54,38 @@ CASES = [
     case(aten.triu.default, randn(4, 4), 1),
     case(aten.index.Tensor, x, [None, idx[:, :3]], const=(1,), label="const-index"),
     case(aten.index.Tensor, x, [idx[:1, :2] % 2, None, idx[:1, :2]], label="secret-index"),
+    case(
+        aten.index.Tensor,
+        x,
+        [idx[:1, :2] % 2, None, idx[:1, :2]],
+        options=ONE_HOT,
+        label="secret-index-one-hot",
+    ),
+    case(
+        aten.index.Tensor,
+        x,
+        [None, idx[:, :3] - 3, idx[:1, :3]],
+        label="secret-adjacent-negative",
+    ),
+    case(
+        aten.index.Tensor,
+        x,
+        [torch.arange(2)[:, None], None, idx[:, :3]],
+        const=(),
+        options=ONE_HOT,
+        label="mixed-one-hot",
+    ),
     case(aten.index_select.default, x, 2, ints(4, 6), const=(2,), label="const-index"),
     case(aten.index_select.default, x, 1, ints(3, 5), label="secret-index"),
+    case(aten.index_select.default, x, 1, ints(3, 5), options=ONE_HOT, label="secret-one-hot"),
+    case(aten.index_select.default, x, 2, ints(4), label="secret-0d-index"),
     case(aten.gather.default, x, 2, ints(4, 2, 3, 6), const=(2,), label="const-index"),
-    case(aten.gather.default, x, 1, ints(3, 2, 2, 4), label="secret-index-one-hot"),
+    case(aten.gather.default, x, 1, ints(3, 2, 2, 4), label="secret-index"),
+    case(aten.gather.default, x, 1, ints(3, 2, 2, 4), options=ONE_HOT, label="secret-one-hot"),
     case(aten.gather.default, randn(4, 6), 1, ints(6, 4, 1), label="class-labels"),
+    case(
+        aten.gather.default, randn(4, 6), 1, ints(6, 4, 1), options=ONE_HOT, label="labels-one-hot"
+    ),
     case(aten.full.default, [2, 3], 1.5, grad=()),
     case(aten.full_like.default, x, 2.0, grad=()),
     case(aten.scalar_tensor.default, -2.5, grad=()),
@@ -79,11 +109,20 @@ def test_assert_tensor_metadata_is_a_no_op():
     )
 
 
-def test_gather_with_input_indices_is_one_hot_not_a_gather():
-    """Secret class labels must not index: the lowering multiplies by a one-hot instead."""
-    from ppml_torch.converters.fx.ops.shapes import gather
-
-    jaxpr = str(
-        jax.make_jaxpr(lambda v, i: gather(v, 1, i))(randn(4, 6).numpy(), ints(6, 4, 1).numpy())
-    )
-    assert "gather" not in jaxpr and "eq" in jaxpr
+@pytest.mark.parametrize("op", [aten.gather.default, aten.index_select.default])
+@pytest.mark.parametrize("how", ["take", "one_hot"])
+def test_input_indices_follow_index_lowering_and_never_scatter(op, how):
+    """Class labels that are inputs: a gather (no bounds compares) or a one-hot product; the
+    gradient is a one-hot product either way, never a scatter with secret indices."""
+    fn = registry.load()[op].bind(registry.LoweringOptions(how))
+    v, i = randn(4, 6).numpy(), ints(6, 4, 1).numpy()
+    if op == aten.index_select.default:
+        i = i[:, 0]
+    forward = primitives(lambda v, i: fn(v, 1, i), v, i)
+    grad = primitives(jax.grad(lambda v, i: jnp.sum(fn(v, 1, i) ** 2)), v, i)
+    compares = {"eq", "lt", "le", "gt", "ge", "ne"}
+    if how == "take":
+        assert "gather" in forward and not forward & compares
+    else:
+        assert "gather" not in forward and forward & compares == {"eq"}
+    assert "eq" in grad and not any(p.startswith("scatter") for p in grad)

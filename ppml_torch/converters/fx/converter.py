@@ -30,10 +30,16 @@ Conventions (what differs from calling the torch module):
 * **Attention.** ``scaled_dot_product_attention`` is not decomposed (torch's
   decomposition of it fails for HF GPT-2, and the whole op lets the lowering mask
   without -inf constants, which fixed point cannot hold).
+* **Indices from inputs** (token ids, class labels; secret under MPC) are gathered
+  with ``index_lowering="take"`` (a gather, as Flax does) or ``"one_hot"`` (a one-hot
+  matmul); the choice changes the MPC cost, not the result (see
+  :class:`~ppml_torch.converters.fx.registry.LoweringOptions`).  Constant indices
+  (positions, masks) are folded or gathered publicly either way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +51,7 @@ import torch.utils._pytree as pytree
 from ppml_torch.converters.fx.dtypes import to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
 from ppml_torch.converters.fx.program import Program, build
+from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
 from ppml_torch.model import ConvertedModel
 
 _KEEP_WHOLE = ("scaled_dot_product_attention",)
@@ -54,8 +61,11 @@ def convert(
     module: torch.nn.Module,
     example_args: tuple[Any, ...],
     example_kwargs: Mapping[str, Any] | None = None,
+    *,
+    index_lowering: IndexLowering = "take",
 ) -> ConvertedModel:
     """Convert ``module`` into params plus a pure JAX ``apply`` (see the module docstring)."""
+    options = LoweringOptions(index_lowering=index_lowering)  # checks the value first
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(module).__name__}")
     if not isinstance(example_args, tuple):
@@ -96,7 +106,7 @@ def convert(
     if missing:
         raise ConversionError(f"{root}: graph weights not in module.state_dict(): {missing}")
 
-    program = build(ep, param_key=param_key, example_leaves=leaves, root=root)
+    program = build(ep, param_key=param_key, example_leaves=leaves, root=root, options=options)
 
     params = {k: jnp.asarray(to_numpy(v)) for k, v in state.items()}
     torch_dtypes = {k: v.dtype for k, v in state.items()}
@@ -125,6 +135,7 @@ def convert(
             "folded_nodes": len(program.folded),
             "folded_ops": dict(program.folded_ops),
             "tied": tied,
+            "options": dataclasses.asdict(options),
             "inputs": [s.name for s in program.input_slots if s.is_tensor],
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
         },
@@ -181,7 +192,7 @@ def _export(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> An
         raise ConversionError(
             f"lowering {root} to core ATen failed: {type(e).__name__}: {first}\n"
             "If an op's decomposition is broken, keep it whole (add it to _KEEP_WHOLE in "
-            "ppml_torch/converters/fx/convert.py) and give it a lowering."
+            "ppml_torch/converters/fx/converter.py) and give it a lowering."
         ) from e
 
 
