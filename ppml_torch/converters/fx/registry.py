@@ -59,7 +59,7 @@ class LoweringOptions:
       table entry) and a matmul, in a few rounds.  3.4x fewer bytes than ``"take"`` under
       SEMI2K at every vocabulary size measured (256 to 16,384), 5-7x under CHEETAH, and
       far cheaper for few classes under every protocol (cross-entropy labels, 64 of 10
-      classes: 2.8x fewer bytes and 60x faster under ABY3, 11x and 26x under SEMI2K).
+      classes: 2.8x fewer bytes under ABY3, 11x under SEMI2K, and over 30x faster).
 
     The gradient with respect to the table is a one-hot product in both forms (JAX's own,
     a scatter-add with secret indices, sends 4.3 GB for an 8-id, 256 x 64 embedding under

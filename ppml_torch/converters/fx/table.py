@@ -68,12 +68,12 @@ def as_markdown(table: list[OpRow]) -> str:
         "",
         "* `take` (default): a gather, as `jnp.take` and Flax's `nn.Embed`. SPU runs a loop "
         "of secret-index slices, one per index: many rounds, bytes growing with log(table "
-        "size) under ABY3 and linearly under SEMI2K/CHEETAH. The cheapest for embeddings "
-        "under ABY3 (9x fewer bytes at vocab 256, 390x at 16,384).",
+        "size) under ABY3 and linearly under SEMI2K. The cheapest for embeddings under ABY3 "
+        "(9x fewer bytes at vocab 256, 390x at 16,384).",
         "* `one_hot`: one secret equality per (index, table entry) and a matmul, in a few "
         "rounds. 3.4x fewer bytes under SEMI2K and 5-7x under CHEETAH for embeddings, and "
         "much cheaper for few classes under every protocol (64 labels of 10 classes: 2.8x "
-        "fewer bytes and 60x faster under ABY3).",
+        "fewer bytes and over 50x faster under ABY3).",
         "",
         "Measurements: `bench/README.md`.",
         "",
