@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--index-lowering",
-        choices=("take", "one_hot"),
-        default="take",
+        choices=("auto", "take", "one_hot"),
+        default="auto",
         help="convert's form of gathers on input indices (GPT-2's token ids)",
     )
     p.add_argument("--top", type=int, default=15, help="op rows to print per case")

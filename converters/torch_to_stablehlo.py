@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed for weights and example inputs")
     p.add_argument(
         "--index-lowering",
-        choices=("take", "one_hot"),
-        default="take",
+        choices=("auto", "take", "one_hot"),
+        default="auto",
         help="gathers on input indices (token ids, labels): a gather (cheapest under ABY3) or "
         "a one-hot product (fewer bytes under SEMI2K/CHEETAH); see docs/ops.md",
     )

@@ -25,7 +25,7 @@ def convert(
     example_args: tuple[Any, ...],
     example_kwargs: Mapping[str, Any] | None = None,
     *,
-    index_lowering: IndexLowering = "take",
+    index_lowering: IndexLowering = "auto",
 ) -> ConvertedModel:
     """Convert a torch module into JAX params plus a pure, jit-able, differentiable ``apply``.
 
@@ -36,8 +36,9 @@ def convert(
       example_kwargs: example keyword inputs.  Tensor values are inputs of ``apply``;
         other values (``use_cache=False``) are fixed at conversion.
       index_lowering: the form of gathers on indices computed from inputs (secret under
-        MPC: token ids of an embedding, class labels of a cross entropy).  ``"take"``
-        (default): a gather, as ``jnp.take``/Flax; the cheapest under ABY3 for embedding
+        MPC: token ids of an embedding, class labels of a cross entropy).  ``"auto"``
+        (default): ``"one_hot"`` for tables of at most 64 entries (class labels), else
+        ``"take"``.  ``"take"``: a gather, as ``jnp.take``/Flax; the cheapest under ABY3 for embedding
         tables.  ``"one_hot"``: a one-hot product; fewer bytes under SEMI2K/CHEETAH and for
         few classes (labels).  Same result and same (one-hot) gradient; costs are in
         :class:`~ppml_torch.converters.fx.registry.LoweringOptions` and ``bench/README.md``.
@@ -48,7 +49,7 @@ def convert(
       and ``state_dict(params)`` for ``module.load_state_dict(..., strict=True)``.
 
     Raises:
-      ValueError: ``index_lowering`` is not ``"take"`` or ``"one_hot"``.
+      ValueError: ``index_lowering`` is not ``"auto"``, ``"take"`` or ``"one_hot"``.
       ppml_torch.converters.fx.errors.UnsupportedOpError: an op has no lowering or is
         refused under MPC (training-mode dropout, batch norm, random ops); the message
         names the op, the module using it and the file to add a lowering to.

@@ -62,7 +62,7 @@ def convert(
     example_args: tuple[Any, ...],
     example_kwargs: Mapping[str, Any] | None = None,
     *,
-    index_lowering: IndexLowering = "take",
+    index_lowering: IndexLowering = "auto",
 ) -> ConvertedModel:
     """Convert ``module`` into params plus a pure JAX ``apply`` (see the module docstring)."""
     options = LoweringOptions(index_lowering=index_lowering)  # checks the value first

@@ -38,8 +38,10 @@ Status = Literal["supported", "approximate-under-MPC", "unsupported"]
 STATUSES: tuple[Status, ...] = ("supported", "approximate-under-MPC", "unsupported")
 FAMILIES = ("elementwise", "reductions", "linalg", "shapes", "nn")
 
-IndexLowering = Literal["take", "one_hot"]
-INDEX_LOWERINGS: tuple[IndexLowering, ...] = ("take", "one_hot")
+IndexLowering = Literal["auto", "take", "one_hot"]
+INDEX_LOWERINGS: tuple[IndexLowering, ...] = ("auto", "take", "one_hot")
+# "auto": one-hot up to this many table entries (class labels), a gather above (embeddings)
+AUTO_ONE_HOT_MAX = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,11 @@ class LoweringOptions:
     entropy, ``index_select``/``index`` with input indices.  Constant indices (positions)
     are a public gather either way.  Implemented in :mod:`.ops._util`.
 
-    * ``"take"`` (default): a gather, as ``jnp.take`` and Flax's ``nn.Embed``.  SPU runs it
+    * ``"auto"`` (default): ``"one_hot"`` when the gathered axis has at most
+      ``AUTO_ONE_HOT_MAX`` (64) entries (class labels: one-hot is far cheaper under every
+      protocol), ``"take"`` above (embeddings: cheapest under ABY3, the protocol of the
+      3-party GPT-2 runs; under SEMI2K/CHEETAH pass ``"one_hot"`` for fewer bytes).
+    * ``"take"``: a gather, as ``jnp.take`` and Flax's ``nn.Embed``.  SPU runs it
       as a loop of secret-index slices, one per index: many rounds; bytes grow with
       log(table size) under ABY3, linearly under SEMI2K.  Much the cheapest under ABY3 for
       embeddings (8 ids, width 64: 60 KB vs 0.55 MB at vocab 256, 88 KB vs 34 MB at 16,384).
@@ -66,7 +72,7 @@ class LoweringOptions:
     ABY3).  Measurements: ``bench/README.md``.
     """
 
-    index_lowering: IndexLowering = "take"
+    index_lowering: IndexLowering = "auto"
 
     def __post_init__(self) -> None:
         if self.index_lowering not in INDEX_LOWERINGS:

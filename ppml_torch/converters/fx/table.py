@@ -66,7 +66,9 @@ def as_markdown(table: list[OpRow]) -> str:
         "are secret under MPC. `convert(module, args, kwargs, index_lowering=...)` picks their "
         "form; the result and the gradient (a one-hot product in both) are the same:",
         "",
-        "* `take` (default): a gather, as `jnp.take` and Flax's `nn.Embed`. SPU runs a loop "
+        "* `auto` (default): `one_hot` for tables of at most 64 entries (class labels), `take` "
+        "above (embeddings).",
+        "* `take`: a gather, as `jnp.take` and Flax's `nn.Embed`. SPU runs a loop "
         "of secret-index slices, one per index: many rounds, bytes growing with log(table "
         "size) under ABY3 and linearly under SEMI2K. The cheapest for embeddings under ABY3 "
         "(9x fewer bytes at vocab 256, 390x at 16,384).",

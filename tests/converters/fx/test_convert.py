@@ -150,6 +150,21 @@ def test_cross_entropy_labels_follow_index_lowering(how):
     assert ("gather" in prims) == (how == "take") and "scatter" not in prims
 
 
+def test_auto_index_lowering_picks_one_hot_for_few_classes_and_a_gather_for_embeddings():
+    """Default ``"auto"``: class labels (3 classes) one-hot, a 100-row embedding a gather."""
+    loss = nn.CrossEntropyLoss()
+    pred, target = torch.randn(8, 3, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    cm = convert(loss, (pred, target))
+    assert cm.extras["options"] == {"index_lowering": "auto"}
+    assert "gather" not in str(jax.make_jaxpr(cm.apply)(cm.params, _np(pred), _np(target)))
+    emb = nn.Embedding(100, 4)
+    ids = torch.randint(0, 100, (2, 3), generator=gen)
+    ce = convert(emb, (ids,))
+    jaxpr = str(jax.make_jaxpr(ce.apply)(ce.params, _np(ids)))
+    assert "gather" in jaxpr and " eq " not in jaxpr
+    assert_close(np.asarray(ce(_np(ids))), emb(ids).detach().numpy(), what="auto embedding")
+
+
 # --- GPT-2 (HF) and nanoGPT -----------------------------------------------------------------
 
 
@@ -235,7 +250,8 @@ def _all_eqns(jaxpr):
 def test_gpt2_mask_path_is_folded(how, gpt2, gpt2_converted, gpt2_one_hot):
     """Causal mask and position ids are computed at convert time, never in the JAX program."""
     cm = gpt2_converted if how == "take" else gpt2_one_hot
-    assert cm.extras["options"] == {"index_lowering": how}
+    # the default, "auto", takes the gather form for the tiny GPT-2's 100-entry vocabulary
+    assert cm.extras["options"] == {"index_lowering": "auto" if how == "take" else how}
     assert cm.extras["folded_nodes"] >= 10
     assert {"aten.arange.start_step", "aten.le.Tensor"} <= set(cm.extras["folded_ops"])
     ids = _np(prompts(2, 8))
@@ -404,7 +420,7 @@ def test_params_with_missing_or_extra_keys_are_listed():
 
 def test_unknown_index_lowering_fails_before_export():
     with pytest.raises(
-        ValueError, match=r"index_lowering='onehot' is not .* choose one of 'take', 'one_hot'"
+        ValueError, match=r"index_lowering='onehot' is not .* choose one of 'auto', 'take', 'one_hot'"
     ):
         convert(nn.Linear(3, 2), (torch.randn(1, 3),), index_lowering="onehot")
 

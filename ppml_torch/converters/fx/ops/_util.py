@@ -30,7 +30,8 @@ _IN_BOUNDS = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 
 # the op-table note of every lowering that gathers on input indices
 INPUT_INDEX_NOTE = (
-    "convert's index_lowering: 'take' (default), a secret-index gather (cheapest under ABY3), "
+    "convert's index_lowering: 'auto' (default: one-hot up to 64 entries, else a gather), "
+    "'take', a secret-index gather (cheapest under ABY3), "
     "or 'one_hot', a one-hot product (fewer bytes under SEMI2K/CHEETAH and for few classes); "
     "the gradient is a one-hot product in both"
 )
@@ -81,6 +82,15 @@ def take_const(x: Any, idx: Any, axis: int) -> Any:
     return _take_moved(jnp.asarray(x), idx, axis, _gather_rows)
 
 
+def resolve_index_lowering(index_lowering: str, n: int) -> str:
+    """``"auto"`` -> ``"one_hot"`` for at most ``AUTO_ONE_HOT_MAX`` entries, else ``"take"``."""
+    if index_lowering != "auto":
+        return index_lowering
+    from ppml_torch.converters.fx.registry import AUTO_ONE_HOT_MAX
+
+    return "one_hot" if n <= AUTO_ONE_HOT_MAX else "take"
+
+
 def take_input(x: Any, idx: Any, axis: int, index_lowering: str) -> Any:
     """``numpy.take(x, idx, axis)`` for indices computed from inputs (secret under MPC).
 
@@ -88,7 +98,8 @@ def take_input(x: Any, idx: Any, axis: int, index_lowering: str) -> Any:
     cannot be checked, and the two forms differ there (``"take"`` clamps, ``"one_hot"``
     gives zeros).
     """
-    rows = _one_hot_rows if index_lowering == "one_hot" else _gather_rows_one_hot_grad
+    form = resolve_index_lowering(index_lowering, x.shape[axis])
+    rows = _one_hot_rows if form == "one_hot" else _gather_rows_one_hot_grad
     return _take_moved(jnp.asarray(x), jnp.asarray(idx).astype(jnp.int32), axis, rows)
 
 
@@ -100,7 +111,7 @@ def take_along_input(x: Any, idx: Any, axis: int, index_lowering: str) -> Any:
     """
     x = jnp.moveaxis(jnp.asarray(x), axis, -1)  # entries last
     idx = jnp.moveaxis(jnp.asarray(idx).astype(jnp.int32), axis, -1)
-    if index_lowering == "one_hot":
+    if resolve_index_lowering(index_lowering, x.shape[-1]) == "one_hot":
         out = _take_along_last_one_hot(x, idx)
     else:
         out = _take_along_last_one_hot_grad(x, idx)
