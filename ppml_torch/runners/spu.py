@@ -24,10 +24,10 @@ from .base import PUBLIC, Handle, RunReport, Session
 from .comm import CommStats, SpuLogTap, parse_link_lines
 from .config import SessionConfig, spu_runtime_config
 
-_RUN_LOCK = threading.Lock()  # SPU's log is process-wide: one run at a time keeps figures apart
+RUN_LOCK = threading.Lock()  # SPU's log is process-wide: one run at a time keeps figures apart
 
 
-def _in_threads(fn: Callable[[int], Any], n: int) -> list[Any]:
+def in_party_threads(fn: Callable[[int], Any], n: int) -> list[Any]:
     """Run ``fn(rank)`` for every rank concurrently (the parties talk to each other)."""
     results: list[Any] = [None] * n
     errors: list[BaseException | None] = [None] * n
@@ -69,7 +69,7 @@ class SpuSession(Session):
             desc.add_party(party, f"thread_{party}")
         links = [libspu.link.create_mem(desc, r) for r in range(n)]
         # Runtime construction exchanges messages between parties: build them concurrently.
-        self._rts = _in_threads(lambda r: spu_api.Runtime(links[r], self._rc), n)
+        self._rts = in_party_threads(lambda r: spu_api.Runtime(links[r], self._rc), n)
         self._compiled: dict[Any, tuple[bytes, Any, str]] = {}
         self._vis: dict[int, list[int]] = {}
 
@@ -130,10 +130,10 @@ class SpuSession(Session):
         exe = self._pb.ExecutableProto(
             name=exe_name, input_names=in_names, output_names=self._names(handle), code=code
         )
-        with _RUN_LOCK:
+        with RUN_LOCK:
             mark = self._tap.mark() if self._tap else 0
             t0 = time.perf_counter()
-            _in_threads(lambda r: self._rts[r].run(exe), len(self._rts))
+            in_party_threads(lambda r: self._rts[r].run(exe), len(self._rts))
             run_s = time.perf_counter() - t0
             comm = None
             if self._tap:

@@ -331,27 +331,6 @@ class SpuRun:
     log: str | None = None
 
 
-def _in_threads(fn: Callable[[int], Any], n: int) -> list[Any]:
-    results: list[Any] = [None] * n
-    errors: list[BaseException | None] = [None] * n
-
-    def body(rank: int) -> None:
-        try:
-            results[rank] = fn(rank)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            errors[rank] = e
-
-    threads = [threading.Thread(target=body, args=(r,), daemon=True) for r in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for e in errors:
-        if e is not None:
-            raise e
-    return results
-
-
 def run_executable(
     executable: Any,
     runtime_config: Any,
@@ -371,6 +350,8 @@ def run_executable(
     """
     import spu.api as spu_api
     from spu import libspu, spu_pb2
+
+    from ppml_torch.runners.spu import RUN_LOCK, in_party_threads
 
     if len(inputs) != len(executable.input_names):
         raise ValueError(
@@ -405,11 +386,11 @@ def run_executable(
         from ppml_torch.runners.comm import SpuLogTap
 
         tap = SpuLogTap.get()
-    with _RUN_LOCK:
+    with RUN_LOCK:
         if tap is not None:
             mark = tap.mark()
         t0 = time.perf_counter()
-        per_party = _in_threads(party, world_size)
+        per_party = in_party_threads(party, world_size)
         run_s = time.perf_counter() - t0
         log = tap.read_since(mark) if tap is not None else None
     outputs = [np.asarray(io.reconstruct(list(outs))) for outs in zip(*per_party, strict=True)]
@@ -420,5 +401,3 @@ def run_executable(
     links = parse_link_lines(log)
     return outputs, SpuRun(run_s, sum(b for b, _ in links), sum(a for _, a in links), log)
 
-
-_RUN_LOCK = threading.Lock()  # SPU's log is process-wide: one profiled run at a time
