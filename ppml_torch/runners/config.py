@@ -44,11 +44,19 @@ KNOBS = (
 )
 
 # Defaults per protocol, applied under the user's own settings.  SPU's defaults are used for
-# everything not listed; the table is printed by `ppml-torch protocols`.
+# everything not listed; the table is printed by `ppml-torch protocols`.  Where ppml-torch
+# departs from SPU's defaults, accuracy comes first:
+#   fxp_exp_mode=EXP_PADE: SPU's default Taylor exp breaks for arguments below about -256,
+#     which softmax masks produce (HF's Flax GPT-2 adds finfo.min): tiny GPT-2 logits off by
+#     0.34 with Taylor, 1.7e-3 with Pade, for about 10% more bytes (ABY3, 2 layers, width 64).
+#     Set runtime={"fxp_exp_mode": "EXP_TAYLOR"} to trade that accuracy for speed.
+#   sigmoid_mode=SIGMOID_REAL: 1/(1+exp(-x)) instead of SPU's default, a one-order minimax
+#     line 0.5 + 0.125x (SIGMOID_MM1) that leaves [0, 1] for |x| > 4.
+_ACCURATE = {"fxp_exp_mode": "EXP_PADE", "sigmoid_mode": "SIGMOID_REAL"}
 PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "SEMI2K": {"fxp_fraction_bits": 18, "sigmoid_mode": "SIGMOID_REAL"},
-    "CHEETAH": {"fxp_fraction_bits": 18, "sigmoid_mode": "SIGMOID_REAL"},
-    "ABY3": {"fxp_fraction_bits": 18, "sigmoid_mode": "SIGMOID_REAL"},
+    "SEMI2K": dict(_ACCURATE),
+    "CHEETAH": dict(_ACCURATE),
+    "ABY3": dict(_ACCURATE),
 }
 # FM128 has room for more fraction bits; SPU's own default there is 26.
 FIELD_FRACTION_BITS = {"FM64": 18, "FM128": 26}
