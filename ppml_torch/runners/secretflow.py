@@ -51,9 +51,8 @@ def _log_file() -> io.TextIOBase:
     """
     global _LOG
     if _LOG is None:
-        fd, path = tempfile.mkstemp(prefix="ppml-torch-secretflow-", suffix=".log")
+        fd, _ = tempfile.mkstemp(prefix="ppml-torch-secretflow-", suffix=".log")
         _LOG = open(fd, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
-        _LOG.name_on_disk = path  # type: ignore[attr-defined]
     return _LOG
 
 
