@@ -15,7 +15,6 @@ party), ``secretflow`` (SecretFlow simulation on Ray: PYU data owners, an SPU de
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -98,11 +97,6 @@ def wrap(
     """
     owners = tuple(owners)
     check_owners(session.parties, owners, None, f"wrap({getattr(fn, '__name__', fn)})")
-    try:
-        n_params = len(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        n_params = None
-
     @functools.wraps(fn)
     def wrapped(*args: Any) -> Any:
         name = getattr(fn, "__name__", "fn")
@@ -117,7 +111,6 @@ def wrap(
         return value
 
     wrapped.last_report = None  # type: ignore[attr-defined]
-    wrapped.n_params = n_params  # type: ignore[attr-defined]
     return wrapped
 
 

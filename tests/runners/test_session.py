@@ -127,3 +127,11 @@ def test_stablehlo_and_xla_give_the_same_program():
     for ir in results:
         assert_close(results[ir][0], f(p, x), protocol="SEMI2K", field="FM64", what=ir)
     assert results["xla"][1] == results["stablehlo"][1]
+
+
+def test_one_shot_run_opens_and_closes_a_session():
+    from ppml_torch.runners import run
+
+    out, report = run(double, np.arange(3, dtype=np.float32), owners=("bob",), backend="spu", protocol="SEMI2K")
+    np.testing.assert_allclose(out, 2 * np.arange(3), atol=1e-4)
+    assert report.comm is not None and report.compile_s > 0
