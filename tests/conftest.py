@@ -1,4 +1,4 @@
-"""Shared fixtures: runtimes are expensive to start, so each is started once per test run."""
+"""Test-run hooks: shared sessions closed at the end, largest MPC errors printed."""
 
 from __future__ import annotations
 
@@ -13,26 +13,17 @@ import pytest
 if importlib.util.find_spec("ray") is not None:
     import ray  # noqa: F401
 
-from ppml_torch.runners import open_session
-
-_sessions: dict = {}
-
-
-def get_session(backend: str, protocol: str | None = None, field: str | None = None):
-    """One session per (backend, protocol, field) for the whole run, closed at exit."""
-    key = (backend, protocol, field)
-    if key not in _sessions:
-        if backend == "secretflow":  # SecretFlow runs one runtime per process
-            for k in [k for k in _sessions if k[0] == "secretflow"]:
-                _sessions.pop(k).close()
-        _sessions[key] = open_session(backend, protocol, field)
-    return _sessions[key]
+from tests.sessions import close_all, largest_errors
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_sessions():
     yield
-    for s in _sessions.values():
-        s.close()
-    _sessions.clear()
+    close_all()
 
+
+def pytest_terminal_summary(terminalreporter):
+    if largest_errors:
+        terminalreporter.write_sep("-", "largest MPC vs plaintext error per setting (parity suite)")
+        for setting, err in sorted(largest_errors.items()):
+            terminalreporter.write_line(f"{setting:<28} {err:.2e}")

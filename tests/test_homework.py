@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from ppml_torch import homework as hw
-from tests.conftest import get_session
+from tests.sessions import get_session
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from ppml_torch.runners import ConfigError, open_session, wrap
 from ppml_torch.runners.config import resolve
-from tests.conftest import get_session
+from tests.sessions import get_session
 
 
 @pytest.mark.parametrize(

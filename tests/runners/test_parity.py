@@ -9,7 +9,7 @@ import pytest
 
 from ppml_torch.runners import wrap
 from ppml_torch.testing import assert_close
-from tests.conftest import get_session
+from tests.sessions import get_session, record_error
 
 
 def elementwise(x, y):
@@ -57,7 +57,6 @@ SETTINGS = [
     ("spu", "ABY3", "FM128"),
     pytest.param("secretflow", "SEMI2K", "FM64", marks=pytest.mark.secretflow),
 ]
-_errors: dict = {}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -69,7 +68,7 @@ def test_parity_with_cpu(backend, protocol, field, case):
     mpc = wrap(get_session(backend, protocol, field), fn, owners)
     got = mpc(*args)
     err = assert_close(got, expected, protocol=protocol, field=field, what=f"{case} on {backend}")
-    _errors[(backend, protocol, field)] = max(err, _errors.get((backend, protocol, field), 0.0))
+    record_error(f"{backend} {protocol}/{field}", err)
     assert mpc.last_report.comm is not None and mpc.last_report.comm.send_bytes > 0
     print(f"\n{backend} {protocol}/{field} {case}: max abs error {err:.2e}")
 
@@ -79,9 +78,3 @@ def test_cpu_is_exact_against_plain_jax():
         got = wrap(get_session("cpu"), fn, ("alice", "bob"))(*args)
         assert_close(got, jax.jit(fn)(*args), what=case)
 
-
-def test_report_largest_errors():
-    """Prints the largest error per setting seen above (run with -s to read it)."""
-    assert _errors, "the parity tests above did not run"
-    for key, err in sorted(_errors.items()):
-        print(f"largest error {key}: {err:.2e}")

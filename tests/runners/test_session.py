@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ppml_torch.runners import Handle, wrap
-from tests.conftest import get_session
+from tests.sessions import get_session
 
 
 def double(x):

@@ -9,7 +9,7 @@ from fx_models import prompts, tiny_gpt2
 from ppml_torch.converters.fx import convert
 from ppml_torch.runners import wrap
 from ppml_torch.testing import max_abs_error
-from tests.conftest import get_session
+from tests.sessions import get_session
 
 N_PROMPTS, LENGTH = 16, 8
 
