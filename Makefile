@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.  Both set up .venv first.
 PY := .venv/bin/python
+RUFF_PATHS := ppml_torch tests converters bench examples
 
 .PHONY: setup demo test lint bench clean
 
@@ -13,7 +14,8 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(PY) -m ruff check ppml_torch tests converters bench examples
+	$(PY) -m ruff format --check $(RUFF_PATHS)
+	$(PY) -m ruff check $(RUFF_PATHS)
 
 clean:
 	rm -rf .venv

@@ -30,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
-                        vocab_size=args.vocab, n_positions=64)
+    config = GPT2Config(
+        n_layer=args.layers,
+        n_embd=args.width,
+        n_head=args.heads,
+        vocab_size=args.vocab,
+        n_positions=64,
+    )
     with tempfile.TemporaryDirectory() as d:
         GPT2LMHeadModel(config).save_pretrained(d)
         model = GPT2LMHeadModel.from_pretrained(d, local_files_only=True).eval()
@@ -52,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             out = s.call(m.apply, w, x, name=name)
             logits = np.asarray(s.reveal(out, to="bob")["logits"])[0, -1]
             err = float(np.abs(logits - ref).max())
-            print(f"{name:<16} next token {int(logits.argmax())}, logits max abs error {err:.2e}; "
-                  f"{s.last_report.describe()}")
+            print(
+                f"{name:<16} next token {int(logits.argmax())}, logits max abs error {err:.2e}; "
+                f"{s.last_report.describe()}"
+            )
     return 0
 
 

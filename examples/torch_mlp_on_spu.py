@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(
-        torch.nn.Linear(30, 15), torch.nn.ReLU(), torch.nn.Linear(15, 8), torch.nn.ReLU(),
+        torch.nn.Linear(30, 15),
+        torch.nn.ReLU(),
+        torch.nn.Linear(15, 8),
+        torch.nn.ReLU(),
         torch.nn.Linear(8, 1),
     ).eval()
     x = torch.rand(16, 30)
@@ -40,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in routes.items():
             f = wrap(s, model.apply, owners=("alice", "bob"))
             out = np.asarray(f(model.params, x.numpy()))
-            print(f"{name:<16} {args.protocol}/{args.field}: max abs error vs torch "
-                  f"{max_abs_error(out, expected):.2e}; {f.last_report.describe()}")
+            print(
+                f"{name:<16} {args.protocol}/{args.field}: max abs error vs torch "
+                f"{max_abs_error(out, expected):.2e}; {f.last_report.describe()}"
+            )
     return 0
 
 

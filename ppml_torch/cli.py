@@ -38,9 +38,11 @@ def _homework_mlp(args: argparse.Namespace) -> int:
         )
 
     hw.run_homework(runs, epochs=args.epochs, normalise=args.normalise, on_row=row)
-    print("compile: JAX/SPU compilation (n/a: SecretFlow compiles inside its SPU actors); "
-          "run: the epochs' execution; AUC on the 20% test split, scored under MPC and "
-          "revealed to bob only")
+    print(
+        "compile: JAX/SPU compilation (n/a: SecretFlow compiles inside its SPU actors); "
+        "run: the epochs' execution; AUC on the 20% test split, scored under MPC and "
+        "revealed to bob only"
+    )
     return 0
 
 
@@ -65,9 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ppml-torch", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    h = sub.add_parser("homework-mlp", help="train the breast-cancer MLP on cpu, spu and secretflow")
+    h = sub.add_parser(
+        "homework-mlp", help="train the breast-cancer MLP on cpu, spu and secretflow"
+    )
     h.add_argument(
-        "--runs", nargs="+", default=list(DEFAULT_RUNS),
+        "--runs",
+        nargs="+",
+        default=list(DEFAULT_RUNS),
         help="backend[:protocol] list (default: %(default)s); e.g. spu:CHEETAH (slow: ~18 s/epoch)",
     )
     h.add_argument("--field", default="FM64", help="FM64 or FM128 for the MPC runs")

@@ -192,15 +192,23 @@ def train(
 ) -> Params:
     """Train under ``session`` and reveal the trained weights to their owner (numpy pytree)."""
     result = fit(
-        session, apply_fn, init_params, data,
-        epochs=epochs, batch_size=batch_size, lr=lr, params_owner=params_owner,
+        session,
+        apply_fn,
+        init_params,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        params_owner=params_owner,
     )
     value = session.reveal(result.params, to=params_owner)
     session.free(result.params)
     return value
 
 
-def predict_test(session: Session, apply_fn: ApplyFn, params: Handle, data: HomeworkData) -> np.ndarray:
+def predict_test(
+    session: Session, apply_fn: ApplyFn, params: Handle, data: HomeworkData
+) -> np.ndarray:
     """Test-set scores computed inside the session, revealed only to bob (the label holder)."""
     x_a = session.put(data.x_alice_test, owner="alice")
     x_b = session.put(data.x_bob_test, owner="bob")
@@ -237,7 +245,9 @@ class HomeworkRow:
     report: RunReport
 
 
-def parse_runs(specs: list[str] | tuple[str, ...], field: str) -> list[tuple[str, str | None, str | None]]:
+def parse_runs(
+    specs: list[str] | tuple[str, ...], field: str
+) -> list[tuple[str, str | None, str | None]]:
     """``["cpu", "spu:ABY3", ...]`` -> validated (backend, protocol, field) triples.
 
     Everything is checked here, before any data is loaded or any runtime started.

@@ -27,10 +27,10 @@ PLAINTEXT = Tolerance(atol=1e-5, rtol=1e-5)
 
 # (protocol, field) -> tolerance for values of order 1 after a few fixed-point operations.
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
-# Largest errors measured on the parity suite (elementwise, matmul, reductions, MLP forward on
-# inputs in [-2, 2]): FM64 3.5e-5 (CHEETAH), 3.3e-5 (ABY3), 2.7e-5 (SEMI2K); FM128 4.8e-7.
-# Deep models (GPT-2's exp/division/rsqrt chains) exceed these: their tests measure the error
-# and check decisions against it (top-1 margins) instead of using this table.
+    # Largest errors measured on the parity suite (elementwise, matmul, reductions, MLP forward on
+    # inputs in [-2, 2]): FM64 3.5e-5 (CHEETAH), 3.3e-5 (ABY3), 2.7e-5 (SEMI2K); FM128 4.8e-7.
+    # Deep models (GPT-2's exp/division/rsqrt chains) exceed these: their tests measure the error
+    # and check decisions against it (top-1 margins) instead of using this table.
     ("SEMI2K", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
     ("CHEETAH", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
     ("ABY3", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),

@@ -18,12 +18,20 @@ def _load(name: str):
 
 def test_torch_mlp_on_spu(capsys):
     assert _load("torch_mlp_on_spu").main(["--protocol", "SEMI2K"]) == 0
-    errors = [float(e) for e in re.findall(r"max abs error vs torch ([0-9.e+-]+)", capsys.readouterr().out)]
+    errors = [
+        float(e)
+        for e in re.findall(r"max abs error vs torch ([0-9.e+-]+)", capsys.readouterr().out)
+    ]
     assert len(errors) == 2 and max(errors) < 1e-3
 
 
 def test_gpt2_next_token_routes_agree_with_torch(capsys):
-    assert _load("gpt2_next_token").main(["--layers", "1", "--width", "32", "--heads", "2", "--vocab", "128"]) == 0
+    assert (
+        _load("gpt2_next_token").main(
+            ["--layers", "1", "--width", "32", "--heads", "2", "--vocab", "128"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     torch_token = int(re.search(r"torch next token (\d+)", out).group(1))
     margin = float(re.search(r"top-1 margin ([0-9.e+-]+)", out).group(1))

@@ -53,19 +53,21 @@ def open_session(
 ) -> Session:
     """Start a runtime: ``cpu``, ``spu`` or ``secretflow``.  Use it as a context manager.
 
-    ``protocol``: SEMI2K (default) or CHEETAH for 2 parties, ABY3 for 3.  ``field``: FM64
-    (default) or FM128.  ``parties`` defaults to ``alice, bob[, carol]``.  ``runtime``: SPU
-    fixed-point settings (see ``ppml_torch.runners.config.KNOBS``).  ``profile`` turns on SPU's
-    per-op profile, the source of the communication figures.  ``ir`` (``spu`` only): what SPU
-compiles, ``"xla"`` (SPU's JAX frontend) or ``"stablehlo"`` (JAX's StableHLO text).
+        ``protocol``: SEMI2K (default) or CHEETAH for 2 parties, ABY3 for 3.  ``field``: FM64
+        (default) or FM128.  ``parties`` defaults to ``alice, bob[, carol]``.  ``runtime``: SPU
+        fixed-point settings (see ``ppml_torch.runners.config.KNOBS``).  ``profile`` turns on SPU's
+        per-op profile, the source of the communication figures.  ``ir`` (``spu`` only): what SPU
+    compiles, ``"xla"`` (SPU's JAX frontend) or ``"stablehlo"`` (JAX's StableHLO text).
 
-    Every argument is checked before anything starts.
+        Every argument is checked before anything starts.
     """
     cfg = resolve(backend, protocol, field, parties, runtime)
     if ir not in ("xla", "stablehlo"):
         raise ConfigError(f"unknown ir {ir!r}; use 'xla' or 'stablehlo'")
     if ir != "xla" and cfg.backend != "spu":
-        raise ConfigError(f"ir={ir!r} applies to backend 'spu' only (SecretFlow uses SPU's frontend)")
+        raise ConfigError(
+            f"ir={ir!r} applies to backend 'spu' only (SecretFlow uses SPU's frontend)"
+        )
     if cfg.backend == "cpu":
         from .cpu import CpuSession
 
@@ -97,6 +99,7 @@ def wrap(
     """
     owners = tuple(owners)
     check_owners(session.parties, owners, None, f"wrap({getattr(fn, '__name__', fn)})")
+
     @functools.wraps(fn)
     def wrapped(*args: Any) -> Any:
         name = getattr(fn, "__name__", "fn")

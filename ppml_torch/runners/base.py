@@ -96,7 +96,11 @@ class Handle:
 _warned_casts: set[tuple[str, str]] = set()
 _session_ids = itertools.count(1)
 
-_CASTS = {np.dtype("float64"): np.float32, np.dtype("int64"): np.int32, np.dtype("uint64"): np.uint32}
+_CASTS = {
+    np.dtype("float64"): np.float32,
+    np.dtype("int64"): np.int32,
+    np.dtype("uint64"): np.uint32,
+}
 
 
 def to_32bit(leaf: Any, where: str) -> np.ndarray:
@@ -156,7 +160,9 @@ class Session(abc.ABC):
         handle = Handle(self.id, next(self._keys), treedef, avals, owner, visibility)
         t0 = time.perf_counter()
         self._put(handle, arrays)
-        self._record(RunReport(self.config.backend, f"put #{handle.key}", 0.0, time.perf_counter() - t0))
+        self._record(
+            RunReport(self.config.backend, f"put #{handle.key}", 0.0, time.perf_counter() - t0)
+        )
         return handle
 
     def call(self, fn: Callable[..., Any], *args: Handle, name: str | None = None) -> Handle:
@@ -180,7 +186,9 @@ class Session(abc.ABC):
         if not isinstance(handle, Handle) or handle.session_id != self.id:
             raise TypeError("reveal: pass a Handle of this session")
         if to is not None and to not in self.parties:
-            raise ConfigError(f"reveal: {to!r} is not a party of this session ({', '.join(self.parties)})")
+            raise ConfigError(
+                f"reveal: {to!r} is not a party of this session ({', '.join(self.parties)})"
+            )
         leaves = self._reveal(handle, to)
         return jax.tree_util.tree_unflatten(handle.treedef, leaves)
 
@@ -212,7 +220,9 @@ class Session(abc.ABC):
     def _put(self, handle: Handle, arrays: list[np.ndarray]) -> None: ...
 
     @abc.abstractmethod
-    def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]: ...
+    def _call(
+        self, fn: Callable[..., Any], args: Sequence[Handle], name: str
+    ) -> tuple[Handle, RunReport]: ...
 
     @abc.abstractmethod
     def _reveal(self, handle: Handle, to: str | None) -> list[np.ndarray]: ...
@@ -233,12 +243,16 @@ class Session(abc.ABC):
         if self._closed:
             raise RuntimeError(f"{self!r} is closed; open a new session")
 
-    def _check_owner(self, owner: str | None, visibility: str | None, where: str) -> tuple[str, str | None]:
+    def _check_owner(
+        self, owner: str | None, visibility: str | None, where: str
+    ) -> tuple[str, str | None]:
         if owner == PUBLIC:
             visibility, owner = PUBLIC, None
         visibility = visibility or SECRET
         if visibility not in (SECRET, PUBLIC):
-            raise ConfigError(f"{where}: visibility must be 'secret' or 'public', got {visibility!r}")
+            raise ConfigError(
+                f"{where}: visibility must be 'secret' or 'public', got {visibility!r}"
+            )
         if visibility == SECRET:
             if owner is None:
                 raise ConfigError(
@@ -251,14 +265,18 @@ class Session(abc.ABC):
                     f"({', '.join(self.parties)}); use one of them or owner='public'"
                 )
         elif owner is not None and owner not in self.parties:
-            raise ConfigError(f"{where}: owner {owner!r} is not a party ({', '.join(self.parties)})")
+            raise ConfigError(
+                f"{where}: owner {owner!r} is not a party ({', '.join(self.parties)})"
+            )
         return visibility, owner
 
     def _record(self, report: RunReport) -> None:
         self.reports.append(report)
 
 
-def check_owners(parties: Sequence[str], owners: Sequence[str], n_args: int | None, where: str) -> None:
+def check_owners(
+    parties: Sequence[str], owners: Sequence[str], n_args: int | None, where: str
+) -> None:
     """Validate a list of input owners against a session's parties (cheap, before any work)."""
     allowed = (*parties, PUBLIC)
     for i, o in enumerate(owners):

@@ -52,9 +52,11 @@ class CommStats:
     def describe(self) -> str:
         s = f"{_mb(self.send_bytes)} sent in {self.send_actions} sends"
         if self.per_party:
-            s += " (" + ", ".join(
-                f"{p}: {_mb(b)}/{a}" for p, (b, a) in sorted(self.per_party.items())
-            ) + ")"
+            s += (
+                " ("
+                + ", ".join(f"{p}: {_mb(b)}/{a}" for p, (b, a) in sorted(self.per_party.items()))
+                + ")"
+            )
         return s
 
 

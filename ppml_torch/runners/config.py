@@ -118,9 +118,7 @@ def resolve(
     runtime = dict(runtime or {})
     unknown = sorted(set(runtime) - set(KNOBS))
     if unknown:
-        raise ConfigError(
-            f"unknown SPU runtime setting(s) {unknown}; settable: {', '.join(KNOBS)}"
-        )
+        raise ConfigError(f"unknown SPU runtime setting(s) {unknown}; settable: {', '.join(KNOBS)}")
     merged = dict(PROTOCOL_DEFAULTS[protocol])
     merged["fxp_fraction_bits"] = FIELD_FRACTION_BITS[field]
     merged.update(runtime)
@@ -150,7 +148,9 @@ def spu_runtime_config(cfg: SessionConfig, *, profile: bool = True):
             enum = rc.DESCRIPTOR.fields_by_name[key].enum_type
             if enum is None or value not in enum.values_by_name:
                 choices = [] if enum is None else list(enum.values_by_name)
-                raise ConfigError(f"SPU runtime setting {key}={value!r} is invalid; choices: {choices}")
+                raise ConfigError(
+                    f"SPU runtime setting {key}={value!r} is invalid; choices: {choices}"
+                )
             setattr(rc, key, enum.values_by_name[value].number)
         else:
             setattr(rc, key, value)

@@ -22,7 +22,9 @@ class CpuSession(Session):
     def _put(self, handle: Handle, arrays: list[np.ndarray]) -> None:
         self._values[handle.key] = [jax.device_put(a) for a in arrays]
 
-    def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]:
+    def _call(
+        self, fn: Callable[..., Any], args: Sequence[Handle], name: str
+    ) -> tuple[Handle, RunReport]:
         sig = (fn, tuple((a.treedef, a.avals) for a in args))
         t0 = time.perf_counter()
         entry = self._compiled.get(sig)

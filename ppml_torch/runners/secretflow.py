@@ -179,7 +179,9 @@ class SecretFlowSession(Session):
             obj = self._pyus[handle.owner](lambda v: v)(value).to(self._spu)
         self._objects[handle.key] = obj
 
-    def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]:
+    def _call(
+        self, fn: Callable[..., Any], args: Sequence[Handle], name: str
+    ) -> tuple[Handle, RunReport]:
         _ship_by_value(fn)
         out_struct = jax.eval_shape(fn, *[a.structure for a in args])
         handle = self._new_handle(out_struct)

@@ -109,7 +109,9 @@ class SpuSession(Session):
         self._compiled.clear()
 
     # -- calls ---------------------------------------------------------------------------------
-    def _compile(self, fn: Callable[..., Any], args: Sequence[Handle], in_vis: list[int], name: str):
+    def _compile(
+        self, fn: Callable[..., Any], args: Sequence[Handle], in_vis: list[int], name: str
+    ):
         from ppml_torch.converters.fx.stablehlo import compile_for_spu
 
         sig = (fn, tuple((a.treedef, a.avals) for a in args), tuple(in_vis))
@@ -122,7 +124,9 @@ class SpuSession(Session):
         self._compiled[sig] = entry
         return entry, time.perf_counter() - t0
 
-    def _call(self, fn: Callable[..., Any], args: Sequence[Handle], name: str) -> tuple[Handle, RunReport]:
+    def _call(
+        self, fn: Callable[..., Any], args: Sequence[Handle], name: str
+    ) -> tuple[Handle, RunReport]:
         in_names = [n for a in args for n in self._names(a)]
         in_vis = [v for a in args for v in self._vis[a.key]]
         (code, out_struct, exe_name), compile_s = self._compile(fn, args, in_vis, name)

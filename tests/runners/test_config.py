@@ -18,9 +18,18 @@ from tests.sessions import get_session
         ({"backend": "gpu"}, "unknown backend 'gpu'; use one of cpu, spu, secretflow"),
         ({"backend": "spu", "protocol": "SPDZ"}, "unknown protocol 'SPDZ'"),
         ({"backend": "spu", "field": "FM32"}, "unknown field 'FM32'; use one of FM64, FM128"),
-        ({"backend": "spu", "protocol": "ABY3", "parties": ["alice", "bob"]}, "protocol ABY3 needs exactly 3 parties"),
-        ({"backend": "spu", "protocol": "SEMI2K", "parties": ["a", "b", "c"]}, "use protocol='ABY3'"),
-        ({"backend": "spu", "runtime": {"fxp_bits": 3}}, "unknown SPU runtime setting(s) ['fxp_bits']"),
+        (
+            {"backend": "spu", "protocol": "ABY3", "parties": ["alice", "bob"]},
+            "protocol ABY3 needs exactly 3 parties",
+        ),
+        (
+            {"backend": "spu", "protocol": "SEMI2K", "parties": ["a", "b", "c"]},
+            "use protocol='ABY3'",
+        ),
+        (
+            {"backend": "spu", "runtime": {"fxp_bits": 3}},
+            "unknown SPU runtime setting(s) ['fxp_bits']",
+        ),
         ({"backend": "cpu", "runtime": {"fxp_fraction_bits": 3}}, "takes no SPU runtime settings"),
     ],
 )
@@ -33,7 +42,9 @@ def test_bad_configuration(kwargs, message):
 def test_runtime_knobs_reach_spu():
     from ppml_torch.runners.config import spu_runtime_config
 
-    cfg = resolve("spu", "ABY3", "FM128", runtime={"fxp_exp_mode": "EXP_PADE", "fxp_fraction_bits": 30})
+    cfg = resolve(
+        "spu", "ABY3", "FM128", runtime={"fxp_exp_mode": "EXP_PADE", "fxp_fraction_bits": 30}
+    )
     rc = spu_runtime_config(cfg)
     assert rc.fxp_fraction_bits == 30 and rc.fxp_exp_mode == rc.EXP_PADE
     with pytest.raises(ConfigError, match="fxp_exp_mode='EXP_FAST' is invalid"):
@@ -61,7 +72,9 @@ def test_owner_errors():
 
 def test_secretflow_missing_is_reported_before_work(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "secretflow" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "secretflow" else real(n, *a)
+    )
     with pytest.raises(ConfigError, match="needs the secretflow package.*make setup"):
         open_session("secretflow")
 
@@ -71,7 +84,10 @@ def test_homework_runs_are_validated_first():
 
     with pytest.raises(ConfigError, match="protocol ABY3 needs exactly 3 parties|unknown protocol"):
         parse_runs(["cpu", "spu:ABY4"], "FM64")
-    assert parse_runs(["cpu", "spu:ABY3"], "FM128") == [("cpu", None, None), ("spu", "ABY3", "FM128")]
+    assert parse_runs(["cpu", "spu:ABY3"], "FM128") == [
+        ("cpu", None, None),
+        ("spu", "ABY3", "FM128"),
+    ]
 
 
 def test_cli_reports_bad_runs_in_one_line(capsys):

@@ -77,4 +77,3 @@ def test_cpu_is_exact_against_plain_jax():
     for case, (fn, args) in CASES.items():
         got = wrap(get_session("cpu"), fn, ("alice", "bob"))(*args)
         assert_close(got, jax.jit(fn)(*args), what=case)
-

@@ -25,7 +25,9 @@ def test_spu_secret_stays_shared_across_two_calls(monkeypatch):
     x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     reconstructions = []
     real = s._io.reconstruct
-    monkeypatch.setattr(s._io, "reconstruct", lambda shares: reconstructions.append(1) or real(shares))
+    monkeypatch.setattr(
+        s._io, "reconstruct", lambda shares: reconstructions.append(1) or real(shares)
+    )
 
     h = s.put(x, owner="alice")
     mid = s.call(double, h)
@@ -132,6 +134,8 @@ def test_stablehlo_and_xla_give_the_same_program():
 def test_one_shot_run_opens_and_closes_a_session():
     from ppml_torch.runners import run
 
-    out, report = run(double, np.arange(3, dtype=np.float32), owners=("bob",), backend="spu", protocol="SEMI2K")
+    out, report = run(
+        double, np.arange(3, dtype=np.float32), owners=("bob",), backend="spu", protocol="SEMI2K"
+    )
     np.testing.assert_allclose(out, 2 * np.arange(3), atol=1e-4)
     assert report.comm is not None and report.compile_s > 0

@@ -400,4 +400,3 @@ def run_executable(
 
     links = parse_link_lines(log)
     return outputs, SpuRun(run_s, sum(b for b, _ in links), sum(a for _, a in links), log)
-

@@ -420,7 +420,8 @@ def test_params_with_missing_or_extra_keys_are_listed():
 
 def test_unknown_index_lowering_fails_before_export():
     with pytest.raises(
-        ValueError, match=r"index_lowering='onehot' is not .* choose one of 'auto', 'take', 'one_hot'"
+        ValueError,
+        match=r"index_lowering='onehot' is not .* choose one of 'auto', 'take', 'one_hot'",
     ):
         convert(nn.Linear(3, 2), (torch.randn(1, 3),), index_lowering="onehot")
 
