@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .runners import Handle, RunReport, Session, total
+from .runspec import RunSpec
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
@@ -233,8 +234,6 @@ def evaluate_auc(apply_fn: ApplyFn, params: Params, data: HomeworkData) -> float
 
 # -- the homework as a command -------------------------------------------------------------------
 
-DEFAULT_RUNS = ("cpu", "spu:SEMI2K", "spu:ABY3", "secretflow:SEMI2K")
-
 
 @dataclasses.dataclass(frozen=True)
 class HomeworkRow:
@@ -245,43 +244,19 @@ class HomeworkRow:
     report: RunReport
 
 
-def parse_runs(
-    specs: list[str] | tuple[str, ...], field: str
-) -> list[tuple[str, str | None, str | None]]:
-    """``["cpu", "spu:ABY3", ...]`` -> validated (backend, protocol, field) triples.
-
-    Everything is checked here, before any data is loaded or any runtime started.
-    """
-    from .runners.config import ConfigError, resolve
-
-    out = []
-    for spec in specs:
-        backend, _, protocol = spec.partition(":")
-        cfg = resolve(backend, protocol or None, field if backend != "cpu" else None)
-        if cfg.backend == "secretflow":
-            from .runners.secretflow import check_importable
-
-            check_importable()
-        if backend == "cpu" and protocol:
-            raise ConfigError(f"run {spec!r}: backend cpu takes no protocol; write just 'cpu'")
-        out.append((cfg.backend, cfg.protocol, cfg.field))
-    return out
-
-
 def run_homework(
-    runs: list[tuple[str, str | None, str | None]],
+    runs: Sequence[RunSpec],
     *,
     epochs: int = 10,
     normalise: str = "per-feature",
     on_row: Callable[[HomeworkRow], None] | None = None,
 ) -> list[HomeworkRow]:
-    from .runners import open_session
-
     data = load_data(normalise)
     apply_fn, params = init_flax_mlp()
     rows = []
-    for backend, protocol, field in runs:
-        with open_session(backend, protocol, field) as s:
+    for run in runs:
+        backend, protocol, field = run.backend, run.protocol, run.field
+        with run.open() as s:
             result = fit(s, apply_fn, params, data, epochs=epochs)
             scores = predict_test(s, apply_fn, result.params, data)
         row = HomeworkRow(backend, protocol or "-", field or "-", auc(scores, data), result.report)

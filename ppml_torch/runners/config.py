@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import PpmlError
+
 BACKENDS = ("cpu", "spu", "secretflow")
 PROTOCOLS = {"SEMI2K": 2, "CHEETAH": 2, "ABY3": 3}  # protocol -> number of parties
 FIELDS = ("FM64", "FM128")
@@ -62,7 +64,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 FIELD_FRACTION_BITS = {"FM64": 18, "FM128": 26}
 
 
-class ConfigError(ValueError):
+class ConfigError(PpmlError, ValueError):
     """Bad runner configuration (backend, protocol, field, parties, owners)."""
 
 

@@ -79,20 +79,10 @@ def test_secretflow_missing_is_reported_before_work(monkeypatch):
         open_session("secretflow")
 
 
-def test_homework_runs_are_validated_first():
-    from ppml_torch.homework import parse_runs
-
-    with pytest.raises(ConfigError, match="protocol ABY3 needs exactly 3 parties|unknown protocol"):
-        parse_runs(["cpu", "spu:ABY4"], "FM64")
-    assert parse_runs(["cpu", "spu:ABY3"], "FM128") == [
-        ("cpu", None, None),
-        ("spu", "ABY3", "FM128"),
-    ]
-
-
 def test_cli_reports_bad_runs_in_one_line(capsys):
     from ppml_torch.cli import main
 
     assert main(["homework-mlp", "--runs", "spu:NOPE"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ppml-torch: unknown protocol 'NOPE'") and "\n" not in err
+    assert err.startswith("ppml-torch homework-mlp: run 'spu:NOPE': unknown protocol 'NOPE'")
+    assert "\n" not in err

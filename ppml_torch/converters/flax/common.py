@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ppml_torch.errors import PpmlError
+
 Shape = tuple[int, ...]
 
 
-class WeightMapError(ValueError):
+class WeightMapError(PpmlError, ValueError):
     """Weights and target model disagree (keys, shapes or layers); nothing was copied."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ppml_torch.errors import PpmlError
 
-class ConversionError(RuntimeError):
+
+class ConversionError(PpmlError, RuntimeError):
     """The module cannot be converted as it is; the message says what to change."""
 
 

@@ -13,10 +13,8 @@ naming the op and the file to add it to.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 
 from ppml_torch.converters.fx import registry
 
@@ -90,30 +88,15 @@ def as_markdown(table: list[OpRow]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the op table; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="ppml-torch ops", description="The converter's op table.")
-    fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON rows")
-    fmt.add_argument("--markdown", action="store_true", help="print the docs/ops.md page")
-    parser.add_argument("--family", choices=registry.FAMILIES, help="only this family")
-    parser.add_argument("--status", choices=registry.STATUSES, help="only this status")
-    args = parser.parse_args(argv)
+def render(family: str | None = None, status: str | None = None, fmt: str = "text") -> str:
+    """The op table as ``text``, ``json`` or ``markdown`` (the docs/ops.md page)."""
     table = [
         r
         for r in rows()
-        if (args.family is None or r.family == args.family)
-        and (args.status is None or r.status == args.status)
+        if (family is None or r.family == family) and (status is None or r.status == status)
     ]
-    if args.json:
-        text = json.dumps([dataclasses.asdict(r) for r in table], indent=1)
-    elif args.markdown:
-        text = as_markdown(table)
-    else:
-        text = as_text(table)
-    sys.stdout.write(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    if fmt == "json":
+        return json.dumps([dataclasses.asdict(r) for r in table], indent=1)
+    if fmt == "markdown":
+        return as_markdown(table)
+    return as_text(table)

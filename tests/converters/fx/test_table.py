@@ -55,12 +55,10 @@ def test_cases_are_in_the_file_of_their_family():
         assert registry.load()[c.op].family == "nn", c.id
 
 
-def test_main_prints_text_and_json(capsys):
-    assert table.main([]) == 0
-    text = capsys.readouterr().out
+def test_render_gives_text_and_json():
+    text = table.render()
     assert "aten.scaled_dot_product_attention.default" in text and "approximate-under-MPC" in text
-    assert table.main(["--json", "--status", "unsupported"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = json.loads(table.render(status="unsupported", fmt="json"))
     assert data and all(r["status"] == "unsupported" for r in data)
     assert {"aten.native_batch_norm.default", "aten.bernoulli.default"} <= {r["op"] for r in data}
 
@@ -70,5 +68,5 @@ def test_docs_page_is_up_to_date():
     expected = table.as_markdown(table.rows()) + "\n"
     if page.read_text() != expected:
         pytest.fail(
-            "docs/ops.md is stale: regenerate with `python -m ppml_torch.converters.fx.table --markdown > docs/ops.md`"
+            "docs/ops.md is stale: regenerate with `ppml-torch ops --markdown > docs/ops.md`"
         )
