@@ -39,7 +39,9 @@ Conventions (what differs from calling the torch module):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,7 +170,29 @@ def _tie_groups(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, str], list
     return param_key, [g for g in groups.values() if len(g) > 1]
 
 
+@contextlib.contextmanager
+def _torch_pytree_quiet():
+    """Hide torch 2.13's own pytree deprecation (``LeafSpec``), raised inside ``torch.export``.
+
+    ``run_decompositions`` deep-copies tree specs, and copying a ``LeafSpec`` warns about
+    torch's own use of it: noise on every conversion that the user cannot act on.  Only that
+    message is filtered, and only around torch's calls.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+            category=FutureWarning,
+        )
+        yield
+
+
 def _export(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> Any:
+    with _torch_pytree_quiet():
+        return _export_and_decompose(module, args, kwargs, root)
+
+
+def _export_and_decompose(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> Any:
     try:
         ep = torch.export.export(module, args, kwargs)
     except Exception as e:  # torch raises many kinds here; all mean "cannot capture"
