@@ -272,8 +272,10 @@ def torch_to_flax_file(out: PathLike, **source: Any) -> ConvertedModel:
     from . import to_flax
 
     files.check_suffix(out, files.FLAX_SUFFIXES, "--out Flax params file")
-    inputs = tuple(source[k] for k in ("checkpoint",) if source.get(k) is not None)
-    files.check_output_file(out, "--out", inputs=inputs)
+    inputs = [source[k] for k in ("checkpoint", "nanogpt_config") if source.get(k) is not None]
+    if source.get("hf_dir") is not None:
+        inputs += [Path(source["hf_dir"]) / n for n in ("model.safetensors", "pytorch_model.bin")]
+    files.check_output_file(out, "--out", inputs=tuple(inputs))
     torch_module = load_torch_module(**source)
     converted = to_flax(torch_module)
     files.save_flax(out, converted.params, converted.extras["spec"])

@@ -320,6 +320,15 @@ TO_FLAX_CASES = [
         "is a folder",
     ),
     (
+        "out-over-the-hf-weights",
+        lambda t, g: (
+            _copy(g / "hf/model.safetensors", t / "model.safetensors")
+            and _copy(g / "hf/config.json", t / "config.json")
+        ),
+        dict(hf_dir="{t}", out="{t}/model.safetensors"),
+        "is also an input",
+    ),
+    (
         "out-over-its-input",
         lambda t, g: _copy(g / "mlp.safetensors", t / "m.safetensors"),
         dict(mlp="4,3,1", checkpoint="{t}/m.safetensors", out="{t}/m.safetensors"),
@@ -345,8 +354,7 @@ def test_to_flax_bad_input_is_one_line(tmp_path, good_files, make, kwargs, messa
     assert message in str(e.value)
     assert "\n" not in str(e.value)
     assert "pickled code ran" not in capsys.readouterr().out
-    if not message.startswith("is a folder"):
-        assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+    assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
 
 
 def _spec_file(t, spec_text, fmt="safetensors"):
