@@ -28,6 +28,7 @@ them on the way back.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -112,7 +113,14 @@ def transfer(module: nn.Module) -> Transfer:
         pairs["lm_head.weight"] = ("lm_head", "kernel")
         transposed.add("lm_head.weight")  # nn.Linear (vocab, C) -> Dense (C, vocab)
 
-    hf = FlaxGPT2LMHeadModel(config, _do_init=False, dtype=jnp.float32)
+    # transformers 4.x says its Flax classes go away in v5; the lock pins transformers<5
+    flax_log = logging.getLogger("transformers.modeling_flax_utils")
+    level = flax_log.level
+    flax_log.setLevel(logging.ERROR)
+    try:
+        hf = FlaxGPT2LMHeadModel(config, _do_init=False, dtype=jnp.float32)
+    finally:
+        flax_log.setLevel(level)
     shapes = flax_shapes(lambda: {"params": hf.init_weights(jax.random.PRNGKey(0), (1, 1))})
 
     def apply_fn(
