@@ -20,9 +20,11 @@ from ..errors import PpmlError
 
 # sub-command name -> module in this package (the order of `ppml-torch --help`)
 COMMANDS = {
+    "from-flax": "from_flax",
     "homework-mlp": "homework_mlp",
     "ops": "ops",
     "protocols": "protocols",
+    "to-flax": "to_flax",
 }
 
 

@@ -213,7 +213,7 @@ class GPT(nn.Module):
         ``lm_head.weight`` is tied to ``transformer.wte.weight`` and, if the checkpoint has
         it, must equal it.  Keys and shapes are checked before anything is copied.
         """
-        from ppml_torch.converters.flax.common import WeightMapError, check_shapes
+        from ppml_torch.weights import WeightMapError, check_shapes
 
         model = cls(config)
         target = model.state_dict()  # lm_head.weight and transformer.wte.weight: one tensor

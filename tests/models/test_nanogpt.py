@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ppml_torch.converters.flax.common import WeightMapError
 from ppml_torch.models.nanogpt import GPT, GPTConfig
+from ppml_torch.weights import WeightMapError
 
 TINY = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=32)
 

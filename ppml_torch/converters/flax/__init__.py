@@ -5,9 +5,11 @@ whose ``params`` are Flax variables ``{"params": ...}``; ``from_flax(params, mod
 loads Flax parameters (e.g. trained under MPC) back into the torch module.  The trip
 torch -> Flax -> torch is bit-exact.
 
-One file per model family, each with the same five functions (``matches``,
-``weight_map``, ``to_flax``, ``spec``, ``build``); :data:`FAMILIES` is the table
-``to_flax`` looks modules up in, most specific first:
+One file per model family, each ending in ``FAMILY = Family(...)`` (see
+:mod:`.registry`: how to recognise a module, the key map with its transposed and tied
+keys, the buffers Flax has no array for, the Flax model, the spec).  ``to_flax`` and
+``from_flax`` look the module up in that one table, most specific first, and treat every
+family alike:
 
 =========  =====================================  ===============================  ===========
 family     torch module                           Flax model                       ``apply``
@@ -17,51 +19,35 @@ nanogpt    ``ppml_torch.models.nanogpt.GPT``      ``models/flax_nanogpt.GPT``   
 mlp        Linear + one activation kind chain     ``models/mlp.MLP``               outputs
 =========  =====================================  ===============================  ===========
 
-To add a family: write ``<family>.py`` with those five functions and add it to
-:data:`FAMILIES`.
+Files with params and spec: :mod:`.files`; the ``to-flax`` / ``from-flax`` jobs of the
+command line and the ``converters/`` scripts: :mod:`.jobs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .common import WeightMapError, load_into_torch
+from ppml_torch.weights import WeightMapError, load_into_torch
+
+from .registry import FAMILY_MODULES, Family, Transfer, families, family_of
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
     from ppml_torch.model import ConvertedModel
 
-__all__ = ["FAMILIES", "WeightMapError", "family_of", "from_flax", "to_flax"]
-
-
-def _families() -> dict[str, ModuleType]:
-    from . import hf_gpt2, mlp, nanogpt
-
-    return {"hf_gpt2": hf_gpt2, "nanogpt": nanogpt, "mlp": mlp}
-
-
-FAMILIES = ("hf_gpt2", "nanogpt", "mlp")  # lookup order of to_flax
-
-
-def family_of(module: nn.Module) -> ModuleType:
-    """The family file whose ``matches(module)`` is true; an error naming unknown layers if none."""
-    families = _families()
-    for name in FAMILIES:
-        if families[name].matches(module):
-            return families[name]
-    from .mlp import unknown_layers
-
-    unknown = unknown_layers(module)
-    listed = ", ".join(f"{n} ({t})" for n, t in unknown) or "none found"
-    raise WeightMapError(
-        f"to_flax: no Flax weight map for {type(module).__name__}; layers no map knows: "
-        f"{listed}.  Supported: HF GPT2LMHeadModel, ppml_torch.models.nanogpt.GPT, and MLPs "
-        f"of nn.Linear + one activation kind.  For other models use ppml_torch.convert "
-        f"(graph route), or add a family in ppml_torch/converters/flax/"
-    )
+__all__ = [
+    "FAMILY_MODULES",
+    "Family",
+    "Transfer",
+    "WeightMapError",
+    "check_spec",
+    "families",
+    "family_of",
+    "from_flax",
+    "to_flax",
+]
 
 
 def to_flax(module: nn.Module) -> ConvertedModel:
@@ -71,7 +57,11 @@ def to_flax(module: nn.Module) -> ConvertedModel:
     changed.  ``apply`` runs in float32 (JAX's default); ``extras["spec"]`` describes
     the model (family and config), ``extras["weight_map"]`` is the map used.
     """
+    import jax
+    import jax.numpy as jnp
     import torch
+
+    from ppml_torch.model import ConvertedModel
 
     bad = [
         k
@@ -83,7 +73,18 @@ def to_flax(module: nn.Module) -> ConvertedModel:
             f"to_flax: JAX runs in float32 here; these tensors are not: {bad[:8]}"
             f"{' ...' if len(bad) > 8 else ''}.  Call module.float() first"
         )
-    return family_of(module).to_flax(module)
+    t = family_of(module).transfer(module)
+    wmap, shapes = t.weight_map, t.flax_shapes
+    sd = {k: v for k, v in module.state_dict().items() if k not in t.kept_buffers}
+    variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(sd, shapes))
+    return ConvertedModel(
+        params=variables,
+        apply_fn=t.apply_fn,
+        params_to_torch=lambda params: wmap.flax_to_torch(params, shapes),
+        route="flax",
+        source=t.source,
+        extras={**t.extras, "weight_map": wmap, "spec": t.spec},
+    )
 
 
 def from_flax(params: Any, module: nn.Module) -> nn.Module:
@@ -97,15 +98,14 @@ def from_flax(params: Any, module: nn.Module) -> nn.Module:
     """
     from ppml_torch.model import ConvertedModel
 
-    family = family_of(module)
+    t = family_of(module).transfer(module)
     if isinstance(params, ConvertedModel):
-        check_spec(params.extras.get("spec"), family.spec(module))
+        check_spec(params.extras.get("spec"), t.spec)
         params = params.params
-    wmap, shapes = family.weight_map(module)[:2]
-    arrays = dict(wmap.flax_to_torch(params, shapes))
-    if family.__name__.endswith("hf_gpt2"):  # mask buffers an older transformers saved
+    arrays = dict(t.weight_map.flax_to_torch(params, t.flax_shapes))
+    if t.kept_buffers:
         sd = module.state_dict()
-        arrays.update({k: sd[k].numpy() for k in family.mask_buffer_keys(module)})
+        arrays.update({k: sd[k] for k in t.kept_buffers})
     load_into_torch(module, arrays, what=f"from_flax({type(module).__name__})")
     return module
 

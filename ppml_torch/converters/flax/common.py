@@ -1,74 +1,30 @@
-"""What every weight map shares: the error type and the check that runs before any copy.
+"""What every Flax family shares: the :class:`WeightMap` (torch name <-> Flax path) and trees.
 
-A weight map moves tensors between two naming schemes (torch ``state_dict`` names and
-Flax parameter paths, or a HF checkpoint and nanoGPT).  Before anything is copied the
-two sides are compared key by key and shape by shape; every disagreement is collected
-and reported in one message, so a wrong config is fixed in one go.
+The key and shape check that runs before any copy, and its error type, live one layer
+down in :mod:`ppml_torch.weights` (models use them too); they are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ppml_torch.errors import PpmlError
+from ppml_torch.weights import Shape, WeightMapError, check_shapes, load_into_torch, shape_of
 
-Shape = tuple[int, ...]
-
-
-class WeightMapError(PpmlError, ValueError):
-    """Weights and target model disagree (keys, shapes or layers); nothing was copied."""
-
-
-def shape_of(x: object) -> Shape:
-    """The shape of a torch tensor, numpy or JAX array as a plain tuple of ints."""
-    return tuple(int(d) for d in np.shape(x))
-
-
-def check_shapes(
-    expected: Mapping[str, Shape],
-    actual: Mapping[str, Shape],
-    *,
-    what: str,
-    fix: str,
-    expected_name: str = "model",
-    actual_name: str = "weights",
-) -> None:
-    """Raise :class:`WeightMapError` unless both sides have the same keys and shapes.
-
-    ``expected`` is what the target model needs, ``actual`` what the weights provide.
-    The message lists missing keys, unexpected keys and every shape disagreement
-    (``key: model (a, b) vs weights (c, d)``), then ``fix``.
-    """
-    missing = sorted(set(expected) - set(actual))
-    unexpected = sorted(set(actual) - set(expected))
-    mismatched = [
-        (k, tuple(expected[k]), tuple(actual[k]))
-        for k in sorted(set(expected) & set(actual))
-        if tuple(expected[k]) != tuple(actual[k])
-    ]
-    if not (missing or unexpected or mismatched):
-        return
-    lines = [f"{what}: the weights do not fit the model; nothing was copied."]
-    if missing:
-        lines.append(f"  missing in {actual_name} ({len(missing)}): " + _short(missing))
-    if unexpected:
-        lines.append(f"  not in {expected_name} ({len(unexpected)}): " + _short(unexpected))
-    if mismatched:
-        lines.append(f"  shape mismatches ({len(mismatched)}), {expected_name} vs {actual_name}:")
-        lines += [f"    {k}: {e} vs {a}" for k, e, a in mismatched[:40]]
-        if len(mismatched) > 40:
-            lines.append(f"    ... and {len(mismatched) - 40} more")
-    lines.append(f"  fix: {fix}")
-    raise WeightMapError("\n".join(lines))
-
-
-def _short(keys: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+__all__ = [
+    "Shape",
+    "WeightMap",
+    "WeightMapError",
+    "check_shapes",
+    "flatten",
+    "flax_shapes",
+    "load_into_torch",
+    "shape_of",
+    "unflatten",
+]
 
 
 def flatten(tree: Mapping, prefix: Iterable[str] = ()) -> dict[tuple[str, ...], object]:
@@ -205,32 +161,3 @@ def flax_shapes(init: Callable[[], Any]) -> dict[tuple[str, ...], Shape]:
 
     tree = jax.eval_shape(init)
     return {p: tuple(v.shape) for p, v in flatten(tree["params"]).items()}
-
-
-def load_into_torch(
-    module: Any, arrays: Mapping[str, Any], *, what: str, fix: str | None = None
-) -> None:
-    """``module.load_state_dict(arrays, strict=True)`` after checking every key and shape.
-
-    torch's own ``load_state_dict`` copies the tensors that fit before it reports those
-    that do not; this copies nothing unless everything fits.  ``arrays``: numpy arrays or
-    torch tensors.
-    """
-    import torch
-
-    target = module.state_dict()
-    check_shapes(
-        {k: tuple(v.shape) for k, v in target.items()},
-        {k: tuple(np.shape(v)) for k, v in arrays.items()},
-        what=what,
-        fix=fix or "build the torch module with the same config as the weights' model",
-        expected_name="torch module",
-        actual_name="weights",
-    )
-    module.load_state_dict(
-        {
-            k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, copy=True))
-            for k, v in arrays.items()
-        },
-        strict=True,
-    )

@@ -22,11 +22,13 @@ Weight map, for each block ``N`` (HF's ``Conv1D`` stores ``(in, out)``, HF's
 
 Causal-mask buffers ``transformer.h.N.attn.bias`` / ``attn.masked_bias``: in transformers
 4.57 they are non-persistent (not in ``state_dict``); if an older version saved them they
-are skipped on the way to Flax and left as the module has them on the way back.
+are the transfer's ``kept_buffers``: skipped on the way to Flax and left as the module has
+them on the way back.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -34,9 +36,8 @@ import jax
 import jax.numpy as jnp
 import torch.nn as nn
 
-from ppml_torch.model import ConvertedModel
-
-from .common import Shape, WeightMap, WeightMapError, flax_shapes
+from .common import WeightMap, WeightMapError, flax_shapes
+from .registry import Family, Transfer
 
 CONV1D_WEIGHTS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 MASK_BUFFERS = ("attn.bias", "attn.masked_bias")
@@ -77,8 +78,8 @@ def mask_buffer_keys(module: nn.Module) -> list[str]:
     return sorted(names & set(module.state_dict()))
 
 
-def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shape], Any]:
-    """The map, the Flax shapes and the (weightless) ``FlaxGPT2LMHeadModel``."""
+def transfer(module: nn.Module) -> Transfer:
+    """The key map, the Flax shapes and the (weightless) ``FlaxGPT2LMHeadModel``."""
     from transformers import FlaxGPT2LMHeadModel
 
     config = module.config
@@ -112,18 +113,15 @@ def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shap
         pairs["lm_head.weight"] = ("lm_head", "kernel")
         transposed.add("lm_head.weight")  # nn.Linear (vocab, C) -> Dense (C, vocab)
 
-    hf = FlaxGPT2LMHeadModel(config, _do_init=False, dtype=jnp.float32)
+    # transformers 4.x says its Flax classes go away in v5; the lock pins transformers<5
+    flax_log = logging.getLogger("transformers.modeling_flax_utils")
+    level = flax_log.level
+    flax_log.setLevel(logging.ERROR)
+    try:
+        hf = FlaxGPT2LMHeadModel(config, _do_init=False, dtype=jnp.float32)
+    finally:
+        flax_log.setLevel(level)
     shapes = flax_shapes(lambda: {"params": hf.init_weights(jax.random.PRNGKey(0), (1, 1))})
-    wmap = WeightMap(pairs, frozenset(transposed), tied, what="GPT2LMHeadModel")
-    return wmap, shapes, hf
-
-
-def to_flax(module: nn.Module) -> ConvertedModel:
-    """Transfer a HF ``GPT2LMHeadModel`` to ``FlaxGPT2LMHeadModel`` params."""
-    wmap, shapes, hf = weight_map(module)
-    skip = set(mask_buffer_keys(module))
-    sd = {k: v for k, v in module.state_dict().items() if k not in skip}
-    variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(sd, shapes))
 
     def apply_fn(
         params: Any, input_ids: jax.Array, attention_mask: jax.Array | None = None
@@ -131,13 +129,14 @@ def to_flax(module: nn.Module) -> ConvertedModel:
         out = hf(input_ids, attention_mask=attention_mask, params=params["params"], train=False)
         return {"logits": out.logits}
 
-    return ConvertedModel(
-        params=variables,
+    return Transfer(
+        weight_map=WeightMap(pairs, frozenset(transposed), tied, what="GPT2LMHeadModel"),
+        flax_shapes=shapes,
         apply_fn=apply_fn,
-        params_to_torch=lambda params: wmap.flax_to_torch(params, shapes),
-        route="flax",
+        spec=spec(module),
+        kept_buffers=frozenset(mask_buffer_keys(module)),
         source=type(module).__name__,
-        extras={"flax_model": hf, "weight_map": wmap, "spec": spec(module)},
+        extras={"flax_model": hf},
     )
 
 
@@ -152,3 +151,13 @@ def build(spec: dict[str, Any]) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     return GPT2LMHeadModel(GPT2Config(**spec["config"])).eval()
+
+
+FAMILY = Family(
+    name="hf_gpt2",
+    torch_model="HF GPT2LMHeadModel",
+    flax_model="transformers.FlaxGPT2LMHeadModel",
+    matches=matches,
+    transfer=transfer,
+    build=build,
+)

@@ -31,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ppml_torch.model import ConvertedModel
 from ppml_torch.models.mlp import ACTIVATIONS, MLP
 
-from .common import Shape, WeightMap, WeightMapError, flax_shapes
+from .common import WeightMap, WeightMapError, flax_shapes
+from .registry import Family, Transfer
 
 _DROPPED_MODULES = (nn.Identity, nn.Dropout)
 _ACTIVATION_MODULES: dict[type, str] = {
@@ -146,8 +146,9 @@ def _chain(module: nn.Module) -> list[tuple[str, Any]]:
     return steps
 
 
-def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shape], MLP, dict]:
-    """The map, the Flax shapes, the Flax ``MLP`` and the spec (widths, activations)."""
+def transfer(module: nn.Module) -> Transfer:
+    """The key map, the Flax shapes, the Flax ``MLP`` and the spec (widths, activations);
+    ``apply`` runs the final activation, if any, after the Flax module."""
     unknown = unknown_layers(module)
     if unknown:
         raise WeightMapError(
@@ -213,39 +214,32 @@ def weight_map(module: nn.Module) -> tuple[WeightMap, dict[tuple[str, ...], Shap
     shapes = flax_shapes(
         lambda: flax_mlp.init(jax.random.PRNGKey(0), jnp.zeros((1, widths[0]), jnp.float32))
     )
-    spec = {
+    mlp_spec = {
         "family": "mlp",
         "widths": widths,
         "activation": activation if len(widths) > 2 else "identity",
         "final_activation": final,
     }
-    return wmap, shapes, flax_mlp, spec
-
-
-def to_flax(module: nn.Module) -> ConvertedModel:
-    """Transfer a torch MLP to ``ppml_torch.models.mlp.MLP`` (see the module docstring)."""
-    wmap, shapes, flax_mlp, mlp_spec = weight_map(module)
-    variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(module.state_dict(), shapes))
-    final = mlp_spec["final_activation"]
     final_fn = ACTIVATIONS[final] if final else None
 
     def apply_fn(params: Any, x: jax.Array) -> jax.Array:
         y = flax_mlp.apply(params, x)
         return final_fn(y) if final_fn is not None else y
 
-    return ConvertedModel(
-        params=variables,
+    return Transfer(
+        weight_map=wmap,
+        flax_shapes=shapes,
         apply_fn=apply_fn,
-        params_to_torch=lambda params: wmap.flax_to_torch(params, shapes),
-        route="flax",
+        spec=mlp_spec,
         source=type(module).__name__,
-        extras={"flax_module": flax_mlp, "weight_map": wmap, "spec": mlp_spec},
+        extras={"flax_module": flax_mlp},
     )
 
 
-def spec(module: nn.Module) -> dict[str, Any]:
-    """Widths and activations: what :func:`build` needs to make an equivalent Sequential."""
-    return weight_map(module)[3]
+def explain(module: nn.Module) -> str:
+    """Why the MLP family does not take ``module``: the layers it does not know."""
+    listed = ", ".join(f"{n} ({t})" for n, t in unknown_layers(module))
+    return f"layers no map knows: {listed}" if listed else "it has no nn.Linear"
 
 
 _TORCH_ACTIVATIONS = {
@@ -261,11 +255,40 @@ _TORCH_ACTIVATIONS = {
 
 def build(spec: dict[str, Any]) -> nn.Sequential:
     """``nn.Sequential(Linear, act, Linear, ..., [final act])``; names ``0.weight``, ``2.weight``..."""
-    widths, layers = spec["widths"], []
+    widths, layers = spec.get("widths"), []
+    if (
+        not isinstance(widths, list)
+        or len(widths) < 2
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+    ):
+        raise WeightMapError(
+            f"MLP spec: widths must be at least two positive integers (inputs, ..., outputs), "
+            f"got {widths!r}"
+        )
+    acts = {"activation": spec.get("activation", "relu")}
+    if spec.get("final_activation") is not None:
+        acts["final_activation"] = spec["final_activation"]
+    bad = {k: v for k, v in acts.items() if v not in _TORCH_ACTIVATIONS}
+    if bad:
+        raise WeightMapError(
+            f"MLP spec: unknown {', '.join(f'{k} {v!r}' for k, v in bad.items())}; "
+            f"choose one of {', '.join(_TORCH_ACTIVATIONS)}"
+        )
     for i, (a, b) in enumerate(pairwise(widths)):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
-            layers.append(_TORCH_ACTIVATIONS[spec["activation"]]())
+            layers.append(_TORCH_ACTIVATIONS[acts["activation"]]())
     if spec.get("final_activation"):
         layers.append(_TORCH_ACTIVATIONS[spec["final_activation"]]())
     return nn.Sequential(*layers)
+
+
+FAMILY = Family(
+    name="mlp",
+    torch_model="MLPs of nn.Linear + one activation kind",
+    flax_model="ppml_torch.models.mlp.MLP",
+    matches=matches,
+    transfer=transfer,
+    build=build,
+    explain=explain,
+)

@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import torch.nn as nn
 
-from ppml_torch.model import ConvertedModel
 from ppml_torch.models import flax_nanogpt
 from ppml_torch.models.nanogpt import GPT, GPTConfig
 
-from .common import Shape, WeightMap, flax_shapes
+from .common import WeightMap, flax_shapes
+from .registry import Family, Transfer
 
 LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
@@ -43,8 +43,8 @@ def matches(module: nn.Module) -> bool:
     return isinstance(module, GPT)
 
 
-def weight_map(module: GPT) -> tuple[WeightMap, dict[tuple[str, ...], Shape], flax_nanogpt.GPT]:
-    """The map, the Flax shapes and the Flax ``GPT`` for this module's config."""
+def transfer(module: GPT) -> Transfer:
+    """The key map, the Flax shapes and the Flax ``GPT`` for this module's config."""
     config = module.config
     ln_leaf = {"weight": "scale", "bias": "bias"}
     pairs: dict[str, tuple[str, ...]] = {
@@ -70,25 +70,17 @@ def weight_map(module: GPT) -> tuple[WeightMap, dict[tuple[str, ...], Shape], fl
 
     flax_gpt = flax_nanogpt.GPT(config)
     shapes = flax_shapes(lambda: flax_gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
-    wmap = WeightMap(pairs, frozenset(transposed), tied, what="nanoGPT GPT")
-    return wmap, shapes, flax_gpt
-
-
-def to_flax(module: GPT) -> ConvertedModel:
-    """Transfer a torch nanoGPT ``GPT`` to the Flax ``GPT`` of ``models/flax_nanogpt.py``."""
-    wmap, shapes, flax_gpt = weight_map(module)
-    variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(module.state_dict(), shapes))
 
     def apply_fn(params: Any, idx: jax.Array) -> jax.Array:
         return flax_gpt.apply(params, idx)
 
-    return ConvertedModel(
-        params=variables,
+    return Transfer(
+        weight_map=WeightMap(pairs, frozenset(transposed), tied, what="nanoGPT GPT"),
+        flax_shapes=shapes,
         apply_fn=apply_fn,
-        params_to_torch=lambda params: wmap.flax_to_torch(params, shapes),
-        route="flax",
+        spec=spec(module),
         source="nanoGPT GPT",
-        extras={"flax_module": flax_gpt, "weight_map": wmap, "spec": spec(module)},
+        extras={"flax_module": flax_gpt},
     )
 
 
@@ -98,3 +90,13 @@ def spec(module: GPT) -> dict[str, Any]:
 
 def build(spec: dict[str, Any]) -> GPT:
     return GPT(GPTConfig(**spec["config"])).eval()
+
+
+FAMILY = Family(
+    name="nanogpt",
+    torch_model="ppml_torch.models.nanogpt.GPT",
+    flax_model="ppml_torch.models.flax_nanogpt.GPT",
+    matches=matches,
+    transfer=transfer,
+    build=build,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -148,8 +149,28 @@ def test_tied_weights_that_differ_are_rejected():
     from ppml_torch.converters.flax import hf_gpt2
 
     module = tiny_hf_gpt2()
-    wmap, shapes, _ = hf_gpt2.weight_map(module)
+    t = hf_gpt2.FAMILY.transfer(module)
     sd = dict(module.state_dict())
     sd["lm_head.weight"] = sd["lm_head.weight"] + 1
     with pytest.raises(WeightMapError, match="tied to transformer.wte.weight"):
-        wmap.torch_to_flax(sd, shapes)
+        t.weight_map.torch_to_flax(sd, t.flax_shapes)
+
+
+def _with_saved_mask_buffers(module):
+    """Make the causal-mask buffers persistent, as transformers before 4.36 saved them."""
+    for block in module.transformer.h:
+        block.attn.register_buffer("bias", block.attn.bias, persistent=True)
+    return module
+
+
+def test_saved_mask_buffers_are_skipped_and_kept():
+    module = _with_saved_mask_buffers(tiny_hf_gpt2())
+    assert "transformer.h.0.attn.bias" in module.state_dict()
+    cm = to_flax(module)
+    plain = to_flax(tiny_hf_gpt2())  # same Flax tree as a module without the buffers
+    assert jax.tree_util.tree_structure(cm.params) == jax.tree_util.tree_structure(plain.params)
+    target = _with_saved_mask_buffers(tiny_hf_gpt2(seed=5))
+    mask = target.transformer.h[0].attn.bias.clone()
+    from_flax(cm, target)
+    assert_state_dicts_equal(target.state_dict(), module.state_dict())
+    assert torch.equal(target.transformer.h[0].attn.bias, mask)

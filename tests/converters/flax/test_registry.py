@@ -1,0 +1,48 @@
+"""ppml_torch/converters/flax/registry.py: one table of families, each declared once."""
+
+from __future__ import annotations
+
+import pytest
+import torch.nn as nn
+from flax_cases import homework_mlp, tiny_hf_gpt2, tiny_nanogpt
+
+from ppml_torch.converters.flax import WeightMapError, registry
+
+
+def test_every_family_module_declares_one_family():
+    table = registry.families()
+    assert list(table) == ["hf_gpt2", "nanogpt", "mlp"]  # lookup order, most specific first
+    for name, family in table.items():
+        assert isinstance(family, registry.Family) and family.name == name
+        assert registry.get(name) is family
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [(tiny_hf_gpt2, "hf_gpt2"), (tiny_nanogpt, "nanogpt"), (homework_mlp, "mlp")],
+)
+def test_family_of_and_transfer(make, name):
+    module = make()
+    family = registry.family_of(module)
+    assert family.name == name
+    t = family.transfer(module)
+    assert t.spec["family"] == name
+    # the map covers the whole state_dict: pairs, tied keys and kept buffers, nothing else
+    covered = set(t.weight_map.pairs) | set(t.weight_map.tied) | set(t.kept_buffers)
+    assert covered == set(module.state_dict())
+    assert set(t.weight_map.pairs.values()) == set(t.flax_shapes)
+    rebuilt = family.build(t.spec)
+    assert family.transfer(rebuilt).spec == t.spec
+
+
+def test_no_family_names_the_layers_and_the_supported_models():
+    with pytest.raises(WeightMapError) as e:
+        registry.family_of(nn.Sequential(nn.Conv1d(1, 1, 1)))
+    msg = str(e.value)
+    assert "0 (Conv1d)" in msg and "HF GPT2LMHeadModel (hf_gpt2)" in msg
+    assert "ppml_torch.convert" in msg and "\n" not in msg
+
+
+def test_unknown_family_name():
+    with pytest.raises(WeightMapError, match="unknown Flax model family 'resnet'; known: hf_gpt2"):
+        registry.get("resnet")
