@@ -117,11 +117,14 @@ class SpuSession(Session):
         self._compiled.clear()
 
     # -- calls ---------------------------------------------------------------------------------
-    def run_program(self, program: SpuProgram, *args: Handle, name: str | None = None) -> Handle:
+    def run_program(
+        self, program: SpuProgram, *args: Handle, name: str | None = None, compile_s: float = 0.0
+    ) -> Handle:
         """Run an already compiled :class:`~.compile.SpuProgram` on handles; returns a handle.
 
         The handles' arrays, flattened in order, must match the program's inputs in shape,
         dtype and visibility (a value put by a party is secret, ``owner='public'`` public).
+        ``compile_s`` is what compiling the program cost, for the run report.
         """
         self._check_open()
         where = f"run_program({program.name})"
@@ -154,7 +157,7 @@ class SpuSession(Session):
                     f"{where}: input {i} is {names.get(vis, vis)}, the program was compiled for "
                     f"a {names.get(want_vis, want_vis)} input; compile with the inputs' visibilities"
                 )
-        handle, report = self._execute(program, args, name or program.name, 0.0)
+        handle, report = self._execute(program, args, name or program.name, compile_s)
         self._record(report)
         return handle
 
@@ -264,13 +267,15 @@ def run_exported(
             )
         data.append(x)
     vis = ["public" if o == PUBLIC else "secret" for o in (weights_owner, inputs_owner)]
+    t0 = time.perf_counter()
     program = compile_export(export, [vis[0]] * len(weights) + [vis[1]] * len(data))
+    compile_s = time.perf_counter() - t0
     handles = []
     if weights:
         handles.append(session.put(weights, owner=weights_owner))
     if data:
         handles.append(session.put(data, owner=inputs_owner))
-    out = session.run_program(program, *handles)
+    out = session.run_program(program, *handles, compile_s=compile_s)
     try:
         values = session.reveal(out, to=reveal_to)
     finally:

@@ -36,7 +36,8 @@ def test_exported_program_runs_with_owners(exported, weights_owner):
     got = run_exported(s, exported, {"args[0]": x}, weights_owner=weights_owner, inputs_owner="bob")
     assert set(got) == {"out"}
     assert_close(got["out"], fc(W, x), protocol="SEMI2K", field="FM64", what="exported fc")
-    assert s.last_report.what == "fc" and s.last_report.comm.send_bytes > 0
+    r = s.last_report
+    assert r.what == "fc" and r.compile_s > 0 and r.comm.send_bytes > 0
 
 
 def test_bad_inputs_are_refused_before_sharing(exported):
