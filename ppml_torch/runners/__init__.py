@@ -10,6 +10,10 @@ Two levels:
 
 Backends: ``cpu`` (plaintext JAX jit), ``spu`` (SPU's runtime in-process, one runtime per
 party), ``secretflow`` (SecretFlow simulation on Ray: PYU data owners, an SPU device).
+
+Compiling for SPU (XLA or StableHLO route) is in :mod:`.compile`; a compiled program, or a
+``.mlir`` written by ``ppml-torch export-stablehlo``, runs in an ``spu`` session
+(``SpuSession.run_program``, :func:`.spu.run_exported`).
 """
 
 from __future__ import annotations
