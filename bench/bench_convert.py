@@ -226,7 +226,7 @@ def parse_ops(log: str) -> dict[str, list[float]]:
 
 def static_ops(side: Side) -> collections.Counter:
     """pphlo op histogram of the compiled program (all inputs secret)."""
-    from ppml_torch.converters.fx.stablehlo import compile_for_spu
+    from ppml_torch.runners.compile import compile_for_spu
 
     prog = compile_for_spu(side.fn, side.args, "secret", ir="xla")
     return collections.Counter(re.findall(r"= (pphlo\.\w+)", prog.pphlo))

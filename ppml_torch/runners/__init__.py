@@ -10,6 +10,10 @@ Two levels:
 
 Backends: ``cpu`` (plaintext JAX jit), ``spu`` (SPU's runtime in-process, one runtime per
 party), ``secretflow`` (SecretFlow simulation on Ray: PYU data owners, an SPU device).
+
+Compiling for SPU (XLA or StableHLO route) is in :mod:`.compile`; a compiled program, or a
+``.mlir`` written by ``ppml-torch export-stablehlo``, runs in an ``spu`` session
+(``SpuSession.run_program``, :func:`.spu.run_exported`).
 """
 
 from __future__ import annotations
@@ -20,11 +24,23 @@ from typing import Any
 
 from .base import PUBLIC, SECRET, Handle, RunReport, Session, check_owners, total
 from .comm import CommStats
-from .config import BACKENDS, FIELDS, PROTOCOLS, ConfigError, SessionConfig, resolve
+from .config import (
+    BACKENDS,
+    DEFAULT_IR,
+    FIELDS,
+    IRS,
+    PROTOCOLS,
+    ConfigError,
+    SessionConfig,
+    fixed_point_range,
+    resolve,
+)
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_IR",
     "FIELDS",
+    "IRS",
     "PROTOCOLS",
     "PUBLIC",
     "SECRET",
@@ -34,6 +50,7 @@ __all__ = [
     "RunReport",
     "Session",
     "SessionConfig",
+    "fixed_point_range",
     "open_session",
     "run",
     "total",
@@ -49,22 +66,24 @@ def open_session(
     parties: Sequence[str] | None = None,
     runtime: Mapping[str, Any] | None = None,
     profile: bool = True,
-    ir: str = "xla",
+    ir: str = DEFAULT_IR,
 ) -> Session:
     """Start a runtime: ``cpu``, ``spu`` or ``secretflow``.  Use it as a context manager.
 
-        ``protocol``: SEMI2K (default) or CHEETAH for 2 parties, ABY3 for 3.  ``field``: FM64
-        (default) or FM128.  ``parties`` defaults to ``alice, bob[, carol]``.  ``runtime``: SPU
-        fixed-point settings (see ``ppml_torch.runners.config.KNOBS``).  ``profile`` turns on SPU's
-        per-op profile, the source of the communication figures.  ``ir`` (``spu`` only): what SPU
-    compiles, ``"xla"`` (SPU's JAX frontend) or ``"stablehlo"`` (JAX's StableHLO text).
+    ``protocol``: SEMI2K (default) or CHEETAH for 2 parties, ABY3 for 3.  ``field``: FM64
+    (default) or FM128.  ``parties`` defaults to ``alice, bob[, carol]``.  ``runtime``: SPU
+    fixed-point settings (see ``ppml_torch.runners.config.KNOBS``; their values are checked
+    too, fraction bits by :func:`fixed_point_range`'s rule).  ``profile`` turns on SPU's
+    per-op profile, the source of the communication figures.  ``ir`` (``spu`` only): what SPU
+    compiles, ``"xla"`` (:data:`DEFAULT_IR`, SPU's JAX frontend) or ``"stablehlo"`` (JAX's
+    StableHLO text).
 
-        Every argument is checked before anything starts.
+    Every argument is checked before anything starts (no runtime, no Ray).
     """
     cfg = resolve(backend, protocol, field, parties, runtime)
-    if ir not in ("xla", "stablehlo"):
-        raise ConfigError(f"unknown ir {ir!r}; use 'xla' or 'stablehlo'")
-    if ir != "xla" and cfg.backend != "spu":
+    if ir not in IRS:
+        raise ConfigError(f"unknown ir {ir!r}; use one of {', '.join(IRS)}")
+    if ir != DEFAULT_IR and cfg.backend != "spu":
         raise ConfigError(
             f"ir={ir!r} applies to backend 'spu' only (SecretFlow uses SPU's frontend)"
         )

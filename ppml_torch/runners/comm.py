@@ -64,9 +64,14 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def parse_link_lines(text: str) -> list[tuple[int, int]]:
-    """(send bytes, send actions) of every ``Link details`` line in ``text``."""
-    return [(int(m[1]), int(m[3])) for m in _LINK_RE.finditer(text)]
+def link_totals(text: str) -> tuple[int, int]:
+    """(send bytes, send actions) summed over every ``Link details`` line in ``text``.
+
+    The one place SPU's link log is read: each party's runtime writes one such line per run,
+    so a log holding several parties or several runs gives their sum.
+    """
+    found = [(int(m[1]), int(m[3])) for m in _LINK_RE.finditer(text)]
+    return sum(b for b, _ in found), sum(a for _, a in found)
 
 
 class SpuLogTap:

@@ -13,6 +13,11 @@ from typing import Any
 from ..errors import PpmlError
 
 BACKENDS = ("cpu", "spu", "secretflow")
+# What SPU compiles (backend "spu"): SPU's own JAX frontend (an XLA HLO proto) or JAX's StableHLO
+# text.  Both give the same SPU program (tests/runners/test_compile.py); the XLA route is the
+# one SPU itself tests, hence the default everywhere (open_session, compile_for_spu).
+IRS = ("xla", "stablehlo")
+DEFAULT_IR = "xla"
 PROTOCOLS = {"SEMI2K": 2, "CHEETAH": 2, "ABY3": 3}  # protocol -> number of parties
 FIELDS = ("FM64", "FM128")
 DEFAULT_PARTIES = ("alice", "bob", "carol")
@@ -20,7 +25,8 @@ DEFAULT_PARTIES = ("alice", "bob", "carol")
 # SPU RuntimeConfig knobs a user may set (``runtime={...}``), with the values ppml-torch uses
 # when the user says nothing.  These are SPU 0.9.3's own defaults except where noted; they are
 # the same for every protocol, with the per-protocol fraction bits below.
-#   fxp_fraction_bits   fixed-point fraction bits (0 = SPU's default: 18 on FM64, 26 on FM128)
+#   fxp_fraction_bits   fixed-point fraction bits (default 18 on FM64, 26 on FM128; must leave
+#                       room for a product: 1..31 on FM64, 1..63 on FM128, see fixed_point_range)
 #   fxp_exp_mode        EXP_DEFAULT | EXP_PADE | EXP_TAYLOR | EXP_PRIME
 #   fxp_exp_iters       iterations of the Taylor exp (0 = SPU's default, 8)
 #   fxp_log_mode        LOG_DEFAULT | LOG_PADE | LOG_NEWTON | LOG_MINMAX
@@ -62,6 +68,50 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # FM128 has room for more fraction bits; SPU's own default there is 26.
 FIELD_FRACTION_BITS = {"FM64": 18, "FM128": 26}
+FIELD_BITS = {"FM64": 64, "FM128": 128}
+
+
+def max_fraction_bits(field: str) -> int:
+    """The most fraction bits a field allows: ``2 * f + 2 <= bits`` (see :func:`fixed_point_range`)."""
+    return (FIELD_BITS[field] - 2) // 2
+
+
+def fixed_point_range(field: str, fraction_bits: int) -> tuple[float, float]:
+    """``(max_abs, resolution)`` of SPU's fixed point with ``fraction_bits`` in ``field``.
+
+    SPU encodes a real ``x`` as the integer ``round(x * 2**f)`` in a ring of ``k`` bits (k = 64
+    for FM64, 128 for FM128), read as signed: one bit is the sign, so an encoded value must stay
+    below ``2**(k-1)`` in magnitude.  A product of two encoded values carries ``2f`` fraction
+    bits before SPU truncates it back to ``f``, so the product itself must fit::
+
+        |x * y| * 2**(2f) < 2**(k-1)   ->   |x * y| < 2**(k - 1 - 2f)
+
+    The rule ppml-torch enforces (in :func:`resolve`, before anything starts) is that a product
+    keeps at least one integer bit: ``1 <= f`` and ``2f + 1 + 1 <= k``, i.e. f in 1..31 on FM64
+    and 1..63 on FM128.  Within it, the result is:
+
+    * ``max_abs = 2**(k - 1 - 2f)``: the largest magnitude of a product of two values, and so of
+      every intermediate that is multiplied (a matmul's accumulated sums included); beyond it
+      the value wraps around the ring and the result is garbage, not an error;
+    * ``resolution = 2**-f``: the step between two representable values.
+
+    FM64 with SPU's default f=18 gives max_abs 2**27 (about 1.3e8) and resolution 3.8e-6.
+    """
+    if field not in FIELD_BITS:
+        raise ConfigError(f"unknown field {field!r}; use one of {', '.join(FIELDS)}")
+    _check_fraction_bits(field, fraction_bits)
+    k = FIELD_BITS[field]
+    return float(2 ** (k - 1 - 2 * fraction_bits)), float(2.0**-fraction_bits)
+
+
+def _check_fraction_bits(field: str, f: Any) -> None:
+    hi = max_fraction_bits(field)
+    if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= hi:
+        raise ConfigError(
+            f"fxp_fraction_bits={f!r} does not fit {field}: a product of two fixed-point values "
+            f"needs 2f fraction bits plus a sign and an integer bit in {FIELD_BITS[field]} bits; "
+            f"use an integer in 1..{hi} (default {FIELD_FRACTION_BITS[field]})"
+        )
 
 
 class ConfigError(PpmlError, ValueError):
@@ -89,7 +139,11 @@ def resolve(
     parties: Sequence[str] | None = None,
     runtime: Mapping[str, Any] | None = None,
 ) -> SessionConfig:
-    """Validate a runner configuration and fill in defaults (cheap: imports nothing heavy)."""
+    """Validate a runner configuration and fill in defaults, before anything starts.
+
+    Knob values are checked against SPU's ``RuntimeConfig`` (:func:`check_knob_values`; this
+    imports ``spu.spu_pb2``, about half a second, but no runtime and no Ray).
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if backend == "cpu":
@@ -124,7 +178,41 @@ def resolve(
     merged = dict(PROTOCOL_DEFAULTS[protocol])
     merged["fxp_fraction_bits"] = FIELD_FRACTION_BITS[field]
     merged.update(runtime)
+    check_knob_values(merged, field)
     return SessionConfig(backend, protocol, field, parties, merged)
+
+
+def check_knob_values(runtime: Mapping[str, Any], field: str) -> None:
+    """Check every knob value against SPU's RuntimeConfig (imports spu_pb2 only, about 0.5 s).
+
+    Enum knobs take one of the enum's names (``"EXP_TAYLOR"``), flags a bool, counts a
+    non-negative int; ``fxp_fraction_bits`` must leave room for a product
+    (:func:`fixed_point_range`).
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+    from spu import spu_pb2
+
+    fields = spu_pb2.RuntimeConfig.DESCRIPTOR.fields_by_name
+    for key, value in runtime.items():
+        if key == "fxp_fraction_bits":
+            _check_fraction_bits(field, value)
+            continue
+        fd = fields[key]
+        if fd.enum_type is not None:
+            names = list(fd.enum_type.values_by_name)
+            if value not in names:
+                raise ConfigError(
+                    f"SPU runtime setting {key}={value!r} is invalid; use one of {', '.join(names)}"
+                )
+        elif fd.type == FieldDescriptor.TYPE_BOOL:
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"SPU runtime setting {key}={value!r} is invalid; use True or False"
+                )
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"SPU runtime setting {key}={value!r} is invalid; use a non-negative integer"
+            )
 
 
 def _check_party_names(parties: Sequence[str]) -> None:
@@ -143,19 +231,10 @@ def spu_runtime_config(cfg: SessionConfig, *, profile: bool = True):
         protocol=spu_pb2.ProtocolKind.Value(cfg.protocol),
         field=spu_pb2.FieldType.Value(cfg.field),
     )
-    for key, value in cfg.runtime.items():
-        if key == "beaver_type":
-            rc.beaver_type = spu_pb2.RuntimeConfig.BeaverType.Value(value)
-        elif isinstance(value, str):
-            enum = rc.DESCRIPTOR.fields_by_name[key].enum_type
-            if enum is None or value not in enum.values_by_name:
-                choices = [] if enum is None else list(enum.values_by_name)
-                raise ConfigError(
-                    f"SPU runtime setting {key}={value!r} is invalid; choices: {choices}"
-                )
-            setattr(rc, key, enum.values_by_name[value].number)
-        else:
-            setattr(rc, key, value)
+    fields = rc.DESCRIPTOR.fields_by_name
+    for key, value in cfg.runtime.items():  # values were checked by resolve()
+        enum = fields[key].enum_type
+        setattr(rc, key, enum.values_by_name[value].number if enum is not None else value)
     # Communication figures come from SPU's per-op profile (see runners/comm.py).
     rc.enable_pphlo_profile = profile
     return rc

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from .base import PUBLIC, Handle, RunReport, Session
-from .comm import CommStats, parse_link_lines
+from .comm import CommStats, link_totals
 from .config import ConfigError, SessionConfig, spu_runtime_config_dict
 
 RAY_LOGICAL_CPUS = 8
@@ -101,7 +101,6 @@ class SecretFlowSession(Session):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         with _quiet():
             import secretflow as sf
-            from secretflow.device.device.spu import SPURuntime
             from secretflow.distributed import primitive as sfd
             from spu import libspu
 
@@ -115,6 +114,21 @@ class SecretFlowSession(Session):
                 include_dashboard=False,
             )
         self._sf = sf
+        try:
+            self._start_devices(config, profile, libspu, sfd)
+        except BaseException:
+            # Ray is up: stop it, or the process keeps a cluster nobody can reach or close.
+            with _quiet():
+                sf.shutdown()
+            raise
+        self._objects: dict[int, Any] = {}
+        SecretFlowSession._active = self
+
+    def _start_devices(self, config: SessionConfig, profile: bool, libspu: Any, sfd: Any) -> None:
+        """PYUs and the SPU device (after ``sf.init``; the caller stops Ray if this fails)."""
+        from secretflow.device.device.spu import SPURuntime
+
+        sf = self._sf
         self._log_dir = tempfile.mkdtemp(prefix="ppml-torch-sf-") if profile else None
         log_dir = self._log_dir
 
@@ -139,8 +153,6 @@ class SecretFlowSession(Session):
         with _quiet():
             self._pyus = {p: sf.PYU(p) for p in config.parties}
             self._spu = _SPU(cluster)
-        self._objects: dict[int, Any] = {}
-        SecretFlowSession._active = self
 
     # -- communication -------------------------------------------------------------------------
     def _log_marks(self) -> dict[str, int]:
@@ -163,8 +175,7 @@ class SecretFlowSession(Session):
                 with open(path, "rb") as f:
                     f.seek(marks.get(p, 0))
                     text = f.read().decode("utf-8", "replace")
-            lines = parse_link_lines(text)
-            per[p] = (sum(b for b, _ in lines), sum(a for _, a in lines))
+            per[p] = link_totals(text)
         return CommStats(sum(b for b, _ in per.values()), sum(a for _, a in per.values()), per)
 
     # -- values --------------------------------------------------------------------------------

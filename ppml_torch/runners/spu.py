@@ -7,22 +7,30 @@ name per leaf) across any number of calls, until it is revealed or freed.
 
 Compiled programs are cached per (function, input shapes/dtypes/visibilities); each call only
 builds a new ``ExecutableProto`` naming the variables it reads and writes.  ``ir`` chooses what
-SPU compiles: ``"xla"`` (SPU's own JAX frontend, an HLO proto) or ``"stablehlo"`` (JAX's
-StableHLO text; see docs/stablehlo.md); both give the same SPU program.
+SPU compiles (see :mod:`.compile`); both routes give the same SPU program.  A program compiled
+elsewhere (an exported ``.mlir``) runs on the same machinery: :meth:`SpuSession.run_program`,
+and :func:`run_exported` for the files ``ppml-torch export-stablehlo`` writes.
+
+This module is the only place that builds SPU links and runtimes in-process and reads SPU's
+communication log for them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import PUBLIC, Handle, RunReport, Session
-from .comm import CommStats, SpuLogTap, parse_link_lines
-from .config import SessionConfig, spu_runtime_config
+from .base import PUBLIC, Handle, RunReport, Session, to_32bit
+from .comm import CommStats, SpuLogTap, link_totals
+from .config import DEFAULT_IR, ConfigError, SessionConfig, spu_runtime_config
+
+if TYPE_CHECKING:
+    from .compile import SpuProgram
 
 RUN_LOCK = threading.Lock()  # SPU's log is process-wide: one run at a time keeps figures apart
 
@@ -50,7 +58,7 @@ def in_party_threads(fn: Callable[[int], Any], n: int) -> list[Any]:
 
 
 class SpuSession(Session):
-    def __init__(self, config: SessionConfig, *, profile: bool = True, ir: str = "xla"):
+    def __init__(self, config: SessionConfig, *, profile: bool = True, ir: str = DEFAULT_IR):
         super().__init__(config)
         self.ir = ir
         import spu.api as spu_api
@@ -109,30 +117,81 @@ class SpuSession(Session):
         self._compiled.clear()
 
     # -- calls ---------------------------------------------------------------------------------
+    def run_program(
+        self, program: SpuProgram, *args: Handle, name: str | None = None, compile_s: float = 0.0
+    ) -> Handle:
+        """Run an already compiled :class:`~.compile.SpuProgram` on handles; returns a handle.
+
+        The handles' arrays, flattened in order, must match the program's inputs in shape,
+        dtype and visibility (a value put by a party is secret, ``owner='public'`` public).
+        ``compile_s`` is what compiling the program cost, for the run report.
+        """
+        self._check_open()
+        where = f"run_program({program.name})"
+        for i, a in enumerate(args):
+            if not isinstance(a, Handle) or a.session_id != self.id:
+                raise TypeError(
+                    f"{where}: argument {i} is not a Handle of this session; "
+                    "put it in first with session.put(value, owner=...)"
+                )
+        avals = [(v, a) for a in args for v in zip(a.avals, self._vis[a.key], strict=True)]
+        if len(avals) != len(program.in_avals):
+            raise ConfigError(
+                f"{where}: {len(avals)} input arrays for a program reading "
+                f"{len(program.in_avals)}; pass handles holding exactly its inputs, in order"
+            )
+        for i, (((got, vis), _), want, want_vis) in enumerate(
+            zip(avals, program.in_avals, program.visibilities, strict=True)
+        ):
+            if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+                raise ConfigError(
+                    f"{where}: input {i} is {got.dtype}{list(got.shape)}, the program reads "
+                    f"{want.dtype}{list(want.shape)}; put an array of that shape and dtype"
+                )
+            if vis != want_vis:
+                names = {
+                    self._pb.Visibility.VIS_SECRET: "secret",
+                    self._pb.Visibility.VIS_PUBLIC: "public",
+                }
+                raise ConfigError(
+                    f"{where}: input {i} is {names.get(vis, vis)}, the program was compiled for "
+                    f"a {names.get(want_vis, want_vis)} input; compile with the inputs' visibilities"
+                )
+        handle, report = self._execute(program, args, name or program.name, compile_s)
+        self._record(report)
+        return handle
+
     def _compile(
         self, fn: Callable[..., Any], args: Sequence[Handle], in_vis: list[int], name: str
-    ):
-        from ppml_torch.converters.fx.stablehlo import compile_for_spu
+    ) -> tuple[SpuProgram, float]:
+        from .compile import compile_for_spu
 
         sig = (fn, tuple((a.treedef, a.avals) for a in args), tuple(in_vis))
-        entry = self._compiled.get(sig)
-        if entry is not None:
-            return entry, 0.0
+        program = self._compiled.get(sig)
+        if program is not None:
+            return program, 0.0
         t0 = time.perf_counter()
         program = compile_for_spu(fn, [a.structure for a in args], in_vis, ir=self.ir, name=name)
-        entry = (program.code, program.out_struct, program.executable.name)
-        self._compiled[sig] = entry
-        return entry, time.perf_counter() - t0
+        self._compiled[sig] = program
+        return program, time.perf_counter() - t0
 
     def _call(
         self, fn: Callable[..., Any], args: Sequence[Handle], name: str
     ) -> tuple[Handle, RunReport]:
-        in_names = [n for a in args for n in self._names(a)]
         in_vis = [v for a in args for v in self._vis[a.key]]
-        (code, out_struct, exe_name), compile_s = self._compile(fn, args, in_vis, name)
-        handle = self._new_handle(out_struct)
+        program, compile_s = self._compile(fn, args, in_vis, name)
+        return self._execute(program, args, name, compile_s)
+
+    def _execute(
+        self, program: SpuProgram, args: Sequence[Handle], name: str, compile_s: float
+    ) -> tuple[Handle, RunReport]:
+        """Run ``program`` on the parties' variables of ``args``; the outputs stay shared."""
+        handle = self._new_handle(program.out_struct)
         exe = self._pb.ExecutableProto(
-            name=exe_name, input_names=in_names, output_names=self._names(handle), code=code
+            name=program.name,
+            input_names=[n for a in args for n in self._names(a)],
+            output_names=self._names(handle),
+            code=program.code,
         )
         with RUN_LOCK:
             mark = self._tap.mark() if self._tap else 0
@@ -141,8 +200,85 @@ class SpuSession(Session):
             run_s = time.perf_counter() - t0
             comm = None
             if self._tap:
-                lines = parse_link_lines(self._tap.read_since(mark))
-                comm = CommStats(sum(b for b, _ in lines), sum(a for _, a in lines), None)
+                comm = CommStats(*link_totals(self._tap.read_since(mark)))
         meta = [self._rts[0].get_var_meta(n) for n in self._names(handle)]
         self._vis[handle.key] = [m.visibility for m in meta]
         return handle, RunReport("spu", name, compile_s, run_s, comm)
+
+
+def run_exported(
+    session: Session,
+    path: str | Path,
+    inputs: Mapping[str, Any],
+    *,
+    weights_owner: str,
+    inputs_owner: str,
+    reveal_to: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Run a program written by ``ppml-torch export-stablehlo`` in an SPU session.
+
+    ``path`` is the ``.mlir`` (or its ``.json`` manifest); the weights come from the
+    ``.safetensors`` beside it and enter as ``weights_owner``'s secret (or public with
+    ``'public'``); ``inputs`` maps the manifest's other input names (``args[0]``,
+    ``kwargs['input_ids']``) to arrays, which enter as ``inputs_owner``'s.  Every input is
+    checked against the manifest, and the program compiled, before anything is secret-shared.
+    Returns the revealed outputs keyed by manifest name (``out``, ``out['logits']``); the cost
+    is ``session.last_report``.
+    """
+    from ..converters.stablehlo import read_export
+    from .base import check_owners
+    from .compile import compile_export
+
+    if not isinstance(session, SpuSession):
+        raise ConfigError(
+            f"run_exported needs an 'spu' session, got {session!r}; "
+            "open one with open_session('spu', ...)"
+        )
+    check_owners(session.parties, (weights_owner, inputs_owner), None, "run_exported")
+    export = read_export(path)
+    weights, data = [], []
+    names = [e["name"] for e in export.inputs]
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"run_exported: {unknown} are not inputs of {export.mlir_path.name}; "
+            f"its inputs are {[n for n in names if not n.startswith('params[')]}"
+        )
+    for entry in export.inputs:
+        w = export.weight_of(entry["name"])
+        if w is not None:
+            if data:
+                raise ConfigError(
+                    f"run_exported: {export.mlir_path.name} reads weight {entry['name']} after a "
+                    "model input; only exports with the weights first are supported, re-export it"
+                )
+            weights.append(w)
+            continue
+        if entry["name"] not in inputs:
+            raise ConfigError(
+                f"run_exported: no value for input {entry['name']} "
+                f"({entry['dtype']}{entry['shape']}); pass it in inputs={{...}}"
+            )
+        x = to_32bit(inputs[entry["name"]], f"run_exported({entry['name']})")
+        if list(x.shape) != entry["shape"] or str(x.dtype) != entry["dtype"]:
+            raise ConfigError(
+                f"run_exported: input {entry['name']} is {x.dtype}{list(x.shape)}, the program "
+                f"reads {entry['dtype']}{entry['shape']}"
+            )
+        data.append(x)
+    vis = ["public" if o == PUBLIC else "secret" for o in (weights_owner, inputs_owner)]
+    t0 = time.perf_counter()
+    program = compile_export(export, [vis[0]] * len(weights) + [vis[1]] * len(data))
+    compile_s = time.perf_counter() - t0
+    handles = []
+    if weights:
+        handles.append(session.put(weights, owner=weights_owner))
+    if data:
+        handles.append(session.put(data, owner=inputs_owner))
+    out = session.run_program(program, *handles, compile_s=compile_s)
+    try:
+        values = session.reveal(out, to=reveal_to)
+    finally:
+        for h in (*handles, out):
+            session.free(h)
+    return {e["name"]: np.asarray(v) for e, v in zip(export.outputs, values, strict=True)}

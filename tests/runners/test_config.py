@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -40,15 +42,77 @@ def test_bad_configuration(kwargs, message):
 
 
 def test_runtime_knobs_reach_spu():
+    """A non-default value (ppml-torch's default is EXP_PADE) reaches SPU and changes the result."""
     from ppml_torch.runners.config import spu_runtime_config
 
     cfg = resolve(
-        "spu", "ABY3", "FM128", runtime={"fxp_exp_mode": "EXP_PADE", "fxp_fraction_bits": 30}
+        "spu", "ABY3", "FM128", runtime={"fxp_exp_mode": "EXP_TAYLOR", "fxp_fraction_bits": 30}
     )
     rc = spu_runtime_config(cfg)
-    assert rc.fxp_fraction_bits == 30 and rc.fxp_exp_mode == rc.EXP_PADE
-    with pytest.raises(ConfigError, match="fxp_exp_mode='EXP_FAST' is invalid"):
-        spu_runtime_config(resolve("spu", runtime={"fxp_exp_mode": "EXP_FAST"}))
+    assert rc.fxp_fraction_bits == 30 and rc.fxp_exp_mode == rc.EXP_TAYLOR
+    assert spu_runtime_config(resolve("spu", "ABY3", "FM128")).fxp_exp_mode == rc.EXP_PADE
+
+    x = np.array([-1.0, 2.0], np.float32)
+    got = {}
+    for mode in ("EXP_PADE", "EXP_TAYLOR"):
+        with open_session("spu", "SEMI2K", "FM64", runtime={"fxp_exp_mode": mode}) as s:
+            assert s._rc.fxp_exp_mode == getattr(rc, mode)  # the runtimes' own config
+            got[mode] = wrap(s, jnp.exp, owners=("alice",))(x)
+    # exp(2) = 7.389: Pade 7.3887, Taylor (8 iterations) 7.3328 measured
+    assert abs(got["EXP_PADE"][1] - np.exp(2.0)) < 0.01
+    assert abs(got["EXP_TAYLOR"][1] - got["EXP_PADE"][1]) > 0.02
+
+
+@pytest.mark.parametrize(
+    "runtime,field,message",
+    [
+        ({"fxp_exp_mode": "EXP_FAST"}, "FM64", "fxp_exp_mode='EXP_FAST' is invalid; use one of"),
+        ({"sigmoid_mode": 1}, "FM64", "sigmoid_mode=1 is invalid"),
+        ({"fxp_exp_iters": -1}, "FM64", "use a non-negative integer"),
+        ({"fxp_exp_iters": 2.5}, "FM64", "use a non-negative integer"),
+        ({"enable_lower_accuracy_rsqrt": 1}, "FM64", "use True or False"),
+        ({"beaver_type": "Trusted"}, "FM64", "use one of TrustedFirstParty"),
+        ({"fxp_fraction_bits": 62}, "FM64", "use an integer in 1..31"),
+        ({"fxp_fraction_bits": 32}, "FM64", "use an integer in 1..31"),
+        ({"fxp_fraction_bits": -5}, "FM64", "use an integer in 1..31"),
+        ({"fxp_fraction_bits": 0}, "FM64", "use an integer in 1..31 (default 18)"),
+        ({"fxp_fraction_bits": 64}, "FM128", "use an integer in 1..63 (default 26)"),
+        ({"fxp_fraction_bits": 18.0}, "FM64", "use an integer in 1..31"),
+    ],
+)
+def test_bad_knob_values_fail_before_anything_starts(monkeypatch, runtime, field, message):
+    from ppml_torch.runners import secretflow, spu
+
+    def started(*a, **k):
+        raise AssertionError("a runtime was started before the knob values were checked")
+
+    monkeypatch.setattr(spu.SpuSession, "__init__", started)
+    monkeypatch.setattr(secretflow.SecretFlowSession, "__init__", started)
+    for backend in ("spu", "secretflow"):
+        with pytest.raises(ConfigError, match=re.escape(message)) as e:
+            open_session(backend, "SEMI2K", field, runtime=runtime)
+        assert "\n" not in str(e.value)
+
+
+def test_good_knob_values_pass():
+    cfg = resolve(
+        "spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": 31, "beaver_type": "MultiParty"}
+    )
+    assert cfg.runtime["fxp_fraction_bits"] == 31
+    assert resolve("spu", "ABY3", "FM128", runtime={"fxp_fraction_bits": 63}).runtime
+
+
+def test_fixed_point_range():
+    """A product of two values needs 2f fraction bits, a sign bit and an integer bit."""
+    from ppml_torch.runners import fixed_point_range
+
+    assert fixed_point_range("FM64", 18) == (2.0**27, 2.0**-18)  # 1.3e8, 3.8e-6
+    assert fixed_point_range("FM128", 26) == (2.0**75, 2.0**-26)
+    assert fixed_point_range("FM64", 31) == (2.0, 2.0**-31)  # the most a product leaves
+    with pytest.raises(ConfigError, match="1..31"):
+        fixed_point_range("FM64", 32)
+    with pytest.raises(ConfigError, match="unknown field"):
+        fixed_point_range("FM32", 8)
 
 
 def test_defaults_per_field():

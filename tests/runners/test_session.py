@@ -53,7 +53,9 @@ def test_session_reuses_compilation():
     np.testing.assert_allclose(s.reveal(a), s.reveal(b))
 
 
-def test_public_values_and_reveal_to_a_party():
+def test_public_values_and_reveal_with_a_recipient():
+    """Values only: in one process every party's shares are here, so ``to=`` names the
+    recipient but cannot be enforced (one process per party is a later issue)."""
     s = get_session("spu", "SEMI2K", "FM64")
     k = s.put(np.float32(3.0), owner="public")
     x = s.put(np.arange(4, dtype=np.float32), owner="bob")
@@ -96,6 +98,7 @@ def test_64_bit_inputs_are_cast_with_one_warning(monkeypatch):
 
 @pytest.mark.secretflow
 def test_secretflow_value_stays_on_spu_between_calls():
+    """The value stays an SPUObject between calls; ``reveal(to=)`` is checked by value only."""
     from secretflow.device import SPUObject
 
     s = get_session("secretflow", "SEMI2K", "FM64")
