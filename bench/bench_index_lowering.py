@@ -2,7 +2,7 @@
 
 ``convert(..., index_lowering=...)`` lowers token-id embeddings and label gathers as
 ``"take"`` (a gather) or ``"one_hot"`` (a one-hot product); this measures both, on the
-converter's own lowerings (``ppml_torch/converters/fx/ops/_util.py``), for
+converter's own lowerings (``ppml_torch/converters/fx/ops/index_lowering.py``), for
 
 * ``embedding``: ``table[ids]``, a (vocab, width) table and ``--tokens`` ids;
 * ``labels``: ``take_along_axis(scores, labels[:, None], 1)``, the gather of a cross entropy;
@@ -32,7 +32,7 @@ LOWERINGS = ("take", "one_hot")
 
 
 def embedding_case(vocab: int, width: int, tokens: int) -> tuple[str, tuple, Callable]:
-    from ppml_torch.converters.fx.ops._util import take_input
+    from ppml_torch.converters.fx.ops.index_lowering import take_input
 
     rng = np.random.default_rng(0)
     table = rng.normal(size=(vocab, width)).astype(np.float32)
@@ -48,7 +48,7 @@ def embedding_case(vocab: int, width: int, tokens: int) -> tuple[str, tuple, Cal
 
 
 def labels_case(batch: int, classes: int) -> tuple[str, tuple, Callable]:
-    from ppml_torch.converters.fx.ops._util import take_along_input
+    from ppml_torch.converters.fx.ops.index_lowering import take_along_input
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(batch, classes)).astype(np.float32)

@@ -212,17 +212,40 @@ def build(
       root: the module's class name, for messages.
       options: the conversion's lowering choices, bound into the lowerings that read them.
     """
-    lowerings = registry.load()
     sig = ep.graph_signature
+    slots = _placeholders(ep, param_key, example_leaves, root)
+    nodes = _lower_nodes(ep, registry.load(), slots.torch_consts, root, options)
+    _raise_problems(nodes.problems, ep, root)
+    outputs = _outputs(nodes.output_node, len(sig.user_outputs), slots.torch_consts, root)
+    constants, sanitized = _used_constants(nodes.steps, outputs, slots.torch_consts)
+    return Program(
+        slots.param_slots,
+        slots.input_slots,
+        constants,
+        nodes.steps,
+        outputs,
+        nodes.folded,
+        nodes.folded_ops,
+        sanitized,
+    )
 
-    # --- outputs must be user outputs only (no buffer/input mutation) ---------------------
-    mutated = [s for s in sig.output_specs if s.kind != OutputKind.USER_OUTPUT]
-    # (refused ops are reported first: they explain the mutation better, e.g. batch norm)
 
-    # --- placeholders ------------------------------------------------------------------------
-    param_slots: list[tuple[str, str]] = []
-    input_slots: list[InputSlot] = []
-    torch_consts: dict[str, Any] = {}  # node name -> torch value (constants and folded nodes)
+@dataclasses.dataclass
+class _Slots:
+    """What the graph's placeholders become (step 1 of :func:`build`)."""
+
+    param_slots: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    input_slots: list[InputSlot] = dataclasses.field(default_factory=list)
+    # node name -> torch value (constants, fixed inputs, and later the folded nodes)
+    torch_consts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _placeholders(
+    ep: ExportedProgram, param_key: Mapping[str, str], example_leaves: Sequence[Any], root: str
+) -> _Slots:
+    """Placeholders -> parameter slots, input slots (tensor or fixed value) and constants."""
+    sig = ep.graph_signature
+    slots = _Slots()
     user_specs = [s for s in sig.input_specs if s.kind == InputKind.USER_INPUT]
     if len(user_specs) != len(example_leaves):
         raise ConversionError(
@@ -233,73 +256,74 @@ def build(
     for spec in sig.input_specs:
         name = spec.arg.name
         if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
-            param_slots.append((name, param_key[spec.target]))
+            slots.param_slots.append((name, param_key[spec.target]))
         elif spec.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
-            torch_consts[name] = ep.constants[spec.target]
+            slots.torch_consts[name] = ep.constants[spec.target]
         elif spec.kind == InputKind.USER_INPUT:
             leaf = user_leaf[name]
             if isinstance(leaf, torch.Tensor):
-                input_slots.append(InputSlot(name, True, tuple(leaf.shape), to_jnp(leaf.dtype)))
+                slots.input_slots.append(
+                    InputSlot(name, True, tuple(leaf.shape), to_jnp(leaf.dtype))
+                )
             else:
-                input_slots.append(InputSlot(name, False, value=leaf))
-                torch_consts[name] = leaf
+                slots.input_slots.append(InputSlot(name, False, value=leaf))
+                slots.torch_consts[name] = leaf
         else:
             raise ConversionError(
                 f"{root}: unsupported graph input kind {spec.kind.name} ({name}); "
                 "custom objects and tokens cannot be converted"
             )
+    return slots
 
-    # --- nodes: fold constants, look up lowerings, collect problems ---------------------------
-    steps: list[Step] = []
-    folded: list[str] = []
-    folded_ops: dict[str, int] = {}
-    problems: list[tuple[str, str]] = []  # (kind, message)
-    output_node = None
+
+@dataclasses.dataclass
+class _Nodes:
+    """What the graph's other nodes become (step 2 of :func:`build`)."""
+
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    folded: list[str] = dataclasses.field(default_factory=list)
+    folded_ops: dict[str, int] = dataclasses.field(default_factory=dict)
+    problems: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (kind, message)
+    output_node: torch.fx.Node | None = None
+
+
+def _lower_nodes(
+    ep: ExportedProgram,
+    lowerings: Mapping[Any, registry.Lowering],
+    torch_consts: dict[str, Any],
+    root: str,
+    options: registry.LoweringOptions,
+) -> _Nodes:
+    """Fold constant nodes (into ``torch_consts``), look up lowerings, collect problems."""
+    out = _Nodes()
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             continue
         if node.op == "output":
-            output_node = node
+            out.output_node = node
             continue
         if node.op != "call_function":
-            problems.append(
+            out.problems.append(
                 ("missing", f"graph node {node.op} {node.target} ({module_path(node, root)})")
             )
             continue
-        target = node.target
         where = module_path(node, root)
-        entry = lowerings.get(target)
-        if entry is not None and entry.fn is None:
-            problems.append(
-                (
-                    "refused",
-                    f"{entry.name} is not supported under MPC (used by {where}): {entry.note}",
-                )
-            )
+        entry = lowerings.get(node.target)
+        problem = _refusal(entry, node, where)
+        if problem:
+            out.problems.append(("refused", problem))
             continue
-        if entry is not None and entry.check is not None:
-            reason = entry.check(*node.args, **node.kwargs)
-            if reason:
-                problems.append(("refused", f"{entry.name} is refused (used by {where}): {reason}"))
-                continue
-        inputs = _node_inputs((node.args, node.kwargs))
-        if all(n.name in torch_consts for n in inputs):
-            args = _map_nodes(node.args, lambda n: torch_consts[n.name])
-            kwargs = _map_nodes(node.kwargs, lambda n: torch_consts[n.name])
-            with torch.no_grad():
-                torch_consts[node.name] = target(*args, **kwargs)
-            folded.append(node.name)
-            label = registry.op_name(target)
-            folded_ops[label] = folded_ops.get(label, 0) + 1
+        if all(n.name in torch_consts for n in _node_inputs((node.args, node.kwargs))):
+            _fold(node, torch_consts, out)
             continue
-        if target is operator.getitem:
+        if node.target is operator.getitem:
             fn: Callable[..., Any] = operator.getitem
             meta = None
         elif entry is None:
-            problems.append(
+            out.problems.append(
                 (
                     "missing",
-                    f"no JAX lowering for {registry.op_name(target)} (used by {where}); "
+                    f"no JAX lowering for {registry.op_name(node.target)} (used by {where}); "
                     f"add one in {FAMILY_HINT}",
                 )
             )
@@ -307,10 +331,10 @@ def build(
         else:
             fn = entry.bind(options)
             meta = _meta_of(node.meta.get("val"))
-        steps.append(
+        out.steps.append(
             Step(
                 node.name,
-                target,
+                node.target,
                 fn,
                 _map_nodes(tuple(node.args), lambda n: Ref(n.name)),
                 _map_nodes(dict(node.kwargs), lambda n: Ref(n.name)),
@@ -318,13 +342,45 @@ def build(
                 where,
             )
         )
+    return out
 
+
+def _refusal(entry: registry.Lowering | None, node: torch.fx.Node, where: str) -> str | None:
+    """Why the registry refuses this node (a refused op, or its check on the arguments)."""
+    if entry is None:
+        return None
+    if entry.fn is None:
+        return f"{entry.name} is not supported under MPC (used by {where}): {entry.note}"
+    if entry.check is not None:
+        reason = entry.check(*node.args, **node.kwargs)
+        if reason:
+            return f"{entry.name} is refused (used by {where}): {reason}"
+    return None
+
+
+def _fold(node: torch.fx.Node, torch_consts: dict[str, Any], out: _Nodes) -> None:
+    """Evaluate a node whose inputs are all constants with torch, now (it never runs in JAX)."""
+    args = _map_nodes(node.args, lambda n: torch_consts[n.name])
+    kwargs = _map_nodes(node.kwargs, lambda n: torch_consts[n.name])
+    with torch.no_grad():
+        torch_consts[node.name] = node.target(*args, **kwargs)
+    out.folded.append(node.name)
+    label = registry.op_name(node.target)
+    out.folded_ops[label] = out.folded_ops.get(label, 0) + 1
+
+
+def _raise_problems(problems: list[tuple[str, str]], ep: ExportedProgram, root: str) -> None:
+    """Missing and refused ops first (together), then state mutation (non-user outputs).
+
+    Refused ops are reported first: they explain a mutation better (e.g. batch norm).
+    """
     if problems:
         lines = [problems[0][1]]
         others = sorted({m for _, m in problems[1:]} - {problems[0][1]})
         if others:
             lines.append("also: " + "; ".join(others))
         raise UnsupportedOpError("\n".join(lines))
+    mutated = [s for s in ep.graph_signature.output_specs if s.kind != OutputKind.USER_OUTPUT]
     if mutated:
         names = ", ".join(f"{s.target} ({s.kind.name})" for s in mutated)
         raise ConversionError(
@@ -333,9 +389,13 @@ def build(
             "remove the in-place update of inputs/buffers"
         )
 
-    # --- outputs ---------------------------------------------------------------------------
+
+def _outputs(
+    output_node: torch.fx.Node | None, n_user: int, torch_consts: dict[str, Any], root: str
+) -> list[Any]:
+    """The user outputs (the last ``n_user`` of the output node) as refs; tensors only."""
     assert output_node is not None
-    flat_out = list(output_node.args[0])[-len(sig.user_outputs) :] if sig.user_outputs else []
+    flat_out = list(output_node.args[0])[-n_user:] if n_user else []
     outputs: list[Any] = []
     for i, o in enumerate(flat_out):
         if isinstance(o, torch.fx.Node):
@@ -351,8 +411,14 @@ def build(
                 f"{root}: output #{i} is the constant {o!r}, not a tensor; return tensors, or "
                 "tuples/lists/dicts of tensors (fixed values are not outputs of an MPC program)"
             )
+    return outputs
 
-    # keep numpy versions of the constants the JAX steps and outputs read
+
+def _used_constants(
+    steps: list[Step], outputs: list[Any], torch_consts: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Numpy versions of the constants the JAX steps and outputs read, and the names of those
+    whose masking stand-ins became ``MPC_FILL``."""
     used: set[str] = set()
     for step in steps:
         used.update(r.name for r in _refs((step.args, step.kwargs)))
@@ -366,9 +432,7 @@ def build(
         and v.is_floating_point()
         and bool((v <= -HUGE).any())
     )
-    return Program(
-        param_slots, input_slots, constants, steps, outputs, folded, folded_ops, sanitized
-    )
+    return constants, sanitized
 
 
 def _refs(x: Any) -> list[Ref]:

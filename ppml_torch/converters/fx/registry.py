@@ -51,7 +51,7 @@ class LoweringOptions:
     ``index_lowering``: the form of gathers on indices computed from inputs (secret under
     MPC): token ids of ``aten.embedding``, class labels of the ``aten.gather`` in a cross
     entropy, ``index_select``/``index`` with input indices.  Constant indices (positions)
-    are a public gather either way.  Implemented in :mod:`.ops._util`.
+    are a public gather either way.  Implemented in :mod:`.ops.index_lowering`.
 
     * ``"auto"`` (default): ``"one_hot"`` when the gathered axis has at most
       ``AUTO_ONE_HOT_MAX`` (64) entries (class labels: one-hot is far cheaper under every
@@ -59,17 +59,17 @@ class LoweringOptions:
       3-party GPT-2 runs; under SEMI2K/CHEETAH pass ``"one_hot"`` for fewer bytes).
     * ``"take"``: a gather, as ``jnp.take`` and Flax's ``nn.Embed``.  SPU runs it
       as a loop of secret-index slices, one per index: many rounds; bytes grow with
-      log(table size) under ABY3, linearly under SEMI2K.  Much the cheapest under ABY3 for
-      embeddings (8 ids, width 64: 60 KB vs 0.55 MB at vocab 256, 88 KB vs 34 MB at 16,384).
+      log(table size) under ABY3, linearly under SEMI2K.  The cheapest under ABY3 for
+      embeddings, by a margin that grows with the vocabulary.
     * ``"one_hot"``: ``one_hot(indices)`` times the table: one secret equality per (index,
-      table entry) and a matmul, in a few rounds.  3.4x fewer bytes than ``"take"`` under
-      SEMI2K at every vocabulary size measured (256 to 16,384), 5-7x under CHEETAH, and
-      far cheaper for few classes under every protocol (cross-entropy labels, 64 of 10
-      classes: 2.8x fewer bytes under ABY3, 11x under SEMI2K, and over 30x faster).
+      table entry) and a matmul, in a few rounds.  Fewer bytes than ``"take"`` under SEMI2K
+      and CHEETAH at every vocabulary size measured, and far cheaper, in bytes and time,
+      for few classes under every protocol (cross-entropy labels).
 
     The gradient with respect to the table is a one-hot product in both forms (JAX's own,
-    a scatter-add with secret indices, sends 4.3 GB for an 8-id, 256 x 64 embedding under
-    ABY3).  Measurements: ``bench/README.md``.
+    a scatter-add with secret indices, costs orders of magnitude more).  The measured
+    figures, per protocol and size, are kept in one place: ``bench/README.md``
+    (``bench/bench_index_lowering.py``).
     """
 
     index_lowering: IndexLowering = "auto"

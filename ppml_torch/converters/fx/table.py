@@ -68,14 +68,14 @@ def as_markdown(table: list[OpRow]) -> str:
         "above (embeddings).",
         "* `take`: a gather, as `jnp.take` and Flax's `nn.Embed`. SPU runs a loop "
         "of secret-index slices, one per index: many rounds, bytes growing with log(table "
-        "size) under ABY3 and linearly under SEMI2K. The cheapest for embeddings under ABY3 "
-        "(9x fewer bytes at vocab 256, 390x at 16,384).",
+        "size) under ABY3 and linearly under SEMI2K. The cheapest for embeddings under ABY3, "
+        "by a margin that grows with the vocabulary.",
         "* `one_hot`: one secret equality per (index, table entry) and a matmul, in a few "
-        "rounds. 3.4x fewer bytes under SEMI2K and 5-7x under CHEETAH for embeddings, and "
-        "much cheaper for few classes under every protocol (64 labels of 10 classes: 2.8x "
-        "fewer bytes and over 50x faster under ABY3).",
+        "rounds. Fewer bytes than `take` under SEMI2K and CHEETAH for embeddings, and far "
+        "cheaper, in bytes and time, for few classes under every protocol.",
         "",
-        "Measurements: `bench/README.md`.",
+        "The measured figures (bytes, rounds and time per protocol and table size) are in "
+        "`bench/README.md`, section `bench_index_lowering.py`.",
         "",
     ]
     for fam in registry.FAMILIES:

@@ -10,7 +10,9 @@ import pytest
 import torch
 from flax_cases import homework_mlp, tiny_hf_gpt2, tiny_nanogpt, token_ids
 
-from ppml_torch import homework
+from ppml_torch.apps.homework import train as homework
+from ppml_torch.apps.homework.data import load_data
+from ppml_torch.apps.homework.evaluate import auc, evaluate_auc
 from ppml_torch.converters.flax import from_flax, to_flax
 from ppml_torch.runners import open_session, wrap
 
@@ -103,20 +105,20 @@ def torch_train(
 def torch_auc(module: torch.nn.Module, data) -> float:
     with torch.no_grad():
         scores = module(torch.from_numpy(data.x_test)).numpy()
-    return homework.auc(scores, data)
+    return auc(scores, data)
 
 
 @pytest.mark.slow
 def test_homework_mlp_trained_on_semi2k_comes_back_to_torch():
-    data = homework.load_data()
+    data = load_data()
     cm = to_flax(homework_mlp(seed=0))
     init = jax.tree_util.tree_map(np.asarray, cm.params)
 
     with open_session("spu", "SEMI2K", "FM64") as s:
-        trained = homework.train(s, cm.apply, init, data)
+        trained = homework.reveal_params(s, homework.fit(s, cm.apply, init, data))
     back = from_flax(trained, homework_mlp(seed=99))
     mpc_auc = torch_auc(back, data)
-    assert abs(mpc_auc - homework.evaluate_auc(cm.apply, trained, data)) < 1e-6  # same weights
+    assert abs(mpc_auc - evaluate_auc(cm.apply, trained, data)) < 1e-6  # same weights
 
     eager_auc = torch_auc(torch_train(homework_mlp(seed=0), data), data)
     print(

@@ -70,3 +70,24 @@ def test_docs_page_is_up_to_date():
         pytest.fail(
             "docs/ops.md is stale: regenerate with `ppml-torch ops --markdown > docs/ops.md`"
         )
+
+
+def test_index_lowering_figures_are_kept_in_bench_readme_only():
+    """The costs of index_lowering are measured figures: bench/README.md holds them; the op
+    table and the docstrings describe the lowerings in words and point there."""
+    import re
+
+    from ppml_torch.converters.fx.ops import index_lowering
+
+    figure = re.compile(r"\d[\d,.]*\s?(x\b|times\b|[KMG]B\b|s\b)")
+    texts = {
+        "op table (docs/ops.md)": table.as_markdown([]),
+        "LoweringOptions": registry.LoweringOptions.__doc__,
+        "ops/index_lowering.py": index_lowering.__doc__,
+        "INPUT_INDEX_NOTE": index_lowering.INPUT_INDEX_NOTE,
+    }
+    for where, text in texts.items():
+        assert not figure.search(text), f"{where} carries a figure: {figure.search(text)[0]!r}"
+        assert "bench/README.md" in text or where == "INPUT_INDEX_NOTE", where
+    bench = (Path(__file__).parents[3] / "bench" / "README.md").read_text()
+    assert "## `bench_index_lowering.py`" in bench

@@ -17,7 +17,7 @@ import torch
 from jax import lax
 
 from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.ops._util import is_const
+from ppml_torch.converters.fx.ops.args import is_const
 
 aten = torch.ops.aten
 lower, refuse = registry.family("elementwise")

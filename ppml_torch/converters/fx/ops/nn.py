@@ -3,7 +3,7 @@
 Loss modules (MSE, BCE, cross entropy, L1) need no lowering of their own: core
 ATen decomposes them into elementwise ops, reductions, ``_log_softmax`` and
 ``gather`` (class labels; when they are inputs, lowered as ``index_lowering``
-says, see :mod:`._util`).
+says, see :mod:`.index_lowering`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 from jax import lax
 
 from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.ops._util import INPUT_INDEX_NOTE, is_const, take_const, take_input
+from ppml_torch.converters.fx.ops.args import is_const
+from ppml_torch.converters.fx.ops.index_lowering import INPUT_INDEX_NOTE, take_const, take_input
 
 aten = torch.ops.aten
 lower, refuse = registry.family("nn")

@@ -13,7 +13,7 @@ import torch
 
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import to_jnp
-from ppml_torch.converters.fx.ops._util import norm_dim, norm_dims
+from ppml_torch.converters.fx.ops.args import norm_dim, norm_dims
 
 aten = torch.ops.aten
 lower, refuse = registry.family("reductions")

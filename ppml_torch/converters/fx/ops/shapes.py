@@ -4,7 +4,7 @@ MPC notes: reshapes, permutes, slices and concatenations move shares around
 locally (free).  Indexing with constant indices is a public gather (free);
 ``gather``, ``index_select`` and ``index`` with indices computed from inputs
 (secret) take the conversion option ``index_lowering`` (a gather or a one-hot
-product, see :mod:`._util`).  Creation ops (full, arange, scalar_tensor) have no
+product, see :mod:`.index_lowering`).  Creation ops (full, arange, scalar_tensor) have no
 tensor inputs, so the converter always folds them to constants at convert time.
 """
 
@@ -16,10 +16,9 @@ import torch
 
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import to_jnp
-from ppml_torch.converters.fx.ops._util import (
+from ppml_torch.converters.fx.ops.args import is_const, norm_dim
+from ppml_torch.converters.fx.ops.index_lowering import (
     INPUT_INDEX_NOTE,
-    is_const,
-    norm_dim,
     take_along_input,
     take_const,
     take_input,

@@ -1,4 +1,4 @@
-"""Small helpers shared by the lowering families, and the one place that lowers gathers.
+"""The gather policy for secret indices: the one place that lowers gathers.
 
 Gathers on constant indices (:func:`take_const`) are public under MPC.  Gathers on
 indices computed from inputs (:func:`take_input`, :func:`take_along_input`; secret under
@@ -10,11 +10,12 @@ MPC: token ids, class labels) take the conversion option ``index_lowering``
   under SEMI2K).
 * ``"one_hot"``: ``one_hot(indices)`` times the table: one secret equality per (index,
   table entry) and a matmul or a sum, in a few rounds.
+* ``"auto"``: ``"one_hot"`` up to ``AUTO_ONE_HOT_MAX`` table entries, ``"take"`` above.
 
 Both give the same gradient with respect to the table, a one-hot product (for ``"take"``
-a custom JVP whose tangent is the one-hot product): JAX's own gradient of a gather is a scatter-add with secret indices,
-which costs about 5,000 times more under SPU (8 ids, 256 x 64 table: 4.3 GB sent and
-31 s under ABY3, 2.6 GB and 120 s under SEMI2K, against 0.9 MB / 0.5 MB and 0.04 s).
+a custom JVP whose tangent is the one-hot product): JAX's own gradient of a gather is a
+scatter-add with secret indices, which costs orders of magnitude more bytes and time under
+SPU.  What each form costs, per protocol: ``bench/README.md`` (``bench_index_lowering.py``).
 """
 
 from __future__ import annotations
@@ -35,26 +36,6 @@ INPUT_INDEX_NOTE = (
     "or 'one_hot', a one-hot product (fewer bytes under SEMI2K/CHEETAH and for few classes); "
     "the gradient is a one-hot product in both"
 )
-
-
-def is_const(x: Any) -> bool:
-    """True for values folded at convert time (numpy arrays, Python scalars): public under MPC."""
-    return not isinstance(x, jax.Array)
-
-
-def norm_dim(dim: int, ndim: int) -> int:
-    return dim + ndim if dim < 0 else dim
-
-
-def norm_dims(dims: Any, ndim: int) -> tuple[int, ...]:
-    """ATen ``int[]? dim``: None or [] means all dims (for reductions)."""
-    if dims is None:
-        return tuple(range(ndim))
-    if isinstance(dims, int):
-        dims = [dims]
-    if len(dims) == 0:
-        return tuple(range(ndim))
-    return tuple(norm_dim(d, max(ndim, 1)) for d in dims)
 
 
 def one_hot(index: Any, n: int, dtype: Any) -> Any:

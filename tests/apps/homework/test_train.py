@@ -1,28 +1,30 @@
-"""The homework: AUC under MPC within 0.01 of plaintext, with the fixed loss."""
+"""The homework's training: AUC under MPC within 0.01 of plaintext, with the fixed loss."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import pytest
 
-from ppml_torch import homework as hw
+from ppml_torch.apps.homework import train
+from ppml_torch.apps.homework.data import load_data
+from ppml_torch.apps.homework.evaluate import auc, predict_test
 from tests.sessions import get_session
 
 
 @pytest.fixture(scope="module")
 def setup():
-    data = hw.load_data()
-    apply_fn, params = hw.init_flax_mlp()
+    data = load_data()
+    apply_fn, params = train.init_flax_mlp()
     return data, apply_fn, params
 
 
 def _auc(backend, protocol, field, setup, epochs=10):
     data, apply_fn, params = setup
     s = get_session(backend, protocol, field)
-    result = hw.fit(s, apply_fn, params, data, epochs=epochs)
-    scores = hw.predict_test(s, apply_fn, result.params, data)
+    result = train.fit(s, apply_fn, params, data, epochs=epochs)
+    scores = predict_test(s, apply_fn, result.params, data)
     s.free(result.params)
-    return hw.auc(scores, data), result.report
+    return auc(scores, data), result.report
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +32,15 @@ def cpu_auc(setup):
     return _auc("cpu", None, None, setup)[0]
 
 
-def test_data_split(setup):
-    data, _, _ = setup
-    assert data.x_alice_train.shape == (455, 15) and data.x_bob_train.shape == (455, 15)
-    assert data.y_train.shape == (455, 1) and data.x_test.shape == (114, 30)
-    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
-
-
 def test_loss_refuses_the_broadcasting_bug(setup):
     _, apply_fn, params = setup
     x = jnp.ones((4, 30))
     with pytest.raises(ValueError, match=r"predictions \(4, 1\) and labels \(4,\)"):
-        hw.mse_loss(apply_fn, params, x, jnp.ones((4,)))
+        train.mse_loss(apply_fn, params, x, jnp.ones((4,)))
 
 
 def test_batches_follow_array_split():
-    spans = hw.batches(455, 10)
+    spans = train.batches(455, 10)
     assert len(spans) == 45 and spans[0] == (0, 11) and spans[-1] == (445, 455)
 
 
@@ -75,12 +70,18 @@ def test_cheetah_one_epoch_matches_cpu(setup):
     assert abs(cheetah - cpu) <= 0.01
 
 
-def test_train_reveals_weights_to_their_owner(setup):
-    """``train`` = ``fit`` + one reveal of the weights to their owner; they match plaintext."""
+def test_reveal_params_gives_the_trained_weights_to_their_owner(setup):
+    """``fit`` + ``reveal_params``: the revealed weights match plaintext training."""
     from ppml_torch.testing import Tolerance, assert_close
 
     data, apply_fn, params = setup
-    trained = hw.train(get_session("spu", "SEMI2K", "FM64"), apply_fn, params, data, epochs=1)
-    ref = hw.train(get_session("cpu"), apply_fn, params, data, epochs=1)
-    err = assert_close(trained, ref, tol=Tolerance(atol=5e-3, rtol=0.0))
+
+    def trained(s):
+        result = train.fit(s, apply_fn, params, data, epochs=1, params_owner="bob")
+        assert result.owner == "bob"
+        return train.reveal_params(s, result)
+
+    mpc = trained(get_session("spu", "SEMI2K", "FM64"))
+    ref = trained(get_session("cpu"))
+    err = assert_close(mpc, ref, tol=Tolerance(atol=5e-3, rtol=0.0))
     print(f"\nweights after 1 epoch, SEMI2K vs cpu: max abs error {err:.2e}")
