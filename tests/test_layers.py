@@ -31,18 +31,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 # modules outside the packages above (ppml_torch/*.py): the library's own root
 ROOT_FORBIDDEN = ("apps", "cli")
 # root modules below everything: they import only each other
-BASE = ("errors", "model", "weights", "dtypes")
+BASE = ("errors", "model", "weights", "dtypes", "stablehlo")
 ENTRY_POINTS = {"ppml_torch.__main__"}  # `python -m ppml_torch` is the command line itself
 
-# Known violations, fixed on other branches of issue 7 (one SPU runtime; a registry of Flax
-# families with the weight-shape checks in a low-level module).  The lead removes each entry
-# when merging its fix; test_allowed_violations_still_exist fails once an entry is stale.
-ALLOWED = {
-    ("ppml_torch.converters.fx.stablehlo", "ppml_torch.runners.comm"),  # issue 7, item 1
-    ("ppml_torch.converters.fx.stablehlo", "ppml_torch.runners.spu"),  # issue 7, item 1
-    ("ppml_torch.runners.spu", "ppml_torch.converters.fx.stablehlo"),  # issue 7, item 1
-    ("ppml_torch.models.nanogpt", "ppml_torch.converters.flax.common"),  # issue 7, item 4
-}
+# Known violations, each with the issue that will fix it; test_allowed_violations_still_exist
+# fails once an entry is stale.  Empty: keep it so.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

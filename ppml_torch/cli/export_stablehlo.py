@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..converters import torch_to_stablehlo as t2s
-    from ..converters.stablehlo import ExportError, check_stem
+    from ..stablehlo import ExportError, check_stem
 
     if args.module is None and (args.checkpoint or args.kwargs):
         raise ExportError("--checkpoint and --kwargs go with --module; drop them with --hf-dir")
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(result.describe())
     if args.spu_check:
-        from ..converters.stablehlo import read_export
         from ..runners.compile import compile_export
+        from ..stablehlo import read_export
 
         program = compile_export(read_export(result.manifest_path))
         ops = len(re.findall(r"= pphlo\.", program.pphlo))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import InputFileError
-from .stablehlo import (
+from ..stablehlo import (
     ExportError,
     check_stem,
     describe_leaves,

@@ -6,7 +6,7 @@ Both routes give SPU programs with the same op counts and the same communication
 * ``"xla"`` (:data:`~ppml_torch.runners.config.DEFAULT_IR`): SPU's own JAX frontend
   (``spu.utils.frontend.compile``, an XLA HLO proto), the route SPU itself tests;
 * ``"stablehlo"``: JAX's StableHLO text, CHLO legalized
-  (:func:`ppml_torch.converters.stablehlo.to_stablehlo`).
+  (:func:`ppml_torch.stablehlo.to_stablehlo`).
 
 A compiled :class:`SpuProgram` runs in a session: ``SpuSession.run_program(program, *handles)``
 (inputs put with their owners, the result a handle to reveal), as every other call does.
@@ -20,8 +20,8 @@ from typing import Any
 
 import jax
 
-from ..converters.stablehlo import Export, as_function, legalize_chlo, to_stablehlo
 from ..errors import InputFileError
+from ..stablehlo import Export, as_function, legalize_chlo, to_stablehlo
 from .base import PUBLIC, SECRET
 from .config import DEFAULT_IR, IRS, ConfigError
 

@@ -225,7 +225,7 @@ def run_exported(
     Returns the revealed outputs keyed by manifest name (``out``, ``out['logits']``); the cost
     is ``session.last_report``.
     """
-    from ..converters.stablehlo import read_export
+    from ..stablehlo import read_export
     from .base import check_owners
     from .compile import compile_export
 

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 
-from ppml_torch.converters.stablehlo import ExportError
 from ppml_torch.converters.torch_to_stablehlo import (
     InputSpec,
     export_torch,
@@ -24,6 +23,7 @@ from ppml_torch.converters.torch_to_stablehlo import (
 )
 from ppml_torch.errors import InputFileError
 from ppml_torch.runners.spu import run_exported
+from ppml_torch.stablehlo import ExportError
 from ppml_torch.testing import Tolerance, assert_close
 from tests.sessions import get_session
 

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppml_torch.converters.stablehlo import to_stablehlo
 from ppml_torch.models.mlp import MLP
 from ppml_torch.runners import IRS, ConfigError
 from ppml_torch.runners.compile import compile_for_spu, compile_stablehlo, flat_visibilities
+from ppml_torch.stablehlo import to_stablehlo
 from ppml_torch.testing import Tolerance, assert_close
 from tests.sessions import get_session
 

@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from ppml_torch.converters.stablehlo import describe_leaves, to_stablehlo, write_export
 from ppml_torch.errors import InputFileError
 from ppml_torch.runners import ConfigError
 from ppml_torch.runners.spu import run_exported
+from ppml_torch.stablehlo import describe_leaves, to_stablehlo, write_export
 from ppml_torch.testing import assert_close
 from tests.sessions import get_session
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputFileError, PpmlError
+from .errors import InputFileError, PpmlError
 
 MANIFEST_FORMAT = "ppml-torch-stablehlo/1"
 

@@ -8,7 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from ppml_torch.converters.stablehlo import (
+from ppml_torch.errors import InputFileError
+from ppml_torch.model import ConvertedModel
+from ppml_torch.models.mlp import MLP
+from ppml_torch.stablehlo import (
     ExportError,
     check_stem,
     describe_leaves,
@@ -16,9 +19,6 @@ from ppml_torch.converters.stablehlo import (
     to_stablehlo,
     write_export,
 )
-from ppml_torch.errors import InputFileError
-from ppml_torch.model import ConvertedModel
-from ppml_torch.models.mlp import MLP
 
 
 @pytest.fixture(scope="module")
