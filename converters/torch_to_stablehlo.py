@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 _SPEC_RE = re.compile(r"^(?:(?P<name>[A-Za-z_]\w*)=)?(?P<dtype>\w+)\[(?P<shape>[\d,\s]*)\]$")
-_TO_32 = {"float64": "float32", "int64": "int32", "uint64": "uint32"}
 
 
 def parse_input(spec: str) -> tuple[str | None, str, tuple[int, ...]]:
@@ -93,6 +92,8 @@ def example_inputs(specs, seed: int):
     import numpy as np
     import torch
 
+    from ppml_torch.dtypes import jax_dtype_name
+
     gen = torch.Generator().manual_seed(seed)
     t_args, t_kwargs, j_args, j_kwargs = [], {}, [], {}
     for name, dtype, shape in specs:
@@ -103,7 +104,7 @@ def example_inputs(specs, seed: int):
             t = torch.randn(shape, generator=gen).to(tdtype)
         else:
             t = torch.zeros(shape, dtype=tdtype)
-        np_dtype = np.dtype(_TO_32.get(dtype, dtype))
+        np_dtype = np.dtype(jax_dtype_name(dtype))  # the one 64->32-bit table
         j = jax.ShapeDtypeStruct(shape, np_dtype)
         if name is None:
             t_args.append(t)

@@ -168,3 +168,59 @@ def spu_runtime_config_dict(cfg: SessionConfig, *, profile: bool = True) -> dict
     return json_format.MessageToDict(
         spu_runtime_config(cfg, profile=profile), preserving_proto_field_name=True
     )
+
+
+# --- the range of SPU's fixed point (measured with spu 0.9.3b0, SEMI2K and ABY3) -------------
+# A real x is held as the integer round(x * 2**f) in a ring of k bits (FM64: k=64, FM128: 128).
+# * Inputs: SPU's encoder clamps |x| to 2**(k-2-f) (FM64/18 bits: 1.76e13, FM128/26: 1.27e30);
+#   NaN becomes 0 and +-inf the clamp value.  Sums may reach 2**(k-1-f) before they wrap.
+# * Products: a*b is 2f fraction bits wide before it is truncated back to f, so a product (or
+#   a dot product's sum of products) is right only while |a*b| < 2**(k-2-2f) (FM64/18: 6.7e7,
+#   FM128/26: 1.9e22); between that and 2**(k-1-2f) truncation fails with some probability
+#   (seen under ABY3/FM128), beyond it the result is wrong every time (FM64: x*x for x = 1e5
+#   gives 6.8e7).  Inputs cannot show this; calibration of the intermediate values does.
+# * Resolution: 2**-f (FM64/18: 3.8e-6); smaller nonzero values become 0.
+FIELD_BITS = {"FM64": 64, "FM128": 128}
+
+
+def fixed_point_range(field: str, fraction_bits: int) -> tuple[float, float]:
+    """(largest magnitude an input may have, resolution) of SPU fixed point.
+
+    Inputs must satisfy ``|x| < 2**(k - 2 - f)`` (k = 64 for FM64, 128 for FM128,
+    f = ``fraction_bits``): SPU's encoder clamps anything larger.  Resolution is ``2**-f``.
+    Products need more room: see :func:`fixed_point_product_limit`.
+    """
+    k = _field_bits(field)
+    _check_fraction_bits(k, field, fraction_bits)
+    return 2.0 ** (k - 2 - fraction_bits), 2.0**-fraction_bits
+
+
+def fixed_point_product_limit(field: str, fraction_bits: int) -> float:
+    """Largest ``|a*b|`` (or sum of products in a dot product) SPU computes right every time.
+
+    A product carries 2f fraction bits before truncation, and SPU's truncation needs one
+    spare bit: ``|a*b| < 2**(k - 2 - 2f)`` (FM64/18: 6.7e7, FM128/26: 1.9e22).
+    """
+    k = _field_bits(field)
+    _check_fraction_bits(k, field, fraction_bits)
+    return 2.0 ** (k - 2 - 2 * fraction_bits)
+
+
+def _field_bits(field: str) -> int:
+    if field not in FIELD_BITS:
+        raise ConfigError(f"unknown field {field!r}; use one of {', '.join(FIELDS)}")
+    return FIELD_BITS[field]
+
+
+def _check_fraction_bits(k: int, field: str, fraction_bits: int) -> None:
+    if not isinstance(fraction_bits, int) or not 0 < fraction_bits < (k - 2) // 2:
+        raise ConfigError(
+            f"fraction bits {fraction_bits!r} do not fit {field}: a product needs 2f bits plus "
+            f"integer bits, so use 1..{(k - 2) // 2 - 1} (default {FIELD_FRACTION_BITS[field]})"
+        )
+
+
+def session_fraction_bits(cfg: SessionConfig) -> int:
+    """The fraction bits a session runs with (0 in the runtime settings means SPU's default)."""
+    f = int(cfg.runtime.get("fxp_fraction_bits") or 0)
+    return f or FIELD_FRACTION_BITS[cfg.field or "FM64"]
