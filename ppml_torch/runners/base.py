@@ -130,7 +130,7 @@ def to_32bit(leaf: Any, where: str) -> np.ndarray:
             warnings.warn(
                 f"ppml-torch: JAX runs with 32-bit types, so {key[0]} inputs are cast to "
                 f"{key[1]} (first seen at {where}); cast them yourself to silence this",
-                stacklevel=4,
+                stacklevel=5,  # to_32bit, check_leaf, _check_value, put, caller
             )
     return arr
 
@@ -164,7 +164,7 @@ def check_leaf(leaf: Any, where: str, field: str | None, fraction_bits: int | No
         top = float(np.max(np.abs(arr)))
         if top >= limit:
             raise InputError(
-                f"{where}: |value| up to {top:.4g} is beyond {field} with {fraction_bits} fraction "
+                f"{where}: |x| up to {top:.4g} is beyond {field} with {fraction_bits} fraction "
                 f"bits (|x| < {limit:.4g}); {_what_holds(top)}, or scale the input down"
             )
     return arr
@@ -173,13 +173,18 @@ def check_leaf(leaf: Any, where: str, field: str | None, fraction_bits: int | No
 def _what_holds(magnitude: float) -> str:
     """The field / fraction bits whose input range holds ``magnitude`` (for error messages)."""
     need = int(np.floor(np.log2(magnitude))) + 1  # integer bits
+    options = []
     for field, k in FIELD_BITS.items():
         f = min(FIELD_FRACTION_BITS[field], k - 3 - need)
         if f >= 1:
-            limit, _ = fixed_point_range(field, f)
+            limit, res = fixed_point_range(field, f)
             if magnitude < limit:
-                return f"{field} with {f} fraction bits holds up to {limit:.4g}"
-    return "no field holds it"
+                options.append(
+                    f"{field} with {f} fraction bits (|x| < {limit:.4g}, resolution {res:.2g})"
+                )
+    if not options:
+        return "no field holds it"
+    return "it fits " + " or ".join(options)
 
 
 class HandleError(PpmlError, ValueError):
@@ -314,10 +319,9 @@ class Session(abc.ABC):
             raise InputError("put: the value has no arrays in it")
         field = self.config.field if self.config.backend != "cpu" else None
         bits = session_fraction_bits(self.config) if field else None
-        arrays = [
-            check_leaf(x, f"put(owner={owner}): {_leaf_name(path)}", field, bits)
-            for path, x in leaves
-        ]
+        arrays = []
+        for path, x in leaves:  # a loop, not a comprehension: the cast warning's stacklevel
+            arrays.append(check_leaf(x, f"put(owner={owner}): {_leaf_name(path)}", field, bits))
         return arrays, treedef
 
     def _check_handle(self, handle: Any, where: str) -> None:

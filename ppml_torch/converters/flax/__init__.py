@@ -83,7 +83,16 @@ def to_flax(module: nn.Module) -> ConvertedModel:
             f"to_flax: JAX runs in float32 here; these tensors are not: {bad[:8]}"
             f"{' ...' if len(bad) > 8 else ''}.  Call module.float() first"
         )
-    return family_of(module).to_flax(module)
+    cm = family_of(module).to_flax(module)
+    vocab = (cm.extras.get("spec") or {}).get("config", {}).get("vocab_size")
+    if vocab is not None and not cm.inputs:  # token ids: checked before sharing (check_inputs)
+        import dataclasses
+
+        from ppml_torch.model import InputSpec
+
+        ids = InputSpec("input_ids", 0, index_size=int(vocab), used_by="the token embedding")
+        cm = dataclasses.replace(cm, inputs=(ids,))
+    return cm
 
 
 def from_flax(params: Any, module: nn.Module) -> nn.Module:
