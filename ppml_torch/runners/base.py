@@ -222,6 +222,11 @@ class Session(abc.ABC):
         ``owner`` is the party that holds the value (``'alice'``); its value enters MPC as a
         secret.  ``owner='public'`` (or ``visibility='public'``) makes it a public value every
         party sees in the clear (hyper-parameters, public data).
+
+        Every leaf is checked on its owner's side before anything is shared
+        (:func:`check_leaf`): NaN/inf, a lossy 64->32-bit cast and, under MPC, floats
+        beyond the session's fixed-point range are refused with an
+        :class:`~ppml_torch.errors.InputError` naming the leaf and the owner.
         """
         self._check_open()
         visibility, owner = self._check_owner(owner, visibility, "put")
