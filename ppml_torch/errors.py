@@ -15,3 +15,8 @@ class PpmlError(Exception):
 
 class InputFileError(PpmlError, ValueError):
     """A file or folder given by the user is missing, empty, truncated or not what it should be."""
+
+
+class InputError(PpmlError, ValueError):
+    """A value given to a session or a converted model cannot be used as it is (NaN, out of
+    the fixed-point range, a lossy 64->32-bit cast, an id outside its table, a wrong shape)."""

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..dtypes import jax_dtype_name
 from ..errors import InputFileError
 from ..stablehlo import (
     ExportError,
@@ -37,7 +38,6 @@ _SPEC_RE = re.compile(r"^(?:(?P<name>[A-Za-z_]\w*)=)?(?P<dtype>\w+)\[(?P<shape>[
 _INT_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64")
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 DTYPES = _FLOAT_DTYPES + _INT_DTYPES
-_TO_32 = {"float64": "float32", "int64": "int32", "uint64": "uint32"}
 
 
 class InputSpec(NamedTuple):
@@ -203,7 +203,7 @@ def example_inputs(specs: Sequence[InputSpec], seed: int = 0):
             t = torch.randn(shape, generator=gen).to(tdtype)
         else:
             t = torch.zeros(shape, dtype=tdtype)
-        j = jax.ShapeDtypeStruct(shape, np.dtype(_TO_32.get(dtype, dtype)))
+        j = jax.ShapeDtypeStruct(shape, np.dtype(jax_dtype_name(dtype)))  # the one 64->32-bit table
         if name is None:
             t_args.append(t)
             j_args.append(j)

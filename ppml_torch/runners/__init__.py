@@ -22,7 +22,18 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .base import PUBLIC, SECRET, Handle, RunReport, Session, check_owners, total
+from ..errors import InputError
+from .base import (
+    PUBLIC,
+    SECRET,
+    Handle,
+    HandleError,
+    RunReport,
+    Session,
+    check_leaf,
+    check_owners,
+    total,
+)
 from .comm import CommStats
 from .config import (
     BACKENDS,
@@ -47,9 +58,12 @@ __all__ = [
     "CommStats",
     "ConfigError",
     "Handle",
+    "HandleError",
+    "InputError",
     "RunReport",
     "Session",
     "SessionConfig",
+    "check_leaf",
     "fixed_point_range",
     "open_session",
     "run",
@@ -107,33 +121,77 @@ def wrap(
     owners: Sequence[str],
     *,
     reveal_to: str | None = None,
+    check_inputs: Callable[..., None] | None = None,
 ) -> Callable[..., Any]:
     """``fn`` run in ``session``, called exactly like ``fn``.
 
     ``owners`` gives one owner per positional argument: a party name (the input enters as that
-    party's secret) or ``'public'``.  Each call puts the inputs, runs ``fn`` and reveals the
-    outputs (to ``reveal_to``, default every party); the inputs and outputs are then freed.
+    party's secret) or ``'public'``.  Each call checks the inputs on their owners' side
+    (``check_inputs(*args)`` if given, then ``session.put``'s checks), puts them, runs ``fn``
+    and reveals the outputs (to ``reveal_to``, default every party); the inputs and outputs
+    are then freed, also when the call fails.  When ``fn`` is a converted model's ``apply``
+    (``wrap(s, cm.apply, ...)``), ``check_inputs`` defaults to the model's own checks
+    (:meth:`~ppml_torch.model.ConvertedModel.check_params` and ``check_inputs``: token ids
+    inside their table, shapes and dtypes as converted).
     The cost of the last call is in ``wrapped.last_report``.  To keep inputs inside the session
     across calls (weights shared once, many steps), use ``session.put/call/reveal`` directly.
     """
     owners = tuple(owners)
-    check_owners(session.parties, owners, None, f"wrap({getattr(fn, '__name__', fn)})")
+    fname = getattr(fn, "__name__", fn)
+    check_owners(session.parties, owners, None, f"wrap({fname})")
+    if reveal_to is not None and reveal_to not in session.parties:
+        raise ConfigError(
+            f"wrap({fname}): reveal_to={reveal_to!r} is not a party of the session "
+            f"({', '.join(session.parties)}); use one of them or None (every party)"
+        )
+    if check_inputs is None:
+        check_inputs = _model_checks(fn)
 
     @functools.wraps(fn)
     def wrapped(*args: Any) -> Any:
         name = getattr(fn, "__name__", "fn")
         check_owners(session.parties, owners, len(args), f"{name}")
+        if check_inputs is not None:
+            check_inputs(*args)
         first = len(session.reports)
-        handles = [session.put(a, owner=o) for a, o in zip(args, owners, strict=True)]
-        out = session.call(fn, *handles, name=name)
-        value = session.reveal(out, to=reveal_to)
-        for h in (*handles, out):
-            session.free(h)
+        handles: list[Handle] = []
+        try:
+            for a, o in zip(args, owners, strict=True):
+                handles.append(session.put(a, owner=o))
+            out = session.call(fn, *handles, name=name)
+            handles.append(out)
+            value = session.reveal(out, to=reveal_to)
+        finally:
+            if not session._closed:
+                for h in handles:
+                    session.free(h)
         wrapped.last_report = total(session.reports[first:], name)  # type: ignore[attr-defined]
         return value
 
     wrapped.last_report = None  # type: ignore[attr-defined]
     return wrapped
+
+
+def _model_checks(fn: Callable[..., Any]) -> Callable[..., None] | None:
+    """The owner-side checks of a converted model's bound ``apply`` (params, then inputs)."""
+    from ..model import ConvertedModel
+
+    model = getattr(fn, "__self__", None)
+    if not isinstance(model, ConvertedModel) or getattr(fn, "__func__", None) not in (
+        ConvertedModel.apply,
+        ConvertedModel.__call__,
+    ):
+        return None
+
+    def check(*args: Any) -> None:
+        if fn.__func__ is ConvertedModel.apply:
+            if not args:
+                return
+            model.check_params(args[0])
+            args = args[1:]
+        model.check_inputs(*args)
+
+    return check
 
 
 def run(

@@ -13,8 +13,17 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..dtypes import CASTS_64_TO_32, cast_to_32bit
+from ..errors import InputError, PpmlError
 from .comm import CommStats
-from .config import ConfigError, SessionConfig
+from .config import (
+    FIELD_BITS,
+    FIELD_FRACTION_BITS,
+    ConfigError,
+    SessionConfig,
+    fixed_point_range,
+    session_fraction_bits,
+)
 
 PUBLIC = "public"  # the owner/visibility name of a value every party may see
 SECRET = "secret"
@@ -96,32 +105,95 @@ class Handle:
 _warned_casts: set[tuple[str, str]] = set()
 _session_ids = itertools.count(1)
 
-_CASTS = {
-    np.dtype("float64"): np.float32,
-    np.dtype("int64"): np.int32,
-    np.dtype("uint64"): np.uint32,
-}
-
 
 def to_32bit(leaf: Any, where: str) -> np.ndarray:
-    """A numpy array in JAX's 32-bit types; 64-bit inputs are cast with a one-time warning."""
+    """A numpy array in JAX's 32-bit types (the table in :mod:`ppml_torch.dtypes`).
+
+    A cast that loses a value (an integer outside 32 bits, a float that becomes inf or 0) is an
+    :class:`~ppml_torch.errors.InputError`; ordinary float64 rounding warns once.
+    """
     if hasattr(leaf, "detach") and hasattr(leaf, "numpy"):  # a torch tensor
         leaf = leaf.detach().cpu().numpy()
     arr = np.asarray(leaf)
-    if arr.dtype == object:
-        raise TypeError(f"{where}: cannot use an object array as an input; pass numeric arrays")
-    target = _CASTS.get(arr.dtype)
+    if arr.dtype == object or arr.dtype.kind in "USVc":
+        what = "complex" if arr.dtype.kind == "c" else f"{arr.dtype.name} (non-numeric)"
+        raise InputError(
+            f"{where}: a {what} array cannot be an input; pass real numeric arrays (floats, "
+            "integers or booleans)"
+        )
+    target = CASTS_64_TO_32.get(arr.dtype.name)
     if target is not None:
-        key = (str(arr.dtype), np.dtype(target).name)
+        key = (arr.dtype.name, target)
+        arr = cast_to_32bit(arr, where)
         if key not in _warned_casts:
             _warned_casts.add(key)
             warnings.warn(
                 f"ppml-torch: JAX runs with 32-bit types, so {key[0]} inputs are cast to "
                 f"{key[1]} (first seen at {where}); cast them yourself to silence this",
-                stacklevel=3,
+                stacklevel=5,  # to_32bit, check_leaf, _check_value, put, caller
             )
-        arr = arr.astype(target)
     return arr
+
+
+def check_leaf(leaf: Any, where: str, field: str | None, fraction_bits: int | None) -> np.ndarray:
+    """The owner-side check of one input array before it is shared, then its 32-bit form.
+
+    Refused with an :class:`~ppml_torch.errors.InputError` naming ``where`` (the leaf's pytree
+    path and its owner): NaN or inf (fixed point has neither: SPU turns NaN into 0 and inf
+    into its largest value), a lossy 64->32-bit cast, and floats beyond the fixed-point range
+    of ``field`` with ``fraction_bits`` (:func:`~ppml_torch.runners.config.fixed_point_range`).
+    ``field=None`` (plaintext cpu) skips the range check.
+    """
+    if hasattr(leaf, "detach") and hasattr(leaf, "numpy"):  # a torch tensor
+        leaf = leaf.detach().cpu().numpy()
+    arr = np.asarray(leaf)
+    if arr.dtype.kind == "f" and arr.size:
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0] if arr.ndim else ()
+            value = arr[tuple(bad)]
+            n = int(arr.size - np.count_nonzero(finite))
+            raise InputError(
+                f"{where}: {n} NaN/inf value(s), first {value} at index {tuple(int(i) for i in bad)};"
+                " fixed point has no NaN or inf (SPU would silently use 0 or its largest value): "
+                "replace or drop them before putting the value in"
+            )
+    arr = to_32bit(arr, where)
+    if field is not None and fraction_bits is not None and arr.dtype.kind == "f" and arr.size:
+        limit, _ = fixed_point_range(field, fraction_bits)
+        top = float(np.max(np.abs(arr)))
+        if top >= limit:
+            raise InputError(
+                f"{where}: |x| up to {top:.4g} is beyond {field} with {fraction_bits} fraction "
+                f"bits (|x| < {limit:.4g}); {_what_holds(top)}, or scale the input down"
+            )
+    return arr
+
+
+def _what_holds(magnitude: float) -> str:
+    """The field / fraction bits whose input range holds ``magnitude`` (for error messages)."""
+    need = int(np.floor(np.log2(magnitude))) + 1  # integer bits
+    options = []
+    for field, k in FIELD_BITS.items():
+        f = min(FIELD_FRACTION_BITS[field], k - 3 - need)
+        if f >= 1:
+            limit, res = fixed_point_range(field, f)
+            if magnitude < limit:
+                options.append(
+                    f"{field} with {f} fraction bits (|x| < {limit:.4g}, resolution {res:.2g})"
+                )
+    if not options:
+        return "no field holds it"
+    return "it fits " + " or ".join(options)
+
+
+class HandleError(PpmlError, ValueError):
+    """A handle used with a session that did not make it, or after it was freed."""
+
+
+def _leaf_name(path: Any) -> str:
+    """``value['w']`` / ``value[0]`` / ``value`` for a pytree path (jax.tree_util.keystr)."""
+    return "value" + jax.tree_util.keystr(path)
 
 
 class Session(abc.ABC):
@@ -136,6 +208,7 @@ class Session(abc.ABC):
         self.id = next(_session_ids)
         self.reports: list[RunReport] = []
         self._keys = itertools.count(1)
+        self._live: set[int] = set()  # keys of the handles not freed yet
         self._closed = False
 
     # -- public API --------------------------------------------------------------------------
@@ -149,15 +222,18 @@ class Session(abc.ABC):
         ``owner`` is the party that holds the value (``'alice'``); its value enters MPC as a
         secret.  ``owner='public'`` (or ``visibility='public'``) makes it a public value every
         party sees in the clear (hyper-parameters, public data).
+
+        Every leaf is checked on its owner's side before anything is shared
+        (:func:`check_leaf`): NaN/inf, a lossy 64->32-bit cast and, under MPC, floats
+        beyond the session's fixed-point range are refused with an
+        :class:`~ppml_torch.errors.InputError` naming the leaf and the owner.
         """
         self._check_open()
         visibility, owner = self._check_owner(owner, visibility, "put")
-        leaves, treedef = jax.tree_util.tree_flatten(value)
-        if not leaves:
-            raise ValueError("put: the value has no arrays in it")
-        arrays = [to_32bit(x, f"put(owner={owner})") for x in leaves]
+        arrays, treedef = self._check_value(value, owner or PUBLIC)
         avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays)
         handle = Handle(self.id, next(self._keys), treedef, avals, owner, visibility)
+        self._live.add(handle.key)
         t0 = time.perf_counter()
         self._put(handle, arrays)
         self._record(
@@ -168,23 +244,23 @@ class Session(abc.ABC):
     def call(self, fn: Callable[..., Any], *args: Handle, name: str | None = None) -> Handle:
         """Run a pure JAX function on handles; the result stays in the session as a handle."""
         self._check_open()
+        where = f"call({getattr(fn, '__name__', fn)})"
         for i, a in enumerate(args):
             if not isinstance(a, Handle):
                 raise TypeError(
-                    f"call({getattr(fn, '__name__', fn)}): argument {i} is a {type(a).__name__}, "
+                    f"{where}: argument {i} is a {type(a).__name__}, "
                     "not a Handle; put it in first with session.put(value, owner=...)"
                 )
-            if a.session_id != self.id:
-                raise ValueError(f"call: argument {i} belongs to another session")
+            self._check_handle(a, f"{where}: argument {i}")
         handle, report = self._call(fn, args, name or getattr(fn, "__name__", "fn"))
+        self._live.add(handle.key)
         self._record(report)
         return handle
 
     def reveal(self, handle: Handle, to: str | None = None) -> Any:
         """The value of ``handle`` as numpy, revealed to party ``to`` (default: every party)."""
         self._check_open()
-        if not isinstance(handle, Handle) or handle.session_id != self.id:
-            raise TypeError("reveal: pass a Handle of this session")
+        self._check_handle(handle, "reveal")
         if to is not None and to not in self.parties:
             raise ConfigError(
                 f"reveal: {to!r} is not a party of this session ({', '.join(self.parties)})"
@@ -195,7 +271,9 @@ class Session(abc.ABC):
     def free(self, handle: Handle) -> None:
         """Drop a value from the session (its shares are deleted)."""
         self._check_open()
+        self._check_handle(handle, "free")
         self._free(handle)
+        self._live.discard(handle.key)
 
     def close(self) -> None:
         if not self._closed:
@@ -238,6 +316,34 @@ class Session(abc.ABC):
         leaves, treedef = jax.tree_util.tree_flatten(out_avals)
         avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in leaves)
         return Handle(self.id, next(self._keys), treedef, avals, None, SECRET)
+
+    def _check_value(self, value: Any, owner: str) -> tuple[list[np.ndarray], Any]:
+        """Owner-side checks of every leaf of ``value`` (:func:`check_leaf`), before sharing."""
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(value)
+        if not leaves:
+            raise InputError("put: the value has no arrays in it")
+        field = self.config.field if self.config.backend != "cpu" else None
+        bits = session_fraction_bits(self.config) if field else None
+        arrays = []
+        for path, x in leaves:  # a loop, not a comprehension: the cast warning's stacklevel
+            arrays.append(check_leaf(x, f"put(owner={owner}): {_leaf_name(path)}", field, bits))
+        return arrays, treedef
+
+    def _check_handle(self, handle: Any, where: str) -> None:
+        """One line if ``handle`` is not a live handle of this session."""
+        if not isinstance(handle, Handle):
+            raise TypeError(
+                f"{where}: expected a Handle of this session, got {type(handle).__name__}"
+            )
+        if handle.session_id != self.id:
+            raise HandleError(
+                f"{where}: handle #{handle.key} belongs to session {handle.session_id}, not this "
+                f"one ({self.id}); use it with the session that made it"
+            )
+        if handle.key not in self._live:
+            raise HandleError(
+                f"{where}: handle #{handle.key} was already freed; put the value in again"
+            )
 
     def _check_open(self) -> None:
         if self._closed:

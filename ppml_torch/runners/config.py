@@ -68,50 +68,6 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # FM128 has room for more fraction bits; SPU's own default there is 26.
 FIELD_FRACTION_BITS = {"FM64": 18, "FM128": 26}
-FIELD_BITS = {"FM64": 64, "FM128": 128}
-
-
-def max_fraction_bits(field: str) -> int:
-    """The most fraction bits a field allows: ``2 * f + 2 <= bits`` (see :func:`fixed_point_range`)."""
-    return (FIELD_BITS[field] - 2) // 2
-
-
-def fixed_point_range(field: str, fraction_bits: int) -> tuple[float, float]:
-    """``(max_abs, resolution)`` of SPU's fixed point with ``fraction_bits`` in ``field``.
-
-    SPU encodes a real ``x`` as the integer ``round(x * 2**f)`` in a ring of ``k`` bits (k = 64
-    for FM64, 128 for FM128), read as signed: one bit is the sign, so an encoded value must stay
-    below ``2**(k-1)`` in magnitude.  A product of two encoded values carries ``2f`` fraction
-    bits before SPU truncates it back to ``f``, so the product itself must fit::
-
-        |x * y| * 2**(2f) < 2**(k-1)   ->   |x * y| < 2**(k - 1 - 2f)
-
-    The rule ppml-torch enforces (in :func:`resolve`, before anything starts) is that a product
-    keeps at least one integer bit: ``1 <= f`` and ``2f + 1 + 1 <= k``, i.e. f in 1..31 on FM64
-    and 1..63 on FM128.  Within it, the result is:
-
-    * ``max_abs = 2**(k - 1 - 2f)``: the largest magnitude of a product of two values, and so of
-      every intermediate that is multiplied (a matmul's accumulated sums included); beyond it
-      the value wraps around the ring and the result is garbage, not an error;
-    * ``resolution = 2**-f``: the step between two representable values.
-
-    FM64 with SPU's default f=18 gives max_abs 2**27 (about 1.3e8) and resolution 3.8e-6.
-    """
-    if field not in FIELD_BITS:
-        raise ConfigError(f"unknown field {field!r}; use one of {', '.join(FIELDS)}")
-    _check_fraction_bits(field, fraction_bits)
-    k = FIELD_BITS[field]
-    return float(2 ** (k - 1 - 2 * fraction_bits)), float(2.0**-fraction_bits)
-
-
-def _check_fraction_bits(field: str, f: Any) -> None:
-    hi = max_fraction_bits(field)
-    if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= hi:
-        raise ConfigError(
-            f"fxp_fraction_bits={f!r} does not fit {field}: a product of two fixed-point values "
-            f"needs 2f fraction bits plus a sign and an integer bit in {FIELD_BITS[field]} bits; "
-            f"use an integer in 1..{hi} (default {FIELD_FRACTION_BITS[field]})"
-        )
 
 
 class ConfigError(PpmlError, ValueError):
@@ -247,3 +203,68 @@ def spu_runtime_config_dict(cfg: SessionConfig, *, profile: bool = True) -> dict
     return json_format.MessageToDict(
         spu_runtime_config(cfg, profile=profile), preserving_proto_field_name=True
     )
+
+
+# --- the range of SPU's fixed point (measured with spu 0.9.3b0, SEMI2K and ABY3) -------------
+# A real x is held as the integer round(x * 2**f) in a ring of k bits (FM64: k=64, FM128: 128).
+# * Inputs: SPU's encoder clamps |x| to 2**(k-2-f) (FM64/18 bits: 1.76e13, FM128/26: 1.27e30);
+#   NaN becomes 0 and +-inf the clamp value.  Sums may reach 2**(k-1-f) before they wrap.
+# * Products: a*b is 2f fraction bits wide before it is truncated back to f, so a product (or
+#   a dot product's sum of products) is right only while |a*b| < 2**(k-2-2f) (FM64/18: 6.7e7,
+#   FM128/26: 1.9e22); between that and 2**(k-1-2f) truncation fails with some probability
+#   (seen under ABY3/FM128), beyond it the result is wrong every time (FM64: x*x for x = 1e5
+#   gives 6.8e7).  Inputs cannot show this; calibration of the intermediate values does.
+# * Resolution: 2**-f (FM64/18: 3.8e-6); smaller nonzero values become 0.
+FIELD_BITS = {"FM64": 64, "FM128": 128}
+
+
+def fixed_point_range(field: str, fraction_bits: int) -> tuple[float, float]:
+    """(largest magnitude an input may have, resolution) of SPU fixed point.
+
+    Inputs must satisfy ``|x| < 2**(k - 2 - f)`` (k = 64 for FM64, 128 for FM128,
+    f = ``fraction_bits``): SPU's encoder clamps anything larger.  Resolution is ``2**-f``.
+    Products need more room: see :func:`fixed_point_product_limit`.
+    """
+    k = _field_bits(field)
+    _check_fraction_bits(field, fraction_bits)
+    return 2.0 ** (k - 2 - fraction_bits), 2.0**-fraction_bits
+
+
+def fixed_point_product_limit(field: str, fraction_bits: int) -> float:
+    """Largest ``|a*b|`` (or sum of products in a dot product) SPU computes right every time.
+
+    A product carries 2f fraction bits before truncation, and SPU's truncation needs one
+    spare bit: ``|a*b| < 2**(k - 2 - 2f)`` (FM64/18: 6.7e7, FM128/26: 1.9e22).
+    """
+    k = _field_bits(field)
+    _check_fraction_bits(field, fraction_bits)
+    return 2.0 ** (k - 2 - 2 * fraction_bits)
+
+
+def max_fraction_bits(field: str) -> int:
+    """The most fraction bits ``field`` allows: a product keeps an integer bit,
+    ``2**(k-2-2f) >= 2`` (FM64: 30, FM128: 62)."""
+    return (_field_bits(field) - 3) // 2
+
+
+def _field_bits(field: str) -> int:
+    if field not in FIELD_BITS:
+        raise ConfigError(f"unknown field {field!r}; use one of {', '.join(FIELDS)}")
+    return FIELD_BITS[field]
+
+
+def _check_fraction_bits(field: str, fraction_bits: Any) -> None:
+    hi = max_fraction_bits(field)
+    f = fraction_bits
+    if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= hi:
+        raise ConfigError(
+            f"fxp_fraction_bits={f!r} does not fit {field}: a product of two fixed-point values "
+            f"needs 2f fraction bits plus a sign bit, a spare bit and an integer bit in "
+            f"{FIELD_BITS[field]} bits; use an integer in 1..{hi} (default {FIELD_FRACTION_BITS[field]})"
+        )
+
+
+def session_fraction_bits(cfg: SessionConfig) -> int:
+    """The fraction bits a session runs with (0 in the runtime settings means SPU's default)."""
+    f = int(cfg.runtime.get("fxp_fraction_bits") or 0)
+    return f or FIELD_FRACTION_BITS[cfg.field or "FM64"]

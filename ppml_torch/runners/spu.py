@@ -129,11 +129,12 @@ class SpuSession(Session):
         self._check_open()
         where = f"run_program({program.name})"
         for i, a in enumerate(args):
-            if not isinstance(a, Handle) or a.session_id != self.id:
+            if not isinstance(a, Handle):
                 raise TypeError(
-                    f"{where}: argument {i} is not a Handle of this session; "
+                    f"{where}: argument {i} is a {type(a).__name__}, not a Handle; "
                     "put it in first with session.put(value, owner=...)"
                 )
+            self._check_handle(a, f"{where}: argument {i}")
         avals = [(v, a) for a in args for v in zip(a.avals, self._vis[a.key], strict=True)]
         if len(avals) != len(program.in_avals):
             raise ConfigError(
@@ -158,6 +159,7 @@ class SpuSession(Session):
                     f"a {names.get(want_vis, want_vis)} input; compile with the inputs' visibilities"
                 )
         handle, report = self._execute(program, args, name or program.name, compile_s)
+        self._live.add(handle.key)
         self._record(report)
         return handle
 

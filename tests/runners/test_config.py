@@ -72,12 +72,12 @@ def test_runtime_knobs_reach_spu():
         ({"fxp_exp_iters": 2.5}, "FM64", "use a non-negative integer"),
         ({"enable_lower_accuracy_rsqrt": 1}, "FM64", "use True or False"),
         ({"beaver_type": "Trusted"}, "FM64", "use one of TrustedFirstParty"),
-        ({"fxp_fraction_bits": 62}, "FM64", "use an integer in 1..31"),
-        ({"fxp_fraction_bits": 32}, "FM64", "use an integer in 1..31"),
-        ({"fxp_fraction_bits": -5}, "FM64", "use an integer in 1..31"),
-        ({"fxp_fraction_bits": 0}, "FM64", "use an integer in 1..31 (default 18)"),
-        ({"fxp_fraction_bits": 64}, "FM128", "use an integer in 1..63 (default 26)"),
-        ({"fxp_fraction_bits": 18.0}, "FM64", "use an integer in 1..31"),
+        ({"fxp_fraction_bits": 62}, "FM64", "use an integer in 1..30"),
+        ({"fxp_fraction_bits": 31}, "FM64", "use an integer in 1..30"),
+        ({"fxp_fraction_bits": -5}, "FM64", "use an integer in 1..30"),
+        ({"fxp_fraction_bits": 0}, "FM64", "use an integer in 1..30 (default 18)"),
+        ({"fxp_fraction_bits": 64}, "FM128", "use an integer in 1..62 (default 26)"),
+        ({"fxp_fraction_bits": 18.0}, "FM64", "use an integer in 1..30"),
     ],
 )
 def test_bad_knob_values_fail_before_anything_starts(monkeypatch, runtime, field, message):
@@ -96,23 +96,10 @@ def test_bad_knob_values_fail_before_anything_starts(monkeypatch, runtime, field
 
 def test_good_knob_values_pass():
     cfg = resolve(
-        "spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": 31, "beaver_type": "MultiParty"}
+        "spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": 30, "beaver_type": "MultiParty"}
     )
-    assert cfg.runtime["fxp_fraction_bits"] == 31
-    assert resolve("spu", "ABY3", "FM128", runtime={"fxp_fraction_bits": 63}).runtime
-
-
-def test_fixed_point_range():
-    """A product of two values needs 2f fraction bits, a sign bit and an integer bit."""
-    from ppml_torch.runners import fixed_point_range
-
-    assert fixed_point_range("FM64", 18) == (2.0**27, 2.0**-18)  # 1.3e8, 3.8e-6
-    assert fixed_point_range("FM128", 26) == (2.0**75, 2.0**-26)
-    assert fixed_point_range("FM64", 31) == (2.0, 2.0**-31)  # the most a product leaves
-    with pytest.raises(ConfigError, match="1..31"):
-        fixed_point_range("FM64", 32)
-    with pytest.raises(ConfigError, match="unknown field"):
-        fixed_point_range("FM32", 8)
+    assert cfg.runtime["fxp_fraction_bits"] == 30
+    assert resolve("spu", "ABY3", "FM128", runtime={"fxp_fraction_bits": 62}).runtime
 
 
 def test_defaults_per_field():

@@ -142,3 +142,92 @@ def test_one_shot_run_opens_and_closes_a_session():
     )
     np.testing.assert_allclose(out, 2 * np.arange(3), atol=1e-4)
     assert report.comm is not None and report.compile_s > 0
+
+
+# --- owner-side checks, handles, wrap clean-up (issue 10) ----------------------------------------
+
+
+def test_put_accepts_values_inside_the_range_and_reveals_them():
+    s = get_session("spu", "SEMI2K", "FM64")
+    x = np.array([-1.7e13, 5e12, 3.8e-6], np.float32)  # just inside 2**44, and 2**-18
+    np.testing.assert_allclose(s.reveal(s.put(x, owner="alice")), x, rtol=1e-6, atol=4e-6)
+    # plaintext has no fixed-point range: only NaN/inf are refused there
+    cpu = get_session("cpu")
+    np.testing.assert_array_equal(
+        cpu.reveal(cpu.put(np.float32([1e30]), owner="bob")), np.float32([1e30])
+    )
+
+
+def test_put_checks_public_values_and_torch_tensors_too():
+    import torch
+
+    from ppml_torch.errors import InputError
+
+    s = get_session("spu", "ABY3", "FM64")
+    with pytest.raises(InputError, match=r"owner=public\): value\['lr'\]: 1 NaN"):
+        s.put({"lr": np.float32(np.nan)}, owner="public")
+    with pytest.raises(InputError, match=r"owner=carol\): value\[1\]: \|x\| up to 1e\+20"):
+        s.put((np.zeros(2, np.float32), torch.tensor([1e20])), owner="carol")
+    before = len(s.reports)
+    with pytest.raises(InputError):
+        s.put(np.array([2**31], np.int64), owner="alice")
+    assert len(s.reports) == before, "nothing may reach the runtime after a refused leaf"
+
+
+def test_a_freed_or_foreign_handle_is_refused_and_nothing_else_is_deleted():
+    from ppml_torch.runners import HandleError
+
+    a, b = get_session("cpu"), get_session("spu", "SEMI2K", "FM64")
+    ha = a.put(np.ones(2, np.float32), owner="alice")
+    hb = b.put(np.full(2, 7.0, np.float32), owner="alice")
+    # today's bug: a.free(hb) deleted a's value with hb's number; now it is refused
+    with pytest.raises(HandleError, match=r"free: handle #\d+ belongs to session"):
+        a.free(hb)
+    np.testing.assert_allclose(b.reveal(hb), [7.0, 7.0], atol=1e-4)
+    a.free(ha)
+    for act in (lambda: a.reveal(ha), lambda: a.free(ha), lambda: a.call(double, ha)):
+        with pytest.raises(HandleError, match=r"was already freed"):
+            act()
+    b.free(hb)
+
+
+def test_wrap_frees_its_inputs_when_the_call_fails():
+    s = get_session("cpu")
+
+    def broken(x, y):
+        return x @ y  # shapes do not match: fails inside the session
+
+    live = set(s._live)
+    with pytest.raises(TypeError):
+        wrap(s, broken, owners=("alice", "bob"))(
+            np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)
+        )
+    assert s._live == live and set(s._values) == live
+
+
+def test_wrap_checks_reveal_to_before_any_work():
+    from ppml_torch.runners import ConfigError
+
+    s = get_session("spu", "SEMI2K", "FM64")
+    before = len(s.reports)
+    with pytest.raises(ConfigError, match=r"reveal_to='carol' is not a party"):
+        wrap(s, double, owners=("alice",), reveal_to="carol")
+    assert len(s.reports) == before
+
+
+def test_wrap_of_a_converted_model_checks_ids_before_sharing():
+    import torch
+
+    from ppml_torch.converters.fx import convert
+    from ppml_torch.errors import InputError
+
+    torch.manual_seed(0)
+    cm = convert(torch.nn.Embedding(5, 2), (torch.tensor([[0, 4]]),))
+    s = get_session("spu", "SEMI2K", "FM64")
+    before, live = len(s.reports), set(s._live)
+    run = wrap(s, cm.apply, owners=("alice", "bob"))
+    with pytest.raises(InputError, match=r"id 5 is outside the table of 5 entries"):
+        run(cm.params, np.array([[0, 5]], np.int32))
+    assert len(s.reports) == before and s._live == live, "nothing may be put"
+    with pytest.raises(InputError, match=r"ids are float32, they must be integers"):
+        wrap(s, cm.apply, owners=("alice", "bob"))(cm.params, np.array([[0, 1.5]], np.float32))

@@ -61,7 +61,7 @@ def to_flax(module: nn.Module) -> ConvertedModel:
     import jax.numpy as jnp
     import torch
 
-    from ppml_torch.model import ConvertedModel
+    from ppml_torch.model import ConvertedModel, InputSpec
 
     bad = [
         k
@@ -77,6 +77,10 @@ def to_flax(module: nn.Module) -> ConvertedModel:
     wmap, shapes = t.weight_map, t.flax_shapes
     sd = {k: v for k, v in module.state_dict().items() if k not in t.kept_buffers}
     variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(sd, shapes))
+    inputs: tuple[InputSpec, ...] = ()
+    vocab = (t.spec or {}).get("config", {}).get("vocab_size")
+    if vocab is not None:  # token ids: checked on the owner's side before sharing (check_inputs)
+        inputs = (InputSpec("input_ids", 0, index_size=int(vocab), used_by="the token embedding"),)
     return ConvertedModel(
         params=variables,
         apply_fn=t.apply_fn,
@@ -84,6 +88,7 @@ def to_flax(module: nn.Module) -> ConvertedModel:
         route="flax",
         source=t.source,
         extras={**t.extras, "weight_map": wmap, "spec": t.spec},
+        inputs=inputs,
     )
 
 

@@ -21,7 +21,8 @@ Conventions (what differs from calling the torch module):
   canonical value under every name of the group, so ``load_state_dict`` keeps the tie.
   ``extras["tied"]`` lists the groups.
 * **Inputs.** Shapes are static: apply inputs must have the shapes of the example
-  inputs (dtypes are cast).  Tensor-valued arguments (positional or keyword) are
+  inputs, and their dtypes too (64-bit counting as 32-bit; an int input where the example
+  was float is an error, not a cast).  Tensor-valued arguments (positional or keyword) are
   inputs of ``apply`` and must be passed every time.  Non-tensor arguments
   (``use_cache=False``, ``return_dict=True``, ...) are fixed at conversion: they may
   be omitted at apply time, and passing a different value is an error.
@@ -34,13 +35,22 @@ Conventions (what differs from calling the torch module):
   with ``index_lowering="take"`` (a gather, as Flax does) or ``"one_hot"`` (a one-hot
   matmul); the choice changes the MPC cost, not the result (see
   :class:`~ppml_torch.converters.fx.registry.LoweringOptions`).  Constant indices
-  (positions, masks) are folded or gathered publicly either way.
+  (positions, masks) are folded or gathered publicly either way.  Inputs used as ids are
+  recorded with their table size (``cm.inputs``, ``extras["index_inputs"]``; see
+  :mod:`~ppml_torch.converters.fx.indices`); ``cm.check_inputs`` (run by ``apply`` on
+  concrete values and by ``wrap`` before sharing) refuses non-integer ids and ids outside
+  ``[0, size)``, where the two forms would differ.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
+import linecache
+import logging
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -50,11 +60,15 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from ppml_torch.converters.fx.dtypes import to_numpy
+from ppml_torch.converters.fx import registry
+from ppml_torch.converters.fx.dtypes import is_supported, to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
-from ppml_torch.converters.fx.program import Program, build
+from ppml_torch.converters.fx.indices import index_inputs
+from ppml_torch.converters.fx.program import Program, build, module_path
 from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
-from ppml_torch.model import ConvertedModel
+from ppml_torch.dtypes import jax_dtype_name
+from ppml_torch.errors import InputError
+from ppml_torch.model import ConvertedModel, InputSpec
 
 _KEEP_WHOLE = ("scaled_dot_product_attention",)
 
@@ -124,6 +138,8 @@ def convert(
         _check_keys(params, expected, root, "state_dict")
         return {k: _to_torch_numpy(params[param_key[k]], torch_dtypes[k]) for k in expected}
 
+    specs = _input_specs(program, (example_args, ordered), ep, root)
+
     return ConvertedModel(
         params=params,
         apply_fn=apply_fn,
@@ -140,8 +156,36 @@ def convert(
             "options": dataclasses.asdict(options),
             "inputs": [s.name for s in program.input_slots if s.is_tensor],
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
+            "index_inputs": {s.name: s.index_size for s in specs if s.index_size is not None},
         },
+        inputs=specs,
     )
+
+
+def _input_specs(program: Program, example: Any, ep: Any, root: str) -> tuple[InputSpec, ...]:
+    """One :class:`InputSpec` per tensor input: where it sits in ``apply``'s arguments, its
+    example shape and dtype, and the table it indexes (if any, see :mod:`.indices`)."""
+    paths = [p for p, _ in pytree.tree_flatten_with_path(example)[0]]
+    tensor_names = {s.name for s in program.input_slots if s.is_tensor}
+    indexed = index_inputs(ep.graph, tensor_names, root)
+    specs = []
+    for slot, path in zip(program.input_slots, paths, strict=True):
+        if not slot.is_tensor:
+            continue
+        keys = [getattr(k, "idx", getattr(k, "key", getattr(k, "name", None))) for k in path]
+        size, used = indexed.get(slot.name, (None, ""))
+        specs.append(
+            InputSpec(
+                name=slot.name,
+                arg=keys[1],
+                path=tuple(keys[2:]),
+                shape=slot.shape,
+                dtype=jax_dtype_name(slot.dtype),
+                index_size=size,
+                used_by=used,
+            )
+        )
+    return tuple(specs)
 
 
 # --- conversion helpers -------------------------------------------------------------------------
@@ -192,32 +236,53 @@ def _export(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> An
         return _export_and_decompose(module, args, kwargs, root)
 
 
+_STATIC_GRAPH_ADVICE = (
+    "MPC programs need one static graph: write `if` on tensor values as torch.where(cond, a, b) "
+    "or a mask, and keep shapes fixed (no .item(), nonzero, boolean-mask indexing); the "
+    "converter has no lowering for torch.cond"
+)
+
+
 def _export_and_decompose(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> Any:
+    # torch logs a graph dump for data-dependent guards before raising; the error says it all
+    # (and prints the partial graph to stderr; the rest of stderr is passed on)
+    shapes_log = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level = shapes_log.level
+    shapes_log.setLevel(logging.ERROR)
+    err = io.StringIO()
     try:
-        ep = torch.export.export(module, args, kwargs)
+        with contextlib.redirect_stderr(err):
+            ep = torch.export.export(module, args, kwargs)
     except Exception as e:  # torch raises many kinds here; all mean "cannot capture"
+        partial = getattr(e, "partial_fx_graph", None)
+        text = err.getvalue()
+        sys.stderr.write(text.replace(str(partial), "").strip("\n") if partial else text)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        where, code = _failure_site(e, module, root)
         raise ConversionError(
-            f"torch.export could not capture {root}: {type(e).__name__}: {first}\n"
-            "The converter needs one static graph: Python control flow on tensor values "
-            "(`if x.sum() > 0:`, loops over data) must become tensor ops (torch.where, masks) "
-            "or torch.cond, shapes must not depend on tensor values (no .item(), nonzero, "
-            "boolean-mask indexing), and inputs must be tensors or fixed Python values."
+            f"torch.export could not capture {root}, failing in {where}{code}: "
+            f"{type(e).__name__}: {first[:200]}; {_STATIC_GRAPH_ADVICE}"
         ) from e
+    finally:
+        shapes_log.setLevel(level)
+    sys.stderr.write(err.getvalue())
+    _check_graph(ep, root)
     table = torch.export.default_decompositions()
     for name in _KEEP_WHOLE:
         op = getattr(torch.ops.aten, name).default
         if op in table:
             del table[op]
     try:
-        return ep.run_decompositions(table)
+        decomposed = ep.run_decompositions(table)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConversionError(
-            f"lowering {root} to core ATen failed: {type(e).__name__}: {first}\n"
-            "If an op's decomposition is broken, keep it whole (add it to _KEEP_WHOLE in "
-            "ppml_torch/converters/fx/converter.py) and give it a lowering."
+            f"lowering {root} to core ATen failed: {type(e).__name__}: {first}; "
+            "if an op's decomposition is broken, keep it whole (add it to _KEEP_WHOLE in "
+            "ppml_torch/converters/fx/converter.py) and give it a lowering"
         ) from e
+    _check_graph(decomposed, root)
+    return decomposed
 
 
 def _children(spec: Any) -> list[Any]:
@@ -256,6 +321,57 @@ def _rebuild(spec: Any, it: Any) -> Any:
     return tuple(kids)
 
 
+def _failure_site(e: BaseException, module: torch.nn.Module, root: str) -> tuple[str, str]:
+    """(module path, " (file:line `code`)") of the user code where an export failed.
+
+    The deepest ``forward`` frame of a submodule gives the module path; the last frame
+    outside torch and ppml_torch gives the line.
+    """
+    names = {id(m): name for name, m in module.named_modules()}
+    where, site = root, ""
+    tb = e.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, torch.nn.Module) and id(owner) in names:
+            name = names[id(owner)]
+            where = f"{name}: {type(owner).__name__}" if name else root
+        fname = frame.f_code.co_filename
+        if not any(part in fname for part in ("/torch/", "/ppml_torch/", "/functorch/")):
+            line = (linecache.getline(fname, tb.tb_lineno) or "").strip()
+            site = f" ({os.path.basename(fname)}:{tb.tb_lineno}" + (f" `{line}`)" if line else ")")
+        tb = tb.tb_next
+    return where, site
+
+
+def _check_graph(ep: Any, root: str) -> None:
+    """Refuse, naming the op and module path, values MPC cannot hold: data-dependent shapes
+    (boolean-mask indexing, nonzero, unique) and dtypes with no JAX counterpart (complex)."""
+    for node in ep.graph.nodes:
+        if node.op not in ("placeholder", "call_function"):
+            continue
+        vals = node.meta.get("val")
+        for val in vals if isinstance(vals, (list, tuple)) else (vals,):
+            if not isinstance(val, torch.Tensor):
+                continue
+            if node.op == "placeholder":
+                what = f"input {node.name!r} of {root}"
+            else:
+                what = f"{registry.op_name(node.target)} (used by {module_path(node, root)})"
+            if not is_supported(val.dtype):
+                raise ConversionError(
+                    f"{what} has dtype {str(val.dtype).removeprefix('torch.')}, which MPC cannot "
+                    "hold (SPU runs real fixed-point numbers, integers and booleans); keep real "
+                    "and imaginary parts as two real tensors"
+                )
+            if not all(isinstance(d, int) for d in val.shape):
+                raise ConversionError(
+                    f"{what} gives a shape that depends on the data ({list(val.shape)}); "
+                    "MPC programs need static shapes: use torch.where(mask, x, 0) and "
+                    "fixed-size reductions instead of boolean-mask indexing, nonzero or unique"
+                )
+
+
 # --- apply-time helpers -------------------------------------------------------------------------
 
 
@@ -268,8 +384,9 @@ def _check_keys(params: Any, expected: list[str], root: str, what: str) -> None:
     missing = [k for k in expected if k not in params]
     extra = sorted(k for k in params if k not in set(expected))
     if missing or extra:
-        raise KeyError(
-            f"{root}.{what}: params keys differ from the state_dict: missing {missing}, extra {extra}"
+        raise InputError(
+            f"{root}.{what}: params keys differ from the state_dict: missing {missing[:5]}, "
+            f"extra {extra[:5]}; pass the converted params (cm.params or a trained copy)"
         )
 
 
@@ -318,10 +435,16 @@ def _flatten_inputs(
             if not hasattr(leaf, "shape"):
                 leaf = np.asarray(leaf)
             if tuple(leaf.shape) != slot.shape:
-                raise ValueError(
+                raise InputError(
                     f"{root}.apply: input {slot.name!r} has shape {tuple(leaf.shape)}, the program was "
                     f"exported for {slot.shape}: shapes are static, convert again with example "
                     "inputs of the shape you will run"
+                )
+            got, want = jax_dtype_name(leaf.dtype), jax_dtype_name(slot.dtype)
+            if got != want:
+                raise InputError(
+                    f"{root}.apply: input {slot.name!r} is {got}, the program was exported for "
+                    f"{want}: pass {want} (64-bit counts as 32-bit)"
                 )
             leaf = jnp.asarray(leaf)
             out.append(leaf if leaf.dtype == slot.dtype else leaf.astype(slot.dtype))

@@ -1,4 +1,9 @@
-"""torch dtype -> JAX dtype under 32-bit JAX (x64 disabled), as SPU runs it."""
+"""torch dtype -> JAX dtype under 32-bit JAX (x64 disabled), as SPU runs it.
+
+The 64->32-bit rule itself is :data:`ppml_torch.dtypes.CASTS_64_TO_32` (one table for the
+runners, this converter and ``export-stablehlo``); this module only maps torch's dtypes onto
+numpy's names.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,30 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-_TO_JNP: dict[torch.dtype, Any] = {
-    torch.float32: jnp.float32,
-    torch.float64: jnp.float32,  # x64 is disabled: doubles run as float32
-    torch.float16: jnp.float16,
-    torch.bfloat16: jnp.bfloat16,
-    torch.int64: jnp.int32,  # ... and 64-bit integers as int32
-    torch.int32: jnp.int32,
-    torch.int16: jnp.int16,
-    torch.int8: jnp.int8,
-    torch.uint8: jnp.uint8,
-    torch.bool: jnp.bool_,
+from ppml_torch.dtypes import CASTS_64_TO_32
+
+# the torch dtypes the converter runs, by their numpy name (bfloat16: JAX's ml_dtypes type)
+_SUPPORTED: dict[torch.dtype, str] = {
+    torch.float64: "float64",
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int64: "int64",
+    torch.int32: "int32",
+    torch.int16: "int16",
+    torch.int8: "int8",
+    torch.uint8: "uint8",
+    torch.bool: "bool",
 }
+_TO_JNP: dict[torch.dtype, Any] = {
+    t: getattr(jnp, "bool_" if n == "bool" else CASTS_64_TO_32.get(n, n))
+    for t, n in _SUPPORTED.items()
+}
+
+
+def is_supported(dtype: torch.dtype) -> bool:
+    """True for the torch dtypes the converter runs (real floats, integers and bool)."""
+    return dtype in _TO_JNP
 
 
 def to_jnp(dtype: torch.dtype) -> Any:

@@ -15,6 +15,7 @@ from fx_models import prompts, tiny_gpt2, tiny_nanogpt
 
 from ppml_torch.converters.fx import convert
 from ppml_torch.converters.fx.errors import ConversionError, UnsupportedOpError
+from ppml_torch.errors import InputError
 from ppml_torch.testing import assert_close, max_abs_error
 
 gen = torch.Generator().manual_seed(0)
@@ -313,7 +314,7 @@ def test_tensor_kwargs_are_inputs_and_others_fixed():
     with pytest.raises(TypeError, match=r"keyword inputs \['other'\] were not given at conversion"):
         cm.apply(cm.params, _np(x), scale=_np(s), other=1)
     with pytest.raises(
-        ValueError, match=r"input 'x' has shape \(3, 4\), the program was exported for \(2, 4\)"
+        InputError, match=r"input 'x' has shape \(3, 4\), the model was converted for \(2, 4\)"
     ):
         cm.apply(cm.params, np.zeros((3, 4), np.float32), scale=_np(s))
 
@@ -412,9 +413,9 @@ def test_random_ops_are_refused():
 def test_params_with_missing_or_extra_keys_are_listed():
     cm = convert(nn.Linear(3, 2), (torch.randn(1, 3),))
     bad = {"weight": cm.params["weight"], "extra.w": cm.params["bias"]}
-    with pytest.raises(KeyError, match=r"missing \['bias'\], extra \['extra.w'\]"):
+    with pytest.raises(InputError, match=r"missing \['bias'\], extra \['extra.w'\]"):
         cm.state_dict(bad)
-    with pytest.raises(KeyError, match=r"missing \['bias'\]"):
+    with pytest.raises(InputError, match=r"missing \['bias'\], extra \['extra.w'\]"):
         cm.apply(bad, np.zeros((1, 3), np.float32))
 
 
