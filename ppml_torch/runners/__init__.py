@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .base import PUBLIC, SECRET, Handle, RunReport, Session, check_owners, total
+from .base import PUBLIC, SECRET, Event, Handle, RunReport, Session, check_owners, total
 from .comm import CommStats
 from .config import BACKENDS, FIELDS, PROTOCOLS, ConfigError, SessionConfig, resolve
 
@@ -29,6 +29,7 @@ __all__ = [
     "PUBLIC",
     "SECRET",
     "CommStats",
+    "Event",
     "ConfigError",
     "Handle",
     "RunReport",
