@@ -13,6 +13,7 @@ it) never leaves a stale copy in the cache.  The cache holds the module weakly.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,9 @@ class ConversionCache:
         from ppml_torch.converters.fx import convert
 
         examples = tuple(torch.zeros(s, dtype=_torch_dtype(t)) for s, t in sig)
-        return convert(module, examples)
+        with warnings.catch_warnings():  # torch.export's own pytree deprecation notice
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            return convert(module, examples)
 
     def params(self, model: ConvertedModel) -> Any:
         """The module's current weights in ``model``'s layout (``model.params``' structure)."""

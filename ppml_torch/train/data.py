@@ -276,6 +276,9 @@ def load(data: Data, parties: Sequence[str], *, need_labels: bool) -> Loaded:
                 raise DataError(
                     f"data: {b.owner} gives {a.shape[0]} rows of features but {lb.shape[0]} labels"
                 )
+        for b, a in zip(data.features, feats, strict=True):
+            if a.shape[0] == 0:
+                raise DataError(f"data: {b.owner} gives no rows; leave it out or give it rows")
         n_rows = sum(a.shape[0] for a in feats)
         n_features = int(np.prod(feats[0].shape[1:]))
     if n_rows == 0:

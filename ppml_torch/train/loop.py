@@ -444,7 +444,8 @@ def _check_loss_shapes(model, loss, params, loaded: Loaded, batch_size, row, dty
     out = jax.eval_shape(model.apply, params, xb)
     if getattr(out, "shape", None) is None:
         raise FitError("the module's output is not one tensor; fit trains single-output modules")
-    if out.shape != yb.shape and not (len(out.shape) == len(yb.shape) + 1):  # class labels
+    class_labels = np.issubdtype(y.dtype, np.integer) and out.shape[:-1] == yb.shape
+    if out.shape != yb.shape and not class_labels:  # no silent broadcasting (n, 1) vs (n,)
         raise FitError(
             f"the module's output has shape {out.shape} per batch but the labels {yb.shape}; "
             "give labels of the output's shape (e.g. y.reshape(-1, 1))"
