@@ -49,6 +49,9 @@ class FitError(PpmlError, ValueError):
 class EpochRecord:
     """One epoch: its revealed mean loss (``None`` if not revealed) and what it cost.
 
+    The loss is torch's usual running loss: each batch's loss before its step, averaged over
+    the epoch's rows (a partial batch weighs its rows).
+
     ``compile_s`` is the compilation inside this epoch's call (epoch 1 only; 0.0 when reused,
     ``None`` where the backend does not separate it).  ``comm`` is ``None`` in plaintext.
     """
@@ -512,6 +515,7 @@ def predict(
             inputs = horizontal({o: (arr, None)}, weights_owner=weights_owner or o)
     if reveal_to is not None and reveal_to not in parties:
         raise FitError(f"reveal_to={reveal_to!r} is not a party ({', '.join(parties)})")
+    inputs = dataclasses.replace(inputs, labels=())  # labels are not needed: never loaded
     loaded = load(inputs, parties, need_labels=False)
     w_owner = weights_owner or inputs.weights_owner
     cache = conversions(module, route)
