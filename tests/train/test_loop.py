@@ -289,12 +289,17 @@ def test_run_spec_session_is_opened_and_closed():
 def test_fit_on_secretflow():
     x, y = tiny_data(n=12)
     module = tiny_mlp()
-    ref, _ = torch_eager(tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=1, batch_size=6)
+    rng = np.random.default_rng(5)
+    orders = [rng.permutation(12) for _ in range(2)]
+    ref, ref_losses = torch_eager(
+        tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=2, batch_size=5, orders=orders
+    )
     s = get_session("secretflow", "SEMI2K", "FM64")
     start = len(s.record)
-    ppml_torch.fit(
+    _, history = ppml_torch.fit(
         module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), split(x, y),
-        route="flax", session=s, epochs=1, batch_size=6, progress=False,
+        route="flax", session=s, epochs=2, batch_size=5, shuffle=True, seed=5, progress=False,
+        reveal_loss=True,
     )  # fmt: skip
     assert_close(
         [v.numpy() for v in module.state_dict().values()],
@@ -302,7 +307,8 @@ def test_fit_on_secretflow():
         protocol="SEMI2K",
         what="secretflow fit",
     )
-    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["alice"]
+    assert_close(np.array(history.loss), np.array(ref_losses), protocol="SEMI2K", what="losses")
+    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob", "bob", "alice"]
 
 
 @pytest.fixture(scope="module")
