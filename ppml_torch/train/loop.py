@@ -252,6 +252,37 @@ def _make_programs(
     return init, epoch, weights
 
 
+class _Scope:
+    """The handles one ``fit``/``predict`` made, so that a failure frees them too."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.live: list[Handle] = []
+
+    def put(self, value: Any, owner: str) -> Handle:
+        h = self.session.put(value, owner=owner)
+        self.live.append(h)
+        return h
+
+    def call(self, fn: Callable[..., Any], *args: Handle, name: str) -> Handle:
+        h = self.session.call(fn, *args, name=name)
+        self.live.append(h)
+        return h
+
+    def free(self, *handles: Handle) -> None:
+        for h in handles:
+            self.live.remove(h)
+            self.session.free(h)
+
+    def free_all(self) -> None:
+        for h in self.live:
+            try:
+                self.session.free(h)
+            except Exception:  # noqa: BLE001, S110 - best effort after the real error
+                pass
+        self.live.clear()
+
+
 def _first(pair):
     return pair[0]
 
@@ -371,48 +402,44 @@ def fit(
     rng = np.random.default_rng(seed)
 
     owned = spec.open() if spec is not None else session
+    sc = _Scope(owned)
+    bar = _progress(epochs, progress)
     try:
-        s: Session = owned
-        first = len(s.reports)
-        w = s.put(init_params, owner=data.weights_owner)
-        blocks = [
-            s.put(a, owner=b.owner) for b, a in zip(data.features, loaded.features, strict=True)
-        ]
-        blocks += [s.put(a, owner=b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)]
-        state = s.call(init, w, name="init")
-        s.free(w)
+        first = len(owned.reports)
+        w = sc.put(init_params, data.weights_owner)
+        blocks = [sc.put(a, b.owner) for b, a in zip(data.features, loaded.features, strict=True)]
+        blocks += [sc.put(a, b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)]
+        state = sc.call(init, w, name="init")
+        sc.free(w)
         records = []
-        bar = _progress(epochs, progress)
         for e in range(1, epochs + 1):
             extra: list[Handle] = []
             if shuffle:
-                extra.append(s.put(rng.permutation(n).astype(np.int32), owner="public"))
-            out = s.call(epoch, state, *blocks, *extra, name="epoch")
-            report = s.last_report
-            for h in (state, *extra):
-                s.free(h)
+                extra.append(sc.put(rng.permutation(n).astype(np.int32), "public"))
+            out = sc.call(epoch, state, *blocks, *extra, name="epoch")
+            report = owned.last_report
+            sc.free(state, *extra)
             value = None
             if receiver is False:
                 state = out
             else:  # split (state, loss): two cheap calls, then the loss is revealed
-                state = s.call(_first, out, name="state")
-                lh = s.call(_second, out, name="loss")
-                value = float(s.reveal(lh, to=receiver))
-                for h in (lh, out):
-                    s.free(h)
+                state = sc.call(_first, out, name="state")
+                lh = sc.call(_second, out, name="loss")
+                value = float(owned.reveal(lh, to=receiver))
+                sc.free(lh, out)
             records.append(EpochRecord(e, value, report.compile_s, report.run_s, report.comm))
             if bar is not None:
                 bar.update(1)
                 if value is not None:
                     bar.set_postfix(loss=f"{value:.4f}")
+        wh = sc.call(weights, state, name="weights")
+        trained = owned.reveal(wh, to=data.weights_to)
+        sc.free(wh, state, *blocks)
+        reports = owned.reports[first:]
+    finally:
         if bar is not None:
             bar.close()
-        wh = s.call(weights, state, name="weights")
-        trained = s.reveal(wh, to=data.weights_to)
-        for h in (wh, state, *blocks):
-            s.free(h)
-        reports = s.reports[first:]
-    finally:
+        sc.free_all()  # only after a failure: a shared session keeps no stray shares
         if spec is not None:
             owned.close()
     module.load_state_dict(model_full.state_dict(trained), strict=True)
@@ -527,17 +554,15 @@ def predict(
     )  # fmt: skip
     program = _predict_program(plan, model.apply)
     owned = spec.open() if spec is not None else session
+    sc = _Scope(owned)
     try:
-        s: Session = owned
-        w = s.put(params, owner=w_owner)
-        blocks = [
-            s.put(a, owner=b.owner) for b, a in zip(inputs.features, loaded.features, strict=True)
-        ]
-        out = s.call(program, w, *blocks, name="predict")
-        value = s.reveal(out, to=reveal_to)
-        for h in (w, out, *blocks):
-            s.free(h)
+        w = sc.put(params, w_owner)
+        blocks = [sc.put(a, b.owner) for b, a in zip(inputs.features, loaded.features, strict=True)]
+        out = sc.call(program, w, *blocks, name="predict")
+        value = owned.reveal(out, to=reveal_to)
+        sc.free(w, out, *blocks)
     finally:
+        sc.free_all()
         if spec is not None:
             owned.close()
     return np.asarray(value)

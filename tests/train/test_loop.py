@@ -285,6 +285,27 @@ def test_run_spec_session_is_opened_and_closed():
     )
 
 
+def test_a_failure_frees_every_share(monkeypatch):
+    from ppml_torch.runners import open_session
+
+    x, y = tiny_data()
+    module = tiny_mlp()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with open_session("cpu") as s:
+
+        def broken_reveal(handle, to=None):
+            raise RuntimeError("link lost")
+
+        monkeypatch.setattr(s, "reveal", broken_reveal)
+        with pytest.raises(RuntimeError, match="link lost"):
+            ppml_torch.fit(
+                module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.1), split(x, y),
+                route="flax", session=s, epochs=1, batch_size=8, progress=False,
+            )  # fmt: skip
+        assert s._values == {}  # nothing left inside the session
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
 @pytest.mark.secretflow
 def test_fit_on_secretflow():
     x, y = tiny_data(n=12)
