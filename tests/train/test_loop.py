@@ -285,6 +285,34 @@ def test_run_spec_session_is_opened_and_closed():
     )
 
 
+@pytest.mark.parametrize("route", ROUTES)
+def test_parameters_outside_the_optimizer_stay_fixed(route):
+    """Only what the optimizer updates is trained (here: the last layer), as in torch."""
+    x, y = tiny_data()
+    module, ref = tiny_mlp(), tiny_mlp()
+    module[0].weight.requires_grad_(False)  # in no optimizer and frozen
+    opt = torch.optim.SGD(module[2].parameters(), lr=0.2)
+    ref_opt = torch.optim.SGD(ref[2].parameters(), lr=0.2)
+    first = module[0].weight.detach().clone(), module[0].bias.detach().clone()
+    ppml_torch.fit(
+        module, nn.MSELoss(), opt, split(x, y), route=route, session="cpu", epochs=2,
+        batch_size=8, progress=False,
+    )  # fmt: skip
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    for _ in range(2):
+        for a in range(0, 20, 8):
+            ref_opt.zero_grad()
+            nn.MSELoss()(ref(xt[a : a + 8]), yt[a : a + 8]).backward()
+            ref_opt.step()
+    assert torch.equal(module[0].weight, first[0]) and torch.equal(module[0].bias, first[1])
+    assert not torch.equal(module[2].weight, tiny_mlp()[2].weight)
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        what="partly frozen fit",
+    )
+
+
 def test_a_failure_frees_every_share(monkeypatch):
     from ppml_torch.runners import open_session
 
