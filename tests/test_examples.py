@@ -40,3 +40,13 @@ def test_gpt2_next_token_routes_agree_with_torch(capsys):
         err = float(re.search(r"logits max abs error ([0-9.e+-]+)", line).group(1))
         assert margin > 2 * err, f"prompt too close to call under MPC: {out}"
         assert int(re.search(r"next token (\d+)", line).group(1)) == torch_token, out
+
+
+def test_fit_breast_cancer(capsys):
+    argv = ["--session", "cpu", "--route", "flax", "--epochs", "2"]
+    assert _load("fit_breast_cancer").main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    auc, ref = (
+        float(v) for v in re.search(r"AUC ([0-9.]+) \(torch eager ([0-9.]+)\)", line).groups()
+    )
+    assert abs(auc - ref) < 1e-4 and ref > 0.95, line

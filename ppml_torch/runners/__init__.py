@@ -26,6 +26,7 @@ from ..errors import InputError
 from .base import (
     PUBLIC,
     SECRET,
+    Event,
     Handle,
     HandleError,
     RunReport,
@@ -56,6 +57,7 @@ __all__ = [
     "PUBLIC",
     "SECRET",
     "CommStats",
+    "Event",
     "ConfigError",
     "Handle",
     "HandleError",

@@ -102,6 +102,20 @@ class Handle:
         return f"Handle(#{self.key}, {self.visibility}, owner={self.owner}, [{shapes}{more}])"
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One entry of a session's record: a value put in (by ``party``) or revealed (to ``party``).
+
+    ``party`` is ``None`` for a public put and for a reveal to every party; ``at`` is
+    ``time.time()``.  ``Session.record`` lists them in order.
+    """
+
+    kind: str  # "put" or "reveal"
+    handle: Handle
+    party: str | None
+    at: float
+
+
 _warned_casts: set[tuple[str, str]] = set()
 _session_ids = itertools.count(1)
 
@@ -207,6 +221,7 @@ class Session(abc.ABC):
         self.config = config
         self.id = next(_session_ids)
         self.reports: list[RunReport] = []
+        self.record: list[Event] = []  # what was put (by whom) and revealed (to whom, when)
         self._keys = itertools.count(1)
         self._live: set[int] = set()  # keys of the handles not freed yet
         self._closed = False
@@ -239,6 +254,7 @@ class Session(abc.ABC):
         self._record(
             RunReport(self.config.backend, f"put #{handle.key}", 0.0, time.perf_counter() - t0)
         )
+        self.record.append(Event("put", handle, owner, time.time()))
         return handle
 
     def call(self, fn: Callable[..., Any], *args: Handle, name: str | None = None) -> Handle:
@@ -266,6 +282,7 @@ class Session(abc.ABC):
                 f"reveal: {to!r} is not a party of this session ({', '.join(self.parties)})"
             )
         leaves = self._reveal(handle, to)
+        self.record.append(Event("reveal", handle, to, time.time()))
         return jax.tree_util.tree_unflatten(handle.treedef, leaves)
 
     def free(self, handle: Handle) -> None:

@@ -1,0 +1,114 @@
+"""Conversions of one torch module, cached by input shapes, so users never convert by hand.
+
+The graph route fixes every shape at conversion (``torch.export``): a training batch, a kept
+partial batch and ``predict`` on a test set of another size each need their own
+:class:`~ppml_torch.model.ConvertedModel`.  :func:`conversions` keeps them per module and
+route; ``fit``, ``predict`` (and text generation: prompt and decode steps) ask it for the
+shapes they run.  The Flax route is shape-polymorphic: one transfer serves every shape.
+
+Only ``apply`` is taken from a cached conversion.  The weights always come from the module as
+it is now (:meth:`ConversionCache.params`), so training the module (or loading weights into
+it) never leaves a stale copy in the cache.  The cache holds the module weakly.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ppml_torch.errors import PpmlError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ppml_torch.model import ConvertedModel
+
+ROUTES = ("graph", "flax")
+
+Signature = tuple[tuple[tuple[int, ...], str], ...]  # ((shape, dtype), ...) per input
+
+
+class ConversionCache:
+    """The conversions of one module on one route, keyed by input shapes and dtypes."""
+
+    def __init__(self, module: torch.nn.Module, route: str):
+        if route not in ROUTES:
+            raise PpmlError(f"route must be 'graph' or 'flax', got {route!r}")
+        self._module = weakref.ref(module)
+        self.route = route
+        self._models: dict[tuple[bool, Signature], ConvertedModel] = {}
+        self.conversions = 0  # how many times the module was actually converted
+
+    @property
+    def module(self) -> torch.nn.Module:
+        m = self._module()
+        if m is None:
+            raise RuntimeError("the module of this conversion cache no longer exists")
+        return m
+
+    def get(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> ConvertedModel:
+        """The conversion for positional inputs of these ``(shape, dtype)``s (converting once)."""
+        import numpy as np
+
+        sig: Signature = tuple((tuple(int(d) for d in s), np.dtype(t).name) for s, t in inputs)
+        module = self.module
+        key = (module.training, sig if self.route == "graph" else ())
+        model = self._models.get(key)
+        if model is None:
+            model = self._convert(module, sig)
+            self._models[key] = model
+            self.conversions += 1
+        return model
+
+    def _convert(self, module: torch.nn.Module, sig: Signature) -> ConvertedModel:
+        if self.route == "flax":
+            from ppml_torch.converters.flax import to_flax
+
+            return to_flax(module)
+        import torch
+
+        from ppml_torch.converters.fx import convert
+
+        examples = tuple(torch.zeros(s, dtype=_torch_dtype(t)) for s, t in sig)
+        return convert(module, examples)
+
+    def params(self, model: ConvertedModel) -> Any:
+        """The module's current weights in ``model``'s layout (``model.params``' structure)."""
+        if self.route == "flax":
+            from ppml_torch.converters.flax import to_flax
+
+            return to_flax(self.module).params
+        import jax.numpy as jnp
+
+        from ppml_torch.converters.fx.dtypes import to_numpy
+
+        state = self.module.state_dict()
+        if set(state) != set(model.params):
+            raise PpmlError(
+                "the module's state_dict keys changed since it was converted; build a new module"
+            )
+        return {k: jnp.asarray(to_numpy(state[k])) for k in model.params}
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {
+        "float32": torch.float32,
+        "float64": torch.float32,  # JAX runs in 32 bits
+        "int32": torch.int64,
+        "int64": torch.int64,
+        "bool": torch.bool,
+    }.get(name, torch.float32)
+
+
+_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def conversions(module: torch.nn.Module, route: str) -> ConversionCache:
+    """The (shared) conversion cache of ``module`` on ``route``."""
+    per_module = _caches.setdefault(module, {})
+    if route not in per_module:
+        per_module[route] = ConversionCache(module, route)
+    return per_module[route]

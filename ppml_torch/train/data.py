@@ -1,0 +1,286 @@
+"""Who owns what: the data description ``fit`` and ``predict`` take.
+
+Two splits:
+
+* **vertical** (the homework): every party holds some feature *columns* of the same rows, one
+  party holds the labels.  Inside the MPC program the model input is the concatenation of the
+  parties' blocks (each a secret of its owner), in column order::
+
+      data = vertical({"alice": (range(0, 15), x_alice), "bob": (range(15, 30), x_bob)},
+                      labels=("bob", y), weights_owner="alice")
+
+* **horizontal**: every party holds whole *rows* (features and labels); the training set is
+  the parties' rows one after the other (alice's first, in the order given)::
+
+      data = horizontal({"alice": (x_a, y_a), "bob": (x_b, y_b)}, weights_owner="alice")
+
+A block is an array (numpy or torch) or a **loader**: a function of no arguments that returns
+the array, called only when that party's value is put into the session (once per ``fit``).  A
+later version runs one process per party; there only the owner's process calls its loaders.
+
+``weights_owner`` puts the initial weights in; ``weights_to`` (default: the owner) is the one
+party that receives the trained weights at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ppml_torch.errors import PpmlError
+
+ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray takes
+Loader = Callable[[], ArrayLike]
+
+
+class DataError(PpmlError, ValueError):
+    """The data description is inconsistent (who owns what, shapes, columns)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One party's piece: an array or a loader only its owner calls.
+
+    ``columns`` (vertical split only): the model-input columns this block fills, in order.
+    """
+
+    owner: str
+    value: ArrayLike | Loader
+    columns: tuple[int, ...] | None = None
+
+    def load(self) -> np.ndarray:
+        """The owner's array (calls the loader)."""
+        value = self.value() if callable(self.value) else self.value
+        if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        arr = np.asarray(value)
+        if arr.dtype == object or arr.ndim == 0:
+            raise DataError(
+                f"data: {self.owner}'s block is not a numeric array (got {type(value).__name__} "
+                f"of shape {arr.shape}); pass an array with rows first"
+            )
+        return arr
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Feature blocks, label blocks, and who owns and receives the weights.
+
+    Build it with :func:`vertical` or :func:`horizontal`, which check it.
+    """
+
+    split: str  # "vertical" or "horizontal"
+    features: tuple[Block, ...]
+    labels: tuple[Block, ...]  # empty for predict-only data
+    weights_owner: str
+    weights_to: str
+
+    @property
+    def parties(self) -> tuple[str, ...]:
+        seen: list[str] = []
+        for b in (*self.features, *self.labels):
+            if b.owner not in seen:
+                seen.append(b.owner)
+        for p in (self.weights_owner, self.weights_to):
+            if p not in seen:
+                seen.append(p)
+        return tuple(seen)
+
+    @property
+    def label_owners(self) -> tuple[str, ...]:
+        return tuple(b.owner for b in self.labels)
+
+
+def _party(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise DataError(f"data: {what} must be a party name such as 'alice', got {name!r}")
+    return name
+
+
+def vertical(
+    features: Mapping[str, tuple[Sequence[int] | range, ArrayLike | Loader]],
+    labels: tuple[str, ArrayLike | Loader] | None = None,
+    *,
+    weights_owner: str,
+    weights_to: str | None = None,
+) -> Data:
+    """Feature columns split between parties; ``labels`` is ``(owner, labels)``.
+
+    ``features`` maps each party to ``(columns, block)``: the model-input columns the block
+    fills (e.g. ``range(0, 15)``) and the block (rows x those columns) or a loader of it.
+    Together the columns must be ``0 .. F-1``, each exactly once.  ``labels=None`` describes
+    inputs for :func:`ppml_torch.predict`.
+    """
+    if not isinstance(features, Mapping) or not features:
+        raise DataError(
+            "data: vertical() needs features={party: (columns, block)}, e.g. "
+            "{'alice': (range(0, 15), x_alice), 'bob': (range(15, 30), x_bob)}"
+        )
+    blocks = []
+    owner_of: dict[int, str] = {}
+    for party, entry in features.items():
+        _party(party, "a feature owner")
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise DataError(
+                f"data: features[{party!r}] must be (columns, block), e.g. (range(0, 15), x)"
+            )
+        cols, value = entry
+        try:
+            cols = tuple(int(c) for c in cols)
+        except TypeError:
+            raise DataError(
+                f"data: the columns of {party!r} must be a range or a list of ints, got {cols!r}"
+            ) from None
+        if not cols:
+            raise DataError(
+                f"data: party {party!r} has no feature columns; give it some or leave it out"
+            )
+        for c in cols:
+            if c < 0:
+                raise DataError(f"data: column {c} of {party!r} is negative")
+            if c in owner_of:
+                raise DataError(
+                    f"data: feature column {c} is given by both {owner_of[c]!r} and {party!r}; "
+                    "each column has exactly one owner"
+                )
+            owner_of[c] = party
+        blocks.append(Block(party, value, cols))
+    n_cols = max(owner_of) + 1
+    missing = [c for c in range(n_cols) if c not in owner_of]
+    if missing:
+        raise DataError(
+            f"data: feature columns {_span(missing)} are owned by no party (columns must cover "
+            f"0..{n_cols - 1}); add them to a party's block"
+        )
+    label_blocks: tuple[Block, ...] = ()
+    if labels is not None:
+        if not (isinstance(labels, tuple) and len(labels) == 2):
+            raise DataError("data: labels must be (owner, labels), e.g. ('bob', y)")
+        label_blocks = (Block(_party(labels[0], "the labels' owner"), labels[1]),)
+    owner = _party(weights_owner, "weights_owner")
+    return Data(
+        "vertical", tuple(blocks), label_blocks, owner, _party(weights_to or owner, "weights_to")
+    )
+
+
+def horizontal(
+    rows: Mapping[str, tuple[ArrayLike | Loader, ArrayLike | Loader | None]],
+    *,
+    weights_owner: str,
+    weights_to: str | None = None,
+) -> Data:
+    """Whole rows per party: ``rows={party: (features, labels)}`` (labels ``None`` for predict)."""
+    if not isinstance(rows, Mapping) or not rows:
+        raise DataError(
+            "data: horizontal() needs rows={party: (features, labels)}, e.g. "
+            "{'alice': (x_a, y_a), 'bob': (x_b, y_b)}"
+        )
+    feats, labs = [], []
+    for party, entry in rows.items():
+        _party(party, "a row owner")
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise DataError(f"data: rows[{party!r}] must be (features, labels)")
+        feats.append(Block(party, entry[0]))
+        if entry[1] is not None:
+            labs.append(Block(party, entry[1]))
+    if labs and len(labs) != len(feats):
+        no = [b.owner for b in feats if b.owner not in {lb.owner for lb in labs}]
+        raise DataError(
+            f"data: {', '.join(no)} give rows without labels; every party of a horizontal split "
+            "gives labels for its rows"
+        )
+    owner = _party(weights_owner, "weights_owner")
+    return Data(
+        "horizontal", tuple(feats), tuple(labs), owner, _party(weights_to or owner, "weights_to")
+    )
+
+
+def _span(cols: Sequence[int]) -> str:
+    if len(cols) > 1 and list(cols) == list(range(cols[0], cols[-1] + 1)):
+        return f"{cols[0]}-{cols[-1]}"
+    return ", ".join(map(str, cols[:10])) + (" ..." if len(cols) > 10 else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """The arrays of a :class:`Data`, loaded by their owners, and the public shapes."""
+
+    data: Data
+    features: tuple[np.ndarray, ...]  # one per feature block, in data.features order
+    labels: tuple[np.ndarray, ...]
+    n_rows: int
+    n_features: int
+    column_order: tuple[int, ...] | None  # vertical: model column of each concatenated column
+
+    @property
+    def example_row_shape(self) -> tuple[int, ...]:
+        return (self.n_features,) if self.features[0].ndim == 2 else self.features[0].shape[1:]
+
+
+def load(data: Data, parties: Sequence[str], *, need_labels: bool) -> Loaded:
+    """Check ``data`` against the session's ``parties`` and load every block (owners' loaders).
+
+    Every check is cheap and runs before any MPC work.
+    """
+    if not isinstance(data, Data):
+        raise DataError(
+            f"data must be built with ppml_torch.train.vertical(...) or horizontal(...), "
+            f"got {type(data).__name__}"
+        )
+    for p in data.parties:
+        if p not in parties:
+            raise DataError(
+                f"data: party {p!r} is not a party of the session ({', '.join(parties)}); "
+                "use the session's party names"
+            )
+    if need_labels and not data.labels:
+        raise DataError(
+            "data: the labels are owned by no party; pass labels=(owner, y) (vertical) or "
+            "(features, labels) per party (horizontal)"
+        )
+    feats = tuple(b.load() for b in data.features)
+    labs = tuple(b.load() for b in data.labels)
+    column_order = None
+    if data.split == "vertical":
+        rows = {b.owner: a.shape[0] for b, a in zip(data.features, feats, strict=True)}
+        rows.update(
+            {f"{b.owner} (labels)": a.shape[0] for b, a in zip(data.labels, labs, strict=True)}
+        )
+        if len(set(rows.values())) != 1:
+            raise DataError(
+                f"data: the parties' blocks have different numbers of rows ({rows}); a vertical "
+                "split needs the same rows in the same order at every party"
+            )
+        for b, a in zip(data.features, feats, strict=True):
+            if a.ndim != 2 or a.shape[1] != len(b.columns):
+                raise DataError(
+                    f"data: {b.owner}'s block has shape {a.shape} but {len(b.columns)} columns "
+                    f"are declared for it; give a (rows, {len(b.columns)}) array"
+                )
+        n_rows = feats[0].shape[0]
+        order = tuple(c for b in data.features for c in b.columns)
+        n_features = len(order)
+        column_order = None if order == tuple(range(n_features)) else order
+    else:
+        widths = {b.owner: a.shape[1:] for b, a in zip(data.features, feats, strict=True)}
+        if len(set(widths.values())) != 1:
+            raise DataError(
+                f"data: the parties' rows have different shapes ({widths}); a horizontal split "
+                "needs the same features at every party"
+            )
+        for b, a, lb in zip(data.features, feats, labs or [None] * len(feats), strict=True):
+            if lb is not None and lb.shape[0] != a.shape[0]:
+                raise DataError(
+                    f"data: {b.owner} gives {a.shape[0]} rows of features but {lb.shape[0]} labels"
+                )
+        for b, a in zip(data.features, feats, strict=True):
+            if a.shape[0] == 0:
+                raise DataError(f"data: {b.owner} gives no rows; leave it out or give it rows")
+        n_rows = sum(a.shape[0] for a in feats)
+        n_features = int(np.prod(feats[0].shape[1:]))
+    if n_rows == 0:
+        raise DataError("data: there are no rows")
+    return Loaded(data, feats, labs, n_rows, n_features, column_order)

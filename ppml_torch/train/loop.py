@@ -1,0 +1,568 @@
+"""``fit`` and ``predict``: train and run a torch module inside a session (plaintext or MPC).
+
+How a ``fit`` runs (every check first, then the session work):
+
+1. the data description, the loss and the optimizer are checked and mapped (one-line errors);
+   the owners' loaders are called; the model is converted through the conversion cache
+   (:mod:`ppml_torch.cache`) for the shapes it will run: the batch and, if kept, the partial
+   batch;
+2. ``weights_owner`` puts the initial weights, each party puts its blocks: once, for the whole
+   training.  Everything stays inside the session (secret-shared under MPC);
+3. each epoch is ONE call of ONE compiled program: the model input is assembled inside it
+   (vertical: the parties' feature blocks concatenated in column order; horizontal: their rows
+   one after the other), optionally permuted by a public shuffle order, cut into
+   ``n // batch_size`` equal batches that ``lax.scan`` runs (compile time does not grow with the
+   number of batches), then the last partial batch of ``n % batch_size`` rows as one more
+   step in the same program, like torch's ``DataLoader(drop_last=False)``; ``drop_last=True``
+   drops it instead.  The weights and the optimizer state stay in the session between epochs;
+4. at the end the trained weights are revealed ONCE, to ``weights_to``, and loaded into the
+   module with ``load_state_dict(strict=True)``.
+
+**Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
+label owner by default).  Under MPC that is a value computed from every party's data: opt in
+only if that party may learn it.  ``session.record`` lists every put and reveal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ppml_torch.cache import ROUTES, conversions
+from ppml_torch.errors import PpmlError
+from ppml_torch.runners.base import Handle, RunReport, Session
+from ppml_torch.runners.comm import CommStats
+
+from .data import ArrayLike, Data, Loaded, load
+
+
+class FitError(PpmlError, ValueError):
+    """A bad argument of ``fit``/``predict`` (found before any MPC work)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: its revealed mean loss (``None`` if not revealed) and what it cost.
+
+    The loss is torch's usual running loss: each batch's loss before its step, averaged over
+    the epoch's rows (a partial batch weighs its rows).
+
+    ``compile_s`` is the compilation inside this epoch's call (epoch 1 only; 0.0 when reused,
+    ``None`` where the backend does not separate it).  ``comm`` is ``None`` in plaintext.
+    """
+
+    epoch: int
+    loss: float | None
+    compile_s: float | None
+    run_s: float
+    comm: CommStats | None
+
+
+@dataclasses.dataclass
+class History:
+    """What ``fit`` did: one :class:`EpochRecord` per epoch, plus the batches' layout."""
+
+    epochs: list[EpochRecord]
+    batches_per_epoch: int  # full batches (lax.scan)
+    partial_batch: int  # rows of the kept last batch (0: none, or dropped)
+    dropped_rows: int  # rows left out each epoch (drop_last=True)
+    reports: list[RunReport]  # every session report of this fit (puts, calls, reveals)
+    wall_s: float = 0.0
+
+    @property
+    def loss(self) -> list[float | None]:
+        return [e.loss for e in self.epochs]
+
+    def describe(self) -> str:
+        lines = []
+        for e in self.epochs:
+            loss = "hidden" if e.loss is None else f"{e.loss:.4f}"
+            c = "n/a" if e.compile_s is None else f"{e.compile_s:.2f}s"
+            comm = "" if e.comm is None else f", {e.comm.describe()}"
+            lines.append(f"epoch {e.epoch}: loss {loss}, compile {c}, run {e.run_s:.2f}s{comm}")
+        return "\n".join(lines)
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def _check_route(route: str) -> None:
+    if route not in ROUTES:
+        raise FitError(f"route must be 'graph' or 'flax', got {route!r}")
+
+
+def _session_parties(session: Session | str) -> tuple[tuple[str, ...], Any]:
+    """The session's parties, and the parsed run spec when ``session`` is a string."""
+    if isinstance(session, Session):
+        return session.parties, None
+    if not isinstance(session, str):
+        raise FitError(
+            f"session must be an open session or a run spec like 'spu:SEMI2K', got "
+            f"{type(session).__name__}"
+        )
+    from ppml_torch.runners.config import resolve
+    from ppml_torch.runspec import parse_run
+
+    spec = parse_run(session)
+    if spec.is_torch:
+        raise FitError(
+            "session 'torch' is torch eager: train with torch itself, or use cpu, spu or secretflow"
+        )
+    return resolve(spec.backend, spec.protocol, spec.field).parties, spec
+
+
+def _check_module_params(optimizer: Any, module: Any) -> None:
+    owned = {id(p) for p in module.parameters()}
+    for i, g in enumerate(getattr(optimizer, "param_groups", [])):
+        for j, p in enumerate(g["params"]):
+            if id(p) not in owned:
+                raise FitError(
+                    f"optimizer param group {i}, parameter {j} (shape {tuple(p.shape)}) is not a "
+                    f"parameter of this {type(module).__name__}; build the optimizer on "
+                    "module.parameters()"
+                )
+
+
+def _leaf_names(model: Any) -> list[str]:
+    """The torch name of each leaf of ``model.params`` (in tree_leaves order).
+
+    Found by filling leaf ``i`` with the value ``i + 1`` and reading which torch names
+    ``params_to_torch`` puts it under (transposes and reshapes keep the value).
+    """
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(model.params)
+    marked = [np.full(np.shape(x), i + 1, np.float32) for i, x in enumerate(leaves)]
+    torch_arrays = model.params_to_torch(jax.tree_util.tree_unflatten(treedef, marked))
+    names: list[str | None] = [None] * len(leaves)
+    for name, arr in torch_arrays.items():
+        a = np.asarray(arr)
+        if a.size and np.issubdtype(a.dtype, np.floating):
+            i = int(a.flat[0]) - 1
+            if 0 <= i < len(leaves) and names[i] is None:
+                names[i] = name
+    return [n if n is not None else f"<leaf {i}>" for i, n in enumerate(names)]
+
+
+# -- the programs -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything the compiled programs close over (all public)."""
+
+    split: str
+    n_rows: int
+    batch_size: int
+    n_full: int
+    partial: int  # rows of the kept partial batch (0: none)
+    column_order: tuple[int, ...] | None
+    n_feature_blocks: int
+    n_label_blocks: int
+    shuffle: bool
+
+
+def _assemble(plan: _Plan, blocks: tuple[Any, ...]) -> tuple[Any, Any]:
+    import jax.numpy as jnp
+
+    feats = blocks[: plan.n_feature_blocks]
+    labs = blocks[plan.n_feature_blocks : plan.n_feature_blocks + plan.n_label_blocks]
+    if plan.split == "vertical":
+        x = jnp.concatenate(feats, axis=1) if len(feats) > 1 else feats[0]
+        if plan.column_order is not None:  # public column order: a local permutation
+            x = x[:, np.argsort(plan.column_order)]
+    else:
+        x = jnp.concatenate(feats, axis=0) if len(feats) > 1 else feats[0]
+    y = None
+    if labs:
+        y = jnp.concatenate(labs, axis=0) if len(labs) > 1 else labs[0]
+    return x, y
+
+
+def _make_programs(
+    plan: _Plan, apply_full, apply_part, loss, tx, names, treedef, trainable, with_loss
+):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    trainable_set = set(trainable)
+
+    def split(params):
+        leaves = jax.tree_util.tree_leaves(params)
+        named = dict(zip(names, leaves, strict=True))
+        return (
+            {n: named[n] for n in names if n in trainable_set},
+            {n: named[n] for n in names if n not in trainable_set},
+        )
+
+    def merge(train, fixed):
+        return jax.tree_util.tree_unflatten(
+            treedef, [train[n] if n in train else fixed[n] for n in names]
+        )
+
+    def init(params):
+        train, fixed = split(params)
+        return {"train": train, "fixed": fixed, "opt": tx.init(train)}
+
+    def step(apply_fn, train, fixed, opt, xb, yb):
+        def objective(tr):
+            return loss(apply_fn(merge(tr, fixed), xb), yb)
+
+        value, grads = jax.value_and_grad(objective)(train)
+        updates, opt = tx.update(grads, opt, train)
+        return optax.apply_updates(train, updates), opt, value
+
+    def epoch(state, *blocks):
+        train, fixed, opt = state["train"], state["fixed"], state["opt"]
+        x, y = _assemble(plan, blocks[: plan.n_feature_blocks + plan.n_label_blocks])
+        if plan.shuffle:  # a public order: gathering rows by it needs no communication
+            perm = blocks[-1]
+            x, y = jnp.take(x, perm, axis=0), jnp.take(y, perm, axis=0)
+        bs, nf = plan.batch_size, plan.n_full
+        xs = x[: nf * bs].reshape(nf, bs, *x.shape[1:])
+        ys = y[: nf * bs].reshape(nf, bs, *y.shape[1:])
+
+        def body(carry, batch):
+            tr, op = carry
+            tr, op, value = step(apply_full, tr, fixed, op, *batch)
+            return (tr, op), value
+
+        (train, opt), losses = jax.lax.scan(body, (train, opt), (xs, ys))
+        total = jnp.sum(losses) * bs
+        if plan.partial:
+            a = nf * bs
+            train, opt, value = step(
+                apply_part, train, fixed, opt, x[a : a + plan.partial], y[a : a + plan.partial]
+            )
+            total = total + value * plan.partial
+        new_state = {"train": train, "fixed": fixed, "opt": opt}
+        if not with_loss:  # the loss is computed anyway (value_and_grad) but not returned
+            return new_state
+        return new_state, total / (nf * bs + plan.partial)
+
+    def weights(state):
+        return merge(state["train"], state["fixed"])
+
+    return init, epoch, weights
+
+
+class _Scope:
+    """The handles one ``fit``/``predict`` made, so that a failure frees them too."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.live: list[Handle] = []
+
+    def put(self, value: Any, owner: str) -> Handle:
+        h = self.session.put(value, owner=owner)
+        self.live.append(h)
+        return h
+
+    def call(self, fn: Callable[..., Any], *args: Handle, name: str) -> Handle:
+        h = self.session.call(fn, *args, name=name)
+        self.live.append(h)
+        return h
+
+    def free(self, *handles: Handle) -> None:
+        for h in handles:
+            self.live.remove(h)
+            self.session.free(h)
+
+    def free_all(self) -> None:
+        for h in self.live:
+            try:
+                self.session.free(h)
+            except Exception:  # noqa: BLE001, S110 - best effort after the real error
+                pass
+        self.live.clear()
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _second(pair):
+    return pair[1]
+
+
+# -- fit ----------------------------------------------------------------------------------------
+
+
+def fit(
+    module: Any,
+    loss_fn: Any,
+    optimizer: Any,
+    data: Data,
+    *,
+    route: str = "graph",
+    session: Session | str = "cpu",
+    epochs: int = 1,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    progress: bool = True,
+    reveal_loss: bool | str = False,
+) -> tuple[Any, History]:
+    """Train ``module`` inside ``session``; return the same module with the trained weights.
+
+    Args:
+      module: the torch module (its current weights are the initial ones).
+      loss_fn: a torch loss (``nn.MSELoss()``, ...) called as ``loss_fn(module(x), y)``.
+      optimizer: the torch optimizer built on ``module.parameters()``; its settings are read,
+        it takes no step itself.
+      data: who owns what (:func:`ppml_torch.train.vertical` / :func:`horizontal`).
+      route: ``"graph"`` (``ppml_torch.convert``) or ``"flax"`` (``ppml_torch.to_flax``).
+      session: an open session (left open) or a run spec such as ``"spu:ABY3"`` (opened and
+        closed here).
+      epochs, batch_size: as in a torch loop over ``DataLoader(batch_size=...)``.
+      shuffle: a new public row order every epoch (``numpy.random.default_rng(seed)``); the
+        order is public (it reveals nothing about the values).  Default off: batches in data
+        order.
+      drop_last: drop the last partial batch (torch's ``DataLoader(drop_last=True)``).  By
+        default it is kept as one more, smaller step of the same epoch program.
+      progress: a tqdm bar over epochs.
+      reveal_loss: reveal each epoch's mean loss: ``True`` to the label owner (horizontal: to
+        every party, they all hold labels), or a party name.  A disclosure under MPC (see the
+        module docstring); off by default, and the history's losses are then ``None``.
+
+    Returns:
+      ``(module, history)``: ``module`` with the trained weights loaded
+      (``load_state_dict(strict=True)``), and a :class:`History`.
+
+    Raises:
+      DataError, FitError, MappingError: bad input, one line, before any session work.
+    """
+    import jax
+
+    from . import _optim_stub
+
+    t_start = time.perf_counter()
+    _check_route(route)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise FitError(f"epochs must be a positive int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise FitError(f"batch_size must be a positive int, got {batch_size!r}")
+    parties, spec = _session_parties(session)
+    _check_module_params(optimizer, module)
+    tx, trainable = _optim_stub.optimizer_to_optax(optimizer, module)
+    loss = _optim_stub.loss_to_jax(loss_fn)
+    loaded = load(data, parties, need_labels=True)
+    n = loaded.n_rows
+    if batch_size > n:
+        raise FitError(
+            f"batch_size {batch_size} is larger than the data ({n} rows); use at most {n}"
+        )
+    receiver = _loss_receiver(reveal_loss, data, parties)
+    n_full, rest = divmod(n, batch_size)
+    partial = 0 if drop_last else rest
+    dtype = loaded.features[0].dtype
+    row = loaded.example_row_shape
+    cache = conversions(module, route)
+    model_full = cache.get([((batch_size, *row), dtype)])
+    model_part = cache.get([((partial, *row), dtype)]) if partial else None
+    names = _leaf_names(model_full)
+    missing = [t for t in trainable if t not in names]
+    if missing:
+        raise FitError(
+            f"parameters {missing[:4]} are trained by the optimizer but the {route} route's "
+            "weights do not include them"
+        )
+    init_params = cache.params(model_full)
+    treedef = jax.tree_util.tree_structure(init_params)
+    _check_loss_shapes(model_full, loss, init_params, loaded, batch_size, row, dtype)
+    plan = _Plan(
+        data.split,
+        n,
+        batch_size,
+        n_full,
+        partial,
+        loaded.column_order,
+        len(loaded.features),
+        len(loaded.labels),
+        bool(shuffle),
+    )
+    init, epoch, weights = _make_programs(
+        plan,
+        model_full.apply,
+        model_part.apply if model_part else None,
+        loss,
+        tx,
+        names,
+        treedef,
+        trainable,
+        receiver is not False,
+    )
+    rng = np.random.default_rng(seed)
+
+    owned = spec.open() if spec is not None else session
+    sc = _Scope(owned)
+    bar = _progress(epochs, progress)
+    try:
+        first = len(owned.reports)
+        w = sc.put(init_params, data.weights_owner)
+        blocks = [sc.put(a, b.owner) for b, a in zip(data.features, loaded.features, strict=True)]
+        blocks += [sc.put(a, b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)]
+        state = sc.call(init, w, name="init")
+        sc.free(w)
+        records = []
+        for e in range(1, epochs + 1):
+            extra: list[Handle] = []
+            if shuffle:
+                extra.append(sc.put(rng.permutation(n).astype(np.int32), "public"))
+            out = sc.call(epoch, state, *blocks, *extra, name="epoch")
+            report = owned.last_report
+            sc.free(state, *extra)
+            value = None
+            if receiver is False:
+                state = out
+            else:  # split (state, loss): two cheap calls, then the loss is revealed
+                state = sc.call(_first, out, name="state")
+                lh = sc.call(_second, out, name="loss")
+                value = float(owned.reveal(lh, to=receiver))
+                sc.free(lh, out)
+            records.append(EpochRecord(e, value, report.compile_s, report.run_s, report.comm))
+            if bar is not None:
+                bar.update(1)
+                if value is not None:
+                    bar.set_postfix(loss=f"{value:.4f}")
+        wh = sc.call(weights, state, name="weights")
+        trained = owned.reveal(wh, to=data.weights_to)
+        sc.free(wh, state, *blocks)
+        reports = owned.reports[first:]
+    finally:
+        if bar is not None:
+            bar.close()
+        sc.free_all()  # only after a failure: a shared session keeps no stray shares
+        if spec is not None:
+            owned.close()
+    module.load_state_dict(model_full.state_dict(trained), strict=True)
+    history = History(records, n_full, partial, rest - partial, reports)
+    history.wall_s = time.perf_counter() - t_start
+    return module, history
+
+
+def _loss_receiver(reveal_loss: bool | str, data: Data, parties: tuple[str, ...]):
+    """``False`` (not revealed), ``None`` (every party) or a party name."""
+    if reveal_loss is False or reveal_loss is None:
+        return False
+    if isinstance(reveal_loss, str):
+        if reveal_loss not in parties:
+            raise FitError(
+                f"reveal_loss={reveal_loss!r} is not a party of the session ({', '.join(parties)})"
+            )
+        return reveal_loss
+    if reveal_loss is True:
+        owners = set(data.label_owners)
+        return owners.pop() if len(owners) == 1 else None
+    raise FitError(f"reveal_loss must be True, False or a party name, got {reveal_loss!r}")
+
+
+def _check_loss_shapes(model, loss, params, loaded: Loaded, batch_size, row, dtype) -> None:
+    """Trace the model and the loss on shapes only: a mismatch is one line, before any MPC."""
+    import jax
+
+    y = loaded.labels[0]
+    xb = jax.ShapeDtypeStruct((batch_size, *row), dtype)
+    yb = jax.ShapeDtypeStruct((batch_size, *y.shape[1:]), y.dtype)
+    out = jax.eval_shape(model.apply, params, xb)
+    if getattr(out, "shape", None) is None:
+        raise FitError("the module's output is not one tensor; fit trains single-output modules")
+    class_labels = np.issubdtype(y.dtype, np.integer) and out.shape[:-1] == yb.shape
+    if out.shape != yb.shape and not class_labels:  # no silent broadcasting (n, 1) vs (n,)
+        raise FitError(
+            f"the module's output has shape {out.shape} per batch but the labels {yb.shape}; "
+            "give labels of the output's shape (e.g. y.reshape(-1, 1))"
+        )
+    try:
+        jax.eval_shape(loss, out, yb)
+    except Exception as e:  # noqa: BLE001 - re-raised as one line
+        raise FitError(
+            f"the loss cannot take outputs {out.shape} and labels {yb.shape}: {e}"
+        ) from None
+
+
+def _progress(epochs: int, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, desc="fit", unit="epoch")
+
+
+# -- predict ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _predict_program(plan: _Plan, apply_fn: Callable[..., Any]):
+    def run(params, *blocks):
+        x, _ = _assemble(plan, blocks)
+        return apply_fn(params, x)
+
+    return run
+
+
+def predict(
+    module: Any,
+    inputs: Data | ArrayLike,
+    *,
+    route: str = "graph",
+    session: Session | str = "cpu",
+    reveal_to: str | None = None,
+    owner: str | None = None,
+    weights_owner: str | None = None,
+) -> np.ndarray:
+    """``module(inputs)`` computed inside ``session``, revealed only to ``reveal_to``.
+
+    ``inputs``: a :class:`~ppml_torch.train.Data` (labels optional; its ``weights_owner``
+    puts the weights) or one array owned by ``owner`` (default: the session's first party).
+    ``reveal_to``: the party that receives the outputs (default: every party).  The module's
+    current weights are put by ``weights_owner`` (default: the data's, else ``owner``).
+    """
+    _check_route(route)
+    parties, spec = _session_parties(session)
+    if not isinstance(inputs, Data):
+        from .data import vertical
+
+        o = owner or parties[0]
+        arr = inputs.detach().cpu().numpy() if hasattr(inputs, "detach") else np.asarray(inputs)
+        if arr.ndim < 2:
+            raise FitError(f"predict: inputs must have rows first, got shape {arr.shape}")
+        if arr.ndim == 2:
+            inputs = vertical({o: (range(arr.shape[1]), arr)}, weights_owner=weights_owner or o)
+        else:
+            from .data import horizontal
+
+            inputs = horizontal({o: (arr, None)}, weights_owner=weights_owner or o)
+    if reveal_to is not None and reveal_to not in parties:
+        raise FitError(f"reveal_to={reveal_to!r} is not a party ({', '.join(parties)})")
+    inputs = dataclasses.replace(inputs, labels=())  # labels are not needed: never loaded
+    loaded = load(inputs, parties, need_labels=False)
+    w_owner = weights_owner or inputs.weights_owner
+    cache = conversions(module, route)
+    model = cache.get([((loaded.n_rows, *loaded.example_row_shape), loaded.features[0].dtype)])
+    params = cache.params(model)
+    plan = _Plan(
+        inputs.split, loaded.n_rows, loaded.n_rows, 1, 0, loaded.column_order,
+        len(loaded.features), 0, False,
+    )  # fmt: skip
+    program = _predict_program(plan, model.apply)
+    owned = spec.open() if spec is not None else session
+    sc = _Scope(owned)
+    try:
+        w = sc.put(params, w_owner)
+        blocks = [sc.put(a, b.owner) for b, a in zip(inputs.features, loaded.features, strict=True)]
+        out = sc.call(program, w, *blocks, name="predict")
+        value = owned.reveal(out, to=reveal_to)
+        sc.free(w, out, *blocks)
+    finally:
+        sc.free_all()
+        if spec is not None:
+            owned.close()
+    return np.asarray(value)

@@ -1,0 +1,503 @@
+"""``ppml_torch.fit`` / ``predict`` against torch eager training (same init, same batches).
+
+Plain SGD only for now (the optimizer mapping is a stand-in until ppml_torch/train/optim.py
+lands).  Weights are compared with the tolerance table of ppml_torch/testing.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import ppml_torch
+from ppml_torch.testing import assert_close
+from ppml_torch.train import horizontal, vertical
+from tests.sessions import get_session, record_error
+
+ROUTES = ("graph", "flax")
+RUNS = [("cpu", None), ("spu", "SEMI2K")]
+
+
+def tiny_mlp(seed: int = 0, n_in: int = 6, n_out: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n_in, 4), nn.ReLU(), nn.Linear(4, n_out))
+
+
+def tiny_data(n: int = 20, n_in: int = 6, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, n_in)).astype(np.float32)
+    y = (x[:, :1] - 0.5 * x[:, 3:4] > 0).astype(np.float32)
+    return x, y
+
+
+def torch_eager(module, loss_fn, x, y, *, lr, epochs, batch_size, orders=None, drop_last=False):
+    """The torch loop fit mirrors: SGD over consecutive batches of the (permuted) rows."""
+    opt = torch.optim.SGD(module.parameters(), lr=lr)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    losses = []
+    for e in range(epochs):
+        if orders is not None:
+            idx = torch.as_tensor(orders[e])
+            xe, ye = xt[idx], yt[idx]
+        else:
+            xe, ye = xt, yt
+        total, seen = 0.0, 0
+        for a in range(0, len(xe), batch_size):
+            xb, yb = xe[a : a + batch_size], ye[a : a + batch_size]
+            if drop_last and len(xb) < batch_size:
+                break
+            opt.zero_grad()
+            loss = loss_fn(module(xb), yb)
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(xb), seen + len(xb)
+        losses.append(total / seen)
+    return module, losses
+
+
+def split(x, y, *, labels=True):
+    return vertical(
+        {"alice": (range(0, 3), x[:, :3]), "bob": (range(3, 6), x[:, 3:])},
+        labels=("bob", y) if labels else None,
+        weights_owner="alice",
+    )
+
+
+def session_of(backend, protocol):
+    return get_session(backend, protocol, "FM64" if protocol else None)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend,protocol", RUNS)
+def test_fit_matches_torch_eager(route, backend, protocol):
+    x, y = tiny_data()
+    s = session_of(backend, protocol)
+    module = tiny_mlp()
+    ref, ref_losses = torch_eager(
+        tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=2, batch_size=8
+    )  # batches of 8, 8 and a partial 4
+    opt = torch.optim.SGD(module.parameters(), lr=0.2)
+    out, history = ppml_torch.fit(
+        module, nn.MSELoss(), opt, split(x, y), route=route, session=s, epochs=2,
+        batch_size=8, progress=False, reveal_loss=True,
+    )  # fmt: skip
+    assert out is module
+    assert (history.batches_per_epoch, history.partial_batch, history.dropped_rows) == (2, 4, 0)
+    err = assert_close(
+        {k: v.numpy() for k, v in module.state_dict().items()},
+        {k: v.detach().numpy() for k, v in ref.state_dict().items()},
+        protocol=protocol, what=f"fit weights ({route})",
+    )  # fmt: skip
+    record_error(f"fit {route} {protocol or 'cpu'}", err)
+    assert_close(np.array(history.loss), np.array(ref_losses), protocol=protocol, what="losses")
+    # the weights moved, and the returned module predicts with them
+    init = tiny_mlp()
+    assert (
+        max(
+            (a - b).abs().max().item()
+            for a, b in zip(init.parameters(), module.parameters(), strict=True)
+        )
+        > 1e-2
+    )
+    with torch.no_grad():
+        assert_close(
+            module(torch.as_tensor(x)).numpy(), ref(torch.as_tensor(x)).numpy(), protocol=protocol
+        )
+    if backend == "spu":
+        assert all(e.comm is not None and e.comm.send_bytes > 0 for e in history.epochs)
+        assert history.epochs[0].compile_s > 0 and history.epochs[1].compile_s == 0.0
+
+
+@pytest.mark.parametrize("backend,protocol", RUNS)
+def test_weights_put_once_and_revealed_once(backend, protocol):
+    x, y = tiny_data()
+    s = session_of(backend, protocol)
+    start = len(s.record)
+    module = tiny_mlp()
+    n_weights = len(module.state_dict())
+    _, history = ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.1), split(x, y),
+        route="flax", session=s, epochs=3, batch_size=8, progress=False,
+    )  # fmt: skip
+    assert history.loss == [None, None, None]  # not revealed unless asked
+    events = s.record[start:]
+    puts = [(e.party, len(e.handle.avals)) for e in events if e.kind == "put"]
+    reveals = [(e.party, len(e.handle.avals)) for e in events if e.kind == "reveal"]
+    # the weights (4 tensors) once by alice, then alice's block, bob's block, bob's labels
+    assert puts == [("alice", n_weights), ("alice", 1), ("bob", 1), ("bob", 1)]
+    # nothing revealed but the trained weights, once, to alice, after the last epoch
+    assert reveals == [("alice", n_weights)]
+    assert events[-1].kind == "reveal"
+
+
+def test_loss_reveal_is_recorded_to_label_owner():
+    x, y = tiny_data()
+    s = session_of("cpu", None)
+    start = len(s.record)
+    module = tiny_mlp()
+    _, history = ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.1), split(x, y),
+        route="flax", session=s, epochs=2, batch_size=8, progress=False, reveal_loss=True,
+    )  # fmt: skip
+    reveals = [(e.party, len(e.handle.avals)) for e in s.record[start:] if e.kind == "reveal"]
+    assert reveals == [("bob", 1), ("bob", 1), ("alice", 4)]
+    assert all(isinstance(v, float) for v in history.loss)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_shuffle_drop_last_and_column_order(route):
+    """Non-contiguous columns, a public shuffle per epoch, the partial batch dropped."""
+    x, y = tiny_data(n=21)
+    module = tiny_mlp()
+    data = vertical(
+        {"alice": ([0, 2, 4], x[:, [0, 2, 4]]), "bob": ([1, 3, 5], x[:, [1, 3, 5]])},
+        labels=("bob", y),
+        weights_owner="alice",
+        weights_to="bob",
+    )
+    rng = np.random.default_rng(7)
+    orders = [rng.permutation(21) for _ in range(3)]
+    ref, _ = torch_eager(
+        tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=3, batch_size=5, orders=orders,
+        drop_last=True,
+    )  # fmt: skip
+    s = session_of("cpu", None)
+    start = len(s.record)
+    _, history = ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), data, route=route,
+        session=s, epochs=3, batch_size=5, shuffle=True, seed=7, drop_last=True, progress=False,
+    )  # fmt: skip
+    assert (history.batches_per_epoch, history.partial_batch, history.dropped_rows) == (4, 0, 1)
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        what="shuffled fit",
+    )
+    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob"]  # weights_to
+    # the shuffle orders are public puts, one per epoch
+    assert [e.party for e in s.record[start:] if e.kind == "put"].count(None) == 3
+
+
+def test_horizontal_split_and_loaders():
+    x, y = tiny_data(n=20)
+    calls = []
+
+    def loader(arr, who):
+        def load():
+            calls.append(who)
+            return arr
+
+        return load
+
+    data = horizontal(
+        {
+            "alice": (loader(x[:12], "alice x"), loader(y[:12], "alice y")),
+            "bob": (loader(x[12:], "bob x"), loader(y[12:], "bob y")),
+        },
+        weights_owner="bob",
+    )
+    module = tiny_mlp()
+    ref, _ = torch_eager(tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=2, batch_size=6)
+    ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), data,
+        route="flax", session=session_of("cpu", None), epochs=2, batch_size=6, progress=False,
+    )  # fmt: skip
+    assert sorted(calls) == ["alice x", "alice y", "bob x", "bob y"]  # each loader once
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        what="horizontal fit",
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_cross_entropy_with_class_labels(route):
+    x, _ = tiny_data(n=16)
+    y = (np.argmax(x[:, :3], axis=1)).astype(np.int64)
+    module = tiny_mlp(n_out=3)
+    ref, _ = torch_eager(
+        tiny_mlp(n_out=3), nn.CrossEntropyLoss(), x, y, lr=0.3, epochs=2, batch_size=8
+    )
+    ppml_torch.fit(
+        module, nn.CrossEntropyLoss(), torch.optim.SGD(module.parameters(), lr=0.3),
+        split(x, y), route=route, session="cpu", epochs=2, batch_size=8, progress=False,
+    )  # fmt: skip
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        what="cross-entropy fit",
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend,protocol", RUNS)
+def test_predict_reveals_only_to_receiver(route, backend, protocol):
+    x, _ = tiny_data(n=9)
+    module = tiny_mlp()
+    s = session_of(backend, protocol)
+    start = len(s.record)
+    out = ppml_torch.predict(
+        module, split(x, None, labels=False), route=route, session=s, reveal_to="bob"
+    )
+    with torch.no_grad():
+        assert_close(out, module(torch.as_tensor(x)).numpy(), protocol=protocol, what="predict")
+    assert [(e.kind, e.party) for e in s.record[start:]] == [
+        ("put", "alice"), ("put", "alice"), ("put", "bob"), ("reveal", "bob"),
+    ]  # fmt: skip
+
+
+def test_conversions_are_cached_by_shape():
+    from ppml_torch.cache import conversions
+
+    x, y = tiny_data(n=20)
+    module = tiny_mlp()
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    kw = dict(session="cpu", epochs=1, batch_size=8, progress=False)
+    ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
+    cache = conversions(module, "graph")
+    assert cache.conversions == 2  # the batch of 8 and the kept partial batch of 4
+    ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
+    ppml_torch.predict(module, x[:8], session="cpu")  # a batch shape: reused
+    assert cache.conversions == 2
+    out = ppml_torch.predict(module, x[:5], session="cpu")  # a new shape: converted once
+    assert cache.conversions == 3
+    with torch.no_grad():  # predict uses the module's current (trained) weights
+        assert_close(out, module(torch.as_tensor(x[:5])).numpy())
+    ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), route="flax", **kw)
+    ppml_torch.predict(module, x[:7], route="flax", session="cpu")
+    assert conversions(module, "flax").conversions == 1  # the Flax route has no fixed shapes
+
+
+def test_run_spec_session_is_opened_and_closed():
+    x, y = tiny_data()
+    module = tiny_mlp()
+    ref, _ = torch_eager(tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=1, batch_size=20)
+    ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), split(x, y),
+        route="flax", session="spu:SEMI2K", epochs=1, batch_size=20, progress=False,
+    )  # fmt: skip
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        protocol="SEMI2K",
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_parameters_outside_the_optimizer_stay_fixed(route):
+    """Only what the optimizer updates is trained (here: the last layer), as in torch."""
+    x, y = tiny_data()
+    module, ref = tiny_mlp(), tiny_mlp()
+    module[0].weight.requires_grad_(False)  # in no optimizer and frozen
+    opt = torch.optim.SGD(module[2].parameters(), lr=0.2)
+    ref_opt = torch.optim.SGD(ref[2].parameters(), lr=0.2)
+    first = module[0].weight.detach().clone(), module[0].bias.detach().clone()
+    ppml_torch.fit(
+        module, nn.MSELoss(), opt, split(x, y), route=route, session="cpu", epochs=2,
+        batch_size=8, progress=False,
+    )  # fmt: skip
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    for _ in range(2):
+        for a in range(0, 20, 8):
+            ref_opt.zero_grad()
+            nn.MSELoss()(ref(xt[a : a + 8]), yt[a : a + 8]).backward()
+            ref_opt.step()
+    assert torch.equal(module[0].weight, first[0]) and torch.equal(module[0].bias, first[1])
+    assert not torch.equal(module[2].weight, tiny_mlp()[2].weight)
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        what="partly frozen fit",
+    )
+
+
+def test_a_failure_frees_every_share(monkeypatch):
+    from ppml_torch.runners import open_session
+
+    x, y = tiny_data()
+    module = tiny_mlp()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with open_session("cpu") as s:
+
+        def broken_reveal(handle, to=None):
+            raise RuntimeError("link lost")
+
+        monkeypatch.setattr(s, "reveal", broken_reveal)
+        with pytest.raises(RuntimeError, match="link lost"):
+            ppml_torch.fit(
+                module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.1), split(x, y),
+                route="flax", session=s, epochs=1, batch_size=8, progress=False,
+            )  # fmt: skip
+        assert s._values == {}  # nothing left inside the session
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+@pytest.mark.secretflow
+def test_fit_on_secretflow():
+    x, y = tiny_data(n=12)
+    module = tiny_mlp()
+    rng = np.random.default_rng(5)
+    orders = [rng.permutation(12) for _ in range(2)]
+    ref, ref_losses = torch_eager(
+        tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=2, batch_size=5, orders=orders
+    )
+    s = get_session("secretflow", "SEMI2K", "FM64")
+    start = len(s.record)
+    _, history = ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), split(x, y),
+        route="flax", session=s, epochs=2, batch_size=5, shuffle=True, seed=5, progress=False,
+        reveal_loss=True,
+    )  # fmt: skip
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        protocol="SEMI2K",
+        what="secretflow fit",
+    )
+    assert_close(np.array(history.loss), np.array(ref_losses), protocol="SEMI2K", what="losses")
+    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob", "bob", "alice"]
+
+
+@pytest.fixture(scope="module")
+def breast_cancer():
+    from ppml_torch.apps.homework.data import load_data
+
+    return load_data()
+
+
+def homework_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(30, 15), nn.ReLU(), nn.Linear(15, 8), nn.ReLU(), nn.Linear(8, 1)
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def eager_auc(breast_cancer):
+    from sklearn.metrics import roc_auc_score
+
+    d = breast_cancer
+    ref, _ = torch_eager(
+        homework_mlp(), nn.BCEWithLogitsLoss(), d.x_train, d.y_train, lr=0.5, epochs=2,
+        batch_size=32,
+    )  # fmt: skip
+    with torch.no_grad():
+        scores = ref(torch.as_tensor(d.x_test)).numpy()
+    return roc_auc_score(d.y_test.ravel(), scores.ravel())
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("backend,protocol", RUNS)
+def test_breast_cancer_auc_matches_torch_eager(breast_cancer, eager_auc, route, backend, protocol):
+    """The homework split (alice 0-14, bob 15-29 + labels), 2 epochs: AUC within 0.01."""
+    from sklearn.metrics import roc_auc_score
+
+    d = breast_cancer
+    data = vertical(
+        {"alice": (range(0, 15), d.x_alice_train), "bob": (range(15, 30), d.x_bob_train)},
+        labels=("bob", d.y_train),
+        weights_owner="alice",
+    )
+    test = vertical(
+        {"alice": (range(0, 15), d.x_alice_test), "bob": (range(15, 30), d.x_bob_test)},
+        weights_owner="alice",
+    )
+    s = session_of(backend, protocol)
+    module = homework_mlp()
+    ppml_torch.fit(
+        module, nn.BCEWithLogitsLoss(), torch.optim.SGD(module.parameters(), lr=0.5), data,
+        route=route, session=s, epochs=2, batch_size=32, progress=False,
+    )  # fmt: skip
+    scores = ppml_torch.predict(module, test, route=route, session=s, reveal_to="bob")
+    auc = roc_auc_score(d.y_test.ravel(), scores.ravel())
+    assert eager_auc > 0.95
+    assert abs(auc - eager_auc) <= 0.01, (auc, eager_auc)
+
+
+# -- bad input: one line, before any session work -------------------------------------------------
+
+
+def _bad_cases():
+    x, y = tiny_data()
+    m = tiny_mlp()
+    sgd = torch.optim.SGD(m.parameters(), lr=0.1)
+    ok = split(x, y)
+    other = torch.optim.SGD(tiny_mlp().parameters(), lr=0.1)
+    return {
+        "labels owned by no party": (m, nn.MSELoss(), sgd, split(x, y, labels=False), {}),
+        "batch larger than data": (m, nn.MSELoss(), sgd, ok, {"batch_size": 21}),
+        "optimizer not mapped": (m, nn.MSELoss(), torch.optim.Rprop(m.parameters()), ok, {}),
+        "loss not mapped": (m, nn.MSELoss(reduction="none"), sgd, ok, {}),
+        "loss not a loss": (m, "mse", sgd, ok, {}),
+        "optimizer params not the module's": (m, nn.MSELoss(), other, ok, {}),
+        "labels shape (n,) vs output (n, 1)": (m, nn.MSELoss(), sgd, split(x, y[:, 0]), {}),
+        "party not in session": (
+            m,
+            nn.MSELoss(),
+            sgd,
+            vertical({"alice": (range(6), x)}, labels=("dave", y), weights_owner="alice"),
+            {},
+        ),  # fmt: skip
+        "rows differ between parties": (
+            m,
+            nn.MSELoss(),
+            sgd,
+            vertical(
+                {"alice": (range(3), x[:, :3]), "bob": (range(3, 6), x[:-1, 3:])},
+                labels=("bob", y),
+                weights_owner="alice",
+            ),
+            {},
+        ),  # fmt: skip
+        "block width differs from its columns": (
+            m,
+            nn.MSELoss(),
+            sgd,
+            vertical(
+                {"alice": (range(2), x[:, :3]), "bob": (range(2, 6), x[:, 2:])},
+                labels=("bob", y),
+                weights_owner="alice",
+            ),
+            {},
+        ),  # fmt: skip
+        "unknown route": (m, nn.MSELoss(), sgd, ok, {"route": "onnx"}),
+        "torch is no session": (m, nn.MSELoss(), sgd, ok, {"session": "torch"}),
+        "bad epochs": (m, nn.MSELoss(), sgd, ok, {"epochs": 0}),
+    }
+
+
+BAD = _bad_cases()
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_before_any_session_work(case):
+    from ppml_torch.errors import PpmlError
+
+    module, loss, opt, data, kw = BAD[case]
+    s = session_of("spu", "SEMI2K")
+    n_record, n_reports = len(s.record), len(s.reports)
+    kw = {"session": s, "progress": False, "batch_size": 8, **kw}
+    with pytest.raises(PpmlError) as info:
+        ppml_torch.fit(module, loss, opt, data, **kw)
+    msg = str(info.value)
+    assert msg and "\n" not in msg, msg
+    assert (len(s.record), len(s.reports)) == (n_record, n_reports)  # nothing put, nothing run
+
+
+def test_bad_run_spec_opens_nothing(monkeypatch):
+    from ppml_torch.errors import PpmlError
+    from ppml_torch.runspec import RunSpec
+
+    def no_open(self, **kw):
+        raise AssertionError("a session was opened")
+
+    monkeypatch.setattr(RunSpec, "open", no_open)
+    x, y = tiny_data()
+    m = tiny_mlp()
+    with pytest.raises(PpmlError, match="batch_size 99"):
+        ppml_torch.fit(
+            m, nn.MSELoss(), torch.optim.SGD(m.parameters(), lr=0.1), split(x, y),
+            session="spu:ABY3", batch_size=99, progress=False,
+        )  # fmt: skip
