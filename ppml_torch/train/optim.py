@@ -134,19 +134,21 @@ class AdamState(NamedTuple):
 
 
 def torch_adam(
-    b1: float, b2: float, eps: float, *, scale: float = 1.0
+    b1: float, b2: float, eps: float, *, scale: float = 1.0, eps_floor: float = 0.0
 ) -> optax.GradientTransformation:
     """torch's Adam direction ``(m / bc1) / (sqrt(v) / sqrt(bc2) + eps)``, learning rate not applied.
 
     ``scale`` keeps the moments as ``s*m`` and ``s**2*v`` (``s = scale``) and divides by
     ``sqrt(s**2 v) / sqrt(bc2) + s*eps``: the same number in real arithmetic, but under fixed
     point ``(1 - b2) * (s*g)**2`` stays representable where ``(1 - b2) * g**2`` underflows.
-    ``s=1`` is torch's arithmetic.  Bias corrections use running products ``b**t`` (no ``pow``,
+    ``s=1`` is torch's arithmetic.  ``eps_floor`` raises ``s*eps`` to at least that value
+    (one fixed-point step, so the denominator of a never-updated parameter is not 0).  Bias corrections use running products ``b**t`` (no ``pow``,
     which fixed point would approximate).
     """
     # (1 - b2) * (s g)^2 computed as (c g)^2 with c = s * sqrt(1 - b2): one product less to
     # truncate under fixed point; in float32 it differs from torch by an ulp.
     c2 = scale * math.sqrt(1.0 - b2)
+    eps_s = max(eps * scale, eps_floor)
 
     def init(params: Any) -> AdamState:
         zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
@@ -168,7 +170,7 @@ def torch_adam(
         bc1 = 1.0 - p1
         sqrt_bc2 = jnp.sqrt(1.0 - p2)
         out = jax.tree_util.tree_map(
-            lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps * scale), mu, nu
+            lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps_s), mu, nu
         )
         return out, AdamState(p1, p2, mu, nu)
 
@@ -178,14 +180,15 @@ def torch_adam(
 def adam_moment_scale(field: str, fraction_bits: int) -> float:
     """The moment scale ``s`` the MPC-safe Adam uses for a fixed-point setting.
 
-    ``s*g`` must stay small enough that ``(s*g)**2`` fits the ring after truncation, and
-    large enough that ``(1 - b2) (s*g)**2`` is many resolution steps for small gradients.
-    Measured choice (docs/training.md): ``s = 2**(fraction_bits // 2 + 1)``, i.e. 1024 for
-    FM64's 18 bits (gradients down to about 1e-3 keep two significant digits in ``v``,
-    gradients up to about 10 fit); FM128's 26 bits give 2**14.
+    ``s**2 * v`` must stay below SPU's ``sqrt`` range (about ``2**(fraction_bits - 1)``;
+    measured: FM64 breaks above 1.3e5, FM128 above 1e7) for the largest gradients, and
+    ``(1 - b2) (s*g)**2`` must be many resolution steps for small ones.  Measured choice
+    (docs/training.md): ``s = 2**((fraction_bits - 1) // 2)``, i.e. 256 for FM64's 18 bits
+    (gradients from about 1e-3 to 1.4 in steady state) and 4096 for FM128's 26 bits (about
+    3e-5 to 2).
     """
-    del field  # the headroom on FM128 is larger still; the fraction bits set the need
-    return float(2 ** (fraction_bits // 2 + 1))
+    del field  # the fraction bits set both ends of the range
+    return float(2 ** ((fraction_bits - 1) // 2))
 
 
 # --- the mapping ---------------------------------------------------------------------------
