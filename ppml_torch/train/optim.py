@@ -134,21 +134,25 @@ class AdamState(NamedTuple):
 
 
 def torch_adam(
-    b1: float, b2: float, eps: float, *, scale: float = 1.0, eps_floor: float = 0.0
+    b1: float, b2: float, eps: float, *, scale: float = 1.0, eps_root: float = 0.0
 ) -> optax.GradientTransformation:
     """torch's Adam direction ``(m / bc1) / (sqrt(v) / sqrt(bc2) + eps)``, learning rate not applied.
 
     ``scale`` keeps the moments as ``s*m`` and ``s**2*v`` (``s = scale``) and divides by
-    ``sqrt(s**2 v) / sqrt(bc2) + s*eps``: the same number in real arithmetic, but under fixed
-    point ``(1 - b2) * (s*g)**2`` stays representable where ``(1 - b2) * g**2`` underflows.
-    ``s=1`` is torch's arithmetic.  ``eps_floor`` raises ``s*eps`` to at least that value
-    (one fixed-point step, so the denominator of a never-updated parameter is not 0).  Bias corrections use running products ``b**t`` (no ``pow``,
-    which fixed point would approximate).
+    ``sqrt(s**2 v / bc2 + eps_root) + s*eps``: with ``eps_root=0`` the same number in real
+    arithmetic, but under fixed point ``(1 - b2) * (s*g)**2`` stays representable where
+    ``(1 - b2) * g**2`` underflows.  ``eps_root`` (in scaled units, like optax's) keeps the
+    square root away from 0, where SPU's ``sqrt`` returns 0 for inputs of a few resolution
+    steps (and a truncation error can make ``v`` one step negative); it changes the
+    result only for gradients below ``sqrt(eps_root) / s``.  ``scale=1, eps_root=0`` is
+    torch's arithmetic, operation for operation.  Bias corrections use running products
+    ``b**t`` (no ``pow``, which fixed point would approximate).
     """
     # (1 - b2) * (s g)^2 computed as (c g)^2 with c = s * sqrt(1 - b2): one product less to
     # truncate under fixed point; in float32 it differs from torch by an ulp.
     c2 = scale * math.sqrt(1.0 - b2)
-    eps_s = max(eps * scale, eps_floor)
+    eps_s = eps * scale
+    torch_form = scale == 1.0 and eps_root == 0.0
 
     def init(params: Any) -> AdamState:
         zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
@@ -159,36 +163,42 @@ def torch_adam(
         del params
         p1 = state.beta1_pow * b1
         p2 = state.beta2_pow * b2
-        if scale == 1.0:
+        bc1 = 1.0 - p1
+        if torch_form:
             mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
             nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
+            sqrt_bc2 = jnp.sqrt(1.0 - p2)
+            out = jax.tree_util.tree_map(
+                lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps), mu, nu
+            )
         else:
             mu = jax.tree_util.tree_map(
                 lambda m, g: b1 * m + ((1.0 - b1) * scale) * g, state.mu, updates
             )
             nu = jax.tree_util.tree_map(lambda v, g: b2 * v + jnp.square(c2 * g), state.nu, updates)
-        bc1 = 1.0 - p1
-        sqrt_bc2 = jnp.sqrt(1.0 - p2)
-        out = jax.tree_util.tree_map(
-            lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps_s), mu, nu
-        )
+            inv_bc1, inv_bc2 = 1.0 / bc1, 1.0 / (1.0 - p2)
+            out = jax.tree_util.tree_map(
+                lambda m, v: (m * inv_bc1) / (jnp.sqrt(v * inv_bc2 + eps_root) + eps_s), mu, nu
+            )
         return out, AdamState(p1, p2, mu, nu)
 
     return optax.GradientTransformation(init, update)
 
 
-def adam_moment_scale(field: str, fraction_bits: int) -> float:
-    """The moment scale ``s`` the MPC-safe Adam uses for a fixed-point setting.
+def adam_moment_scale(field: str, fraction_bits: int) -> tuple[float, float]:
+    """``(scale, eps_root)`` of the MPC-safe Adam for a fixed-point setting.
 
-    ``s**2 * v`` must stay below SPU's ``sqrt`` range (about ``2**(fraction_bits - 1)``;
-    measured: FM64 breaks above 1.3e5, FM128 above 1e7) for the largest gradients, and
-    ``(1 - b2) (s*g)**2`` must be many resolution steps for small ones.  Measured choice
-    (docs/training.md): ``s = 2**((fraction_bits - 1) // 2)``, i.e. 256 for FM64's 18 bits
-    (gradients from about 1e-3 to 1.4 in steady state) and 4096 for FM128's 26 bits (about
-    3e-5 to 2).
+    Both ends of the gradient range matter (docs/training.md, "Adam under fixed point"):
+    ``s**2 v`` (about ``(s*g)**2``) must stay inside SPU's ``sqrt`` range (measured: right up
+    to 1e5 on FM64, 0 from 2e5; right up to 1e7 on FM128, 0 at 1e8) and ``(s*g)**2`` inside
+    the product range, while ``(1 - b2) (s*g)**2`` must be many resolution steps for small
+    gradients.  Measured choice: ``s = 2**8`` on FM64 (18 fraction bits: gradients of about
+    1e-3 to 1 in root mean square), ``s = 2**10`` on FM128 (26 bits: about 4e-5 to 3).
+    Other fraction bits: ``2**((bits - 2) // 2)`` on FM64, ``2**((bits - 6) // 2)`` on FM128.
+    ``eps_root`` is 32 resolution steps, where SPU's ``sqrt`` is accurate to about 1%.
     """
-    del field  # the fraction bits set both ends of the range
-    return float(2 ** ((fraction_bits - 1) // 2))
+    headroom = 6 if field.upper() == "FM128" else 2
+    return float(2 ** ((fraction_bits - headroom) // 2)), 32.0 * 2.0**-fraction_bits
 
 
 # --- the mapping ---------------------------------------------------------------------------
@@ -327,23 +337,23 @@ def from_torch(
         _check_paths(resolved, target.params)
 
     variant = ""
-    scale = 1.0
+    scale, eps_root = 1.0, 0.0
     if fixed_point is not None:
         field, bits = fixed_point
         if kind in ("Adam", "AdamW"):
-            scale = adam_moment_scale(field, bits)
-            variant = f"moments rescaled by s={scale:g} (s*m, s^2*v)"
+            scale, eps_root = adam_moment_scale(field, bits)
+            variant = f"moments kept as s*m and s^2*v with s={scale:g}, eps_root={eps_root:.2g}"
             warnings.warn(
-                f"{kind} under fixed point ({field}, {bits} fraction bits): running the MPC-safe "
-                f"form, {variant}, the same arithmetic as torch in real numbers; the plain form "
-                f"underflows (1-b2)*g^2 (see docs/training.md, 'Adam under fixed point')",
+                f"{kind} under fixed point ({field}, {bits} fraction bits) runs its MPC-safe form: "
+                f"{variant} (torch's arithmetic in real numbers; the plain form underflows "
+                f"(1-b2)*g^2 and diverges, see docs/training.md 'Adam under fixed point')",
                 MpcAdamWarning,
                 stacklevel=2,
             )
 
     transforms: dict[str, optax.GradientTransformation] = {FROZEN: optax.set_to_zero()}
     for gi, g in enumerate(groups):
-        transforms[f"group{gi}"] = _group_tx(kind, g, scale)
+        transforms[f"group{gi}"] = _group_tx(kind, g, scale, eps_root)
 
     label_of = {path: f"group{gi}" for name, gi in trained.items() for path in [resolved[name]]}
 
@@ -376,7 +386,9 @@ def from_torch(
     )
 
 
-def _group_tx(kind: str, g: Mapping[str, Any], scale: float) -> optax.GradientTransformation:
+def _group_tx(
+    kind: str, g: Mapping[str, Any], scale: float, eps_root: float
+) -> optax.GradientTransformation:
     lr, wd = g["lr"], g["weight_decay"]
     parts: list[optax.GradientTransformation] = []
     if kind == "SGD":
@@ -389,7 +401,7 @@ def _group_tx(kind: str, g: Mapping[str, Any], scale: float) -> optax.GradientTr
         if wd and not decoupled:
             parts.append(optax.add_decayed_weights(wd))
         b1, b2 = g["betas"]
-        parts.append(torch_adam(b1, b2, g["eps"], scale=scale))
+        parts.append(torch_adam(b1, b2, g["eps"], scale=scale, eps_root=eps_root))
         if wd and decoupled:  # p - lr*(adam + wd*p) = p*(1 - lr*wd) - lr*adam, as torch
             parts.append(optax.add_decayed_weights(wd))
     parts.append(optax.scale(-lr))
