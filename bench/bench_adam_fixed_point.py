@@ -14,6 +14,7 @@ how far torch moved the weights (max |w_torch - w_0|) after the last step.
 from __future__ import annotations
 
 import argparse
+import math
 
 import jax
 import jax.numpy as jnp
@@ -62,10 +63,10 @@ def grad_magnitudes(steps: int, lr: float, y_scale: float) -> tuple[float, float
     return float(np.median(a)), float(np.percentile(a, 10)), float(a.max())
 
 
-def mpc_run(session, steps, lr, y_scale, eps, scale, eps_root):
+def mpc_run(session, steps, lr, y_scale, eps, scale, eps_floor):
     module, x, y = problem(y_scale=y_scale)
     model = ppml_torch.convert(module, (x,))
-    adam = torch_adam(0.9, 0.999, eps, scale=scale, eps_root=eps_root)
+    adam = torch_adam(0.9, 0.999, eps, scale=scale, eps_floor=eps_floor)
     tx = optax.chain(adam, optax.scale(-lr))
 
     def loss(p, xb, yb):
@@ -107,8 +108,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--fields", nargs="+", default=["FM64", "FM128"])
-    ap.add_argument("--fm64-scales", nargs="+", type=int, default=[8, 10, 12])
-    ap.add_argument("--fm128-scales", nargs="+", type=int, default=[10, 12, 14])
+    ap.add_argument("--fm64-scales", nargs="+", type=int, default=[8, 10])
+    ap.add_argument("--fm128-scales", nargs="+", type=int, default=[10])
+    ap.add_argument("--repeat", type=int, default=3, help="runs of from_torch's variant")
     ap.add_argument("--y-scales", nargs="+", type=float, default=[1.0, 20.0])
     args = ap.parse_args()
     steps, lr = args.steps, args.lr
@@ -128,7 +130,7 @@ def main() -> None:
     variants = []
     for field in args.fields:
         bits = 18 if field == "FM64" else 26
-        s_auto = adam_moment_scale(field, bits)[0]
+        s_auto, floor_auto = adam_moment_scale(field, bits)
         ulp = 2.0**-bits
         variants += [
             (field, None, "plain (torch arithmetic)", 1e-8, 1.0, 0.0),
@@ -136,11 +138,12 @@ def main() -> None:
         ]
         for k in args.scales[field]:
             s = 2.0**k
-            tag = " (from_torch)" if s == s_auto else ""
-            variants.append((field, None, f"scaled s=2^{k}", 1e-8, s, 0.0))
-            variants.append(
-                (field, None, f"scaled s=2^{k}, eps_root=32 ulp{tag}", 1e-8, s, 32 * ulp)
-            )
+            for floor, what in ((ulp, "1 step"), (math.sqrt(32 * ulp), "sqrt(32 steps)")):
+                name = f"scaled s=2^{k}, s*eps >= {what}"
+                chosen = (s, floor) == (s_auto, floor_auto)
+                for r in range(args.repeat if chosen else 1):
+                    tag = f" (from_torch, run {r + 1})" if chosen else ""
+                    variants.append((field, None, name + tag, 1e-8, s, floor))
         if field == "FM64":
             variants.append(
                 (field, {"fxp_fraction_bits": 24}, "plain, 24 fraction bits", 1e-8, 1.0, 0.0)
@@ -152,7 +155,7 @@ def main() -> None:
     print(f"| setting | targets | variant | {cols} | err / moved |")
     print("|" + " --- |" * (len(shown) + 4))
     sessions: dict = {}
-    for field, runtime, name, eps, scale, root in variants:
+    for field, runtime, name, eps, scale, floor in variants:
         key = (field, tuple(sorted((runtime or {}).items())))
         if key not in sessions:
             for s in sessions.values():
@@ -160,7 +163,7 @@ def main() -> None:
             sessions = {key: open_session("spu", "SEMI2K", field, runtime=runtime, profile=False)}
         for ys in args.y_scales:
             try:
-                got = mpc_run(sessions[key], steps, lr, ys, eps, scale, root)
+                got = mpc_run(sessions[key], steps, lr, ys, eps, scale, floor)
                 errs = [max_err(g, r) for g, r in zip(got, refs[ys][1:], strict=True)]
                 cells = " | ".join(f"{errs[i - 1]:.2g}" for i in shown)
                 rel = f"{errs[-1] / moved[ys]:.2g}"

@@ -134,25 +134,24 @@ class AdamState(NamedTuple):
 
 
 def torch_adam(
-    b1: float, b2: float, eps: float, *, scale: float = 1.0, eps_root: float = 0.0
+    b1: float, b2: float, eps: float, *, scale: float = 1.0, eps_floor: float = 0.0
 ) -> optax.GradientTransformation:
     """torch's Adam direction ``(m / bc1) / (sqrt(v) / sqrt(bc2) + eps)``, learning rate not applied.
 
     ``scale`` keeps the moments as ``s*m`` and ``s**2*v`` (``s = scale``) and divides by
-    ``sqrt(s**2 v / bc2 + eps_root) + s*eps``: with ``eps_root=0`` the same number in real
-    arithmetic, but under fixed point ``(1 - b2) * (s*g)**2`` stays representable where
-    ``(1 - b2) * g**2`` underflows.  ``eps_root`` (in scaled units, like optax's) keeps the
-    square root away from 0, where SPU's ``sqrt`` returns 0 for inputs of a few resolution
-    steps (and a truncation error can make ``v`` one step negative); it changes the
-    result only for gradients below ``sqrt(eps_root) / s``.  ``scale=1, eps_root=0`` is
-    torch's arithmetic, operation for operation.  Bias corrections use running products
-    ``b**t`` (no ``pow``, which fixed point would approximate).
+    ``sqrt(s**2 v) / sqrt(bc2) + s*eps``: the same number in real arithmetic, but under fixed
+    point ``(1 - b2) * (s*g)**2`` stays representable where ``(1 - b2) * g**2`` underflows.
+    ``eps_floor`` raises ``s*eps`` to at least that value (under fixed point torch's
+    ``eps=1e-8`` rounds to 0, and SPU's ``sqrt`` of a ``v`` of a few resolution steps is 0).  ``scale=1, eps_floor=0`` is torch's arithmetic, operation for
+    operation.  Bias corrections use running products ``b**t`` (no ``pow``, which fixed
+    point would approximate); the square root is taken before the bias correction, as torch
+    does, which keeps its argument small in early steps.
     """
     # (1 - b2) * (s g)^2 computed as (c g)^2 with c = s * sqrt(1 - b2): one product less to
-    # truncate under fixed point; in float32 it differs from torch by an ulp.
+    # truncate under fixed point.
     c2 = scale * math.sqrt(1.0 - b2)
-    eps_s = eps * scale
-    torch_form = scale == 1.0 and eps_root == 0.0
+    eps_s = max(eps * scale, eps_floor)
+    torch_form = scale == 1.0
 
     def init(params: Any) -> AdamState:
         zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
@@ -163,42 +162,43 @@ def torch_adam(
         del params
         p1 = state.beta1_pow * b1
         p2 = state.beta2_pow * b2
-        bc1 = 1.0 - p1
         if torch_form:
             mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
             nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
-            sqrt_bc2 = jnp.sqrt(1.0 - p2)
-            out = jax.tree_util.tree_map(
-                lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps), mu, nu
-            )
         else:
             mu = jax.tree_util.tree_map(
                 lambda m, g: b1 * m + ((1.0 - b1) * scale) * g, state.mu, updates
             )
             nu = jax.tree_util.tree_map(lambda v, g: b2 * v + jnp.square(c2 * g), state.nu, updates)
-            inv_bc1, inv_bc2 = 1.0 / bc1, 1.0 / (1.0 - p2)
-            out = jax.tree_util.tree_map(
-                lambda m, v: (m * inv_bc1) / (jnp.sqrt(v * inv_bc2 + eps_root) + eps_s), mu, nu
-            )
+        bc1 = 1.0 - p1
+        sqrt_bc2 = jnp.sqrt(1.0 - p2)
+        out = jax.tree_util.tree_map(
+            lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps_s), mu, nu
+        )
         return out, AdamState(p1, p2, mu, nu)
 
     return optax.GradientTransformation(init, update)
 
 
 def adam_moment_scale(field: str, fraction_bits: int) -> tuple[float, float]:
-    """``(scale, eps_root)`` of the MPC-safe Adam for a fixed-point setting.
+    """``(scale, eps_floor)`` of the MPC-safe Adam for a fixed-point setting.
 
     Both ends of the gradient range matter (docs/training.md, "Adam under fixed point"):
-    ``s**2 v`` (about ``(s*g)**2``) must stay inside SPU's ``sqrt`` range (measured: right up
-    to 1e5 on FM64, 0 from 2e5; right up to 1e7 on FM128, 0 at 1e8) and ``(s*g)**2`` inside
-    the product range, while ``(1 - b2) (s*g)**2`` must be many resolution steps for small
-    gradients.  Measured choice: ``s = 2**8`` on FM64 (18 fraction bits: gradients of about
-    1e-3 to 1 in root mean square), ``s = 2**10`` on FM128 (26 bits: about 4e-5 to 3).
+    ``s**2 v`` (up to ``(s*g)**2``) must stay inside SPU's ``sqrt`` range (measured: right up
+    to 1e5 on FM64, 0 from 2e5; right up to 1e7 on FM128, 0 at 1e8), while
+    ``(1 - b2) (s*g)**2`` must be many resolution steps for small gradients.  Measured
+    choice: ``s = 2**8`` on FM64 (18 fraction bits; gradients of about 1e-3 to 1 in root
+    mean square once ``v`` has converged), ``s = 2**10`` on FM128 (26 bits; about 4e-5 to 3).
     Other fraction bits: ``2**((bits - 2) // 2)`` on FM64, ``2**((bits - 6) // 2)`` on FM128.
-    ``eps_root`` is 32 resolution steps, where SPU's ``sqrt`` is accurate to about 1%.
+    ``eps_floor``: on FM64 ``sqrt(32)`` resolution steps (0.011): SPU's ``sqrt`` returns 0
+    for inputs of a few steps (and a truncation error can make ``v`` one step negative), so
+    a parameter whose ``v`` is that small would see ``m`` divided by ``eps`` alone; 32 steps
+    is where it is accurate to 1%.  In gradient units that is ``0.011 / s`` = 4e-5.  On FM128
+    one step is enough (measured; ``sqrt(32)`` steps there cost accuracy).
     """
-    headroom = 6 if field.upper() == "FM128" else 2
-    return float(2 ** ((fraction_bits - headroom) // 2)), 32.0 * 2.0**-fraction_bits
+    if field.upper() == "FM128":
+        return float(2 ** ((fraction_bits - 6) // 2)), 2.0**-fraction_bits
+    return float(2 ** ((fraction_bits - 2) // 2)), math.sqrt(32.0 * 2.0**-fraction_bits)
 
 
 # --- the mapping ---------------------------------------------------------------------------
@@ -337,23 +337,28 @@ def from_torch(
         _check_paths(resolved, target.params)
 
     variant = ""
-    scale, eps_root = 1.0, 0.0
+    scale, eps_floor = 1.0, 0.0
     if fixed_point is not None:
         field, bits = fixed_point
         if kind in ("Adam", "AdamW"):
-            scale, eps_root = adam_moment_scale(field, bits)
-            variant = f"moments kept as s*m and s^2*v with s={scale:g}, eps_root={eps_root:.2g}"
+            scale, eps_floor = adam_moment_scale(field, bits)
+            variant = f"moments kept as s*m and s^2*v with s={scale:g}, s*eps >= {eps_floor:.2g}"
+            limits = (
+                "it follows torch for gradients of about 1e-3 to 1; FM128 follows it ~1000x closer"
+                if field.upper() == "FM64"
+                else "it follows torch for gradients of about 4e-5 to 3"
+            )
             warnings.warn(
                 f"{kind} under fixed point ({field}, {bits} fraction bits) runs its MPC-safe form: "
-                f"{variant} (torch's arithmetic in real numbers; the plain form underflows "
-                f"(1-b2)*g^2 and diverges, see docs/training.md 'Adam under fixed point')",
+                f"{variant}; {limits} (the plain form underflows (1-b2)*g^2 and diverges; see "
+                f"docs/training.md 'Adam under fixed point')",
                 MpcAdamWarning,
                 stacklevel=2,
             )
 
     transforms: dict[str, optax.GradientTransformation] = {FROZEN: optax.set_to_zero()}
     for gi, g in enumerate(groups):
-        transforms[f"group{gi}"] = _group_tx(kind, g, scale, eps_root)
+        transforms[f"group{gi}"] = _group_tx(kind, g, scale, eps_floor)
 
     label_of = {path: f"group{gi}" for name, gi in trained.items() for path in [resolved[name]]}
 
@@ -387,7 +392,7 @@ def from_torch(
 
 
 def _group_tx(
-    kind: str, g: Mapping[str, Any], scale: float, eps_root: float
+    kind: str, g: Mapping[str, Any], scale: float, eps_floor: float
 ) -> optax.GradientTransformation:
     lr, wd = g["lr"], g["weight_decay"]
     parts: list[optax.GradientTransformation] = []
@@ -401,7 +406,7 @@ def _group_tx(
         if wd and not decoupled:
             parts.append(optax.add_decayed_weights(wd))
         b1, b2 = g["betas"]
-        parts.append(torch_adam(b1, b2, g["eps"], scale=scale, eps_root=eps_root))
+        parts.append(torch_adam(b1, b2, g["eps"], scale=scale, eps_floor=eps_floor))
         if wd and decoupled:  # p - lr*(adam + wd*p) = p*(1 - lr*wd) - lr*adam, as torch
             parts.append(optax.add_decayed_weights(wd))
     parts.append(optax.scale(-lr))
