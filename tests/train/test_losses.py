@@ -142,3 +142,44 @@ def test_refuses_what_the_converter_cannot_lower() -> None:
     with pytest.raises(LossMappingError, match="sorted_loss") as info:
         from_torch(sorted_loss, example=(_x(3, 4), _x(3, 4, seed=1)))
     assert "\n" not in str(info.value)
+
+
+MPC_CASES = {
+    "mse": (lambda: torch.nn.MSELoss(), lambda: (_x(8, 2) / 2, _x(8, 2, seed=1) / 2)),
+    "bce": (
+        lambda: torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0, 0.5])),
+        lambda: (_x(8, 2) / 2, (_x(8, 2, seed=1) > 0).float()),
+    ),
+    "ce": (
+        lambda: torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1),
+        lambda: (_x(8, 4) / 2, torch.tensor([0, 1, 2, 3, 3, 2, 1, 1])),
+    ),
+    "user_function": (
+        lambda: lambda o, t: torch.mean((o - t) ** 2 * torch.sigmoid(t)) + 0.1 * o.abs().mean(),
+        lambda: (_x(8, 2) / 2, _x(8, 2, seed=1) / 2),
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(MPC_CASES))
+def test_losses_on_spu(case: str) -> None:
+    """Value and gradient under SEMI2K/FM64 (output from alice, target secret from bob)."""
+    from ppml_torch.testing import tolerance
+    from tests.sessions import get_session, record_error
+
+    make, data = MPC_CASES[case]
+    module, (output, target) = make(), data()
+    loss = from_torch(module, example=(output, target))
+    out_t = output.clone().requires_grad_(True)
+    ref = module(out_t, target)
+    ref.backward()
+
+    session = get_session("spu", "SEMI2K", "FM64")
+    oh = session.put(output.numpy(), owner="alice")
+    th = session.put(target.numpy(), owner="bob")
+    value, grad = session.reveal(session.call(jax.value_and_grad(loss.fn), oh, th))
+    tol = tolerance("SEMI2K", "FM64")
+    err = assert_close(value, ref.detach().numpy(), tol=tol, what=f"{case} value")
+    err = max(err, assert_close(grad, out_t.grad.numpy(), tol=tol, what=f"{case} grad"))
+    record_error(f"SEMI2K/FM64 loss {case}", err)
