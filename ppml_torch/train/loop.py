@@ -116,6 +116,43 @@ def _session_parties(session: Session | str) -> tuple[tuple[str, ...], Any]:
     return resolve(spec.backend, spec.protocol, spec.field).parties, spec
 
 
+def _fixed_point(session: Session | str, spec: Any) -> tuple[str, int] | None:
+    """(field, fraction bits) of an MPC session, None in plaintext: the optimizer's MPC form."""
+    from ppml_torch.runners.config import resolve, session_fraction_bits
+
+    cfg = session.config if spec is None else resolve(spec.backend, spec.protocol, spec.field)
+    if cfg.backend == "cpu":
+        return None
+    return cfg.field, session_fraction_bits(cfg)
+
+
+def _map_loss(losses: Any, loss_fn: Any) -> Any:
+    """torch's losses map directly; a user's own function goes through the graph converter,
+    which needs an example (output, target): traced on one batch of the module's output."""
+    if losses.needs_example(loss_fn):
+        return _LazyLoss(losses, loss_fn)
+    return losses.from_torch(loss_fn)
+
+
+class _LazyLoss:
+    """A user's loss function, converted on the first shapes it is traced with."""
+
+    def __init__(self, losses: Any, loss_fn: Any):
+        self._losses, self._fn, self._mapped = losses, loss_fn, {}
+
+    def __call__(self, output: Any, target: Any) -> Any:
+        import torch
+
+        key = (tuple(output.shape), str(output.dtype), tuple(target.shape), str(target.dtype))
+        if key not in self._mapped:
+            ex = (
+                torch.zeros(key[0], dtype=getattr(torch, key[1])),
+                torch.zeros(key[2], dtype=getattr(torch, key[3])),
+            )
+            self._mapped[key] = self._losses.from_torch(self._fn, example=ex)
+        return self._mapped[key](output, target)
+
+
 def _check_module_params(optimizer: Any, module: Any) -> None:
     owned = {id(p) for p in module.parameters()}
     for i, g in enumerate(getattr(optimizer, "param_groups", [])):
@@ -337,11 +374,12 @@ def fit(
       (``load_state_dict(strict=True)``), and a :class:`History`.
 
     Raises:
-      DataError, FitError, MappingError: bad input, one line, before any session work.
+      DataError, FitError, OptimizerMappingError, LossMappingError: bad input, one line,
+        before any session work.
     """
     import jax
 
-    from . import _optim_stub
+    from . import losses, optim
 
     t_start = time.perf_counter()
     _check_route(route)
@@ -351,8 +389,10 @@ def fit(
         raise FitError(f"batch_size must be a positive int, got {batch_size!r}")
     parties, spec = _session_parties(session)
     _check_module_params(optimizer, module)
-    tx, trainable = _optim_stub.optimizer_to_optax(optimizer, module)
-    loss = _optim_stub.loss_to_jax(loss_fn)
+    topt = optim.from_torch(optimizer, module, None, fixed_point=_fixed_point(session, spec))
+    tx = topt.tx  # over {torch name: array} of the trained names (frozen ones stay in `fixed`)
+    trainable = [name for g in topt.groups for name in g["names"]]
+    loss = _map_loss(losses, loss_fn)
     loaded = load(data, parties, need_labels=True)
     n = loaded.n_rows
     if batch_size > n:

@@ -124,7 +124,9 @@ def convert(
 
     program = build(ep, param_key=param_key, example_leaves=leaves, root=root, options=options)
 
-    params = {k: jnp.asarray(to_numpy(v)) for k, v in state.items()}
+    # jnp.array copies: jnp.asarray may alias the module's memory on CPU, and a later in-place
+    # update of the torch weights (optimizer.step, load_state_dict) would change the params
+    params = {k: jnp.array(to_numpy(v)) for k, v in state.items()}
     torch_dtypes = {k: v.dtype for k, v in state.items()}
     expected = list(state)
 

@@ -443,3 +443,13 @@ def test_conversion_prints_no_torch_pytree_deprecation(recwarn):
     warnings.simplefilter("always")
     convert(nn.Sequential(nn.Linear(4, 2)), (torch.rand(3, 4),))
     assert not [w for w in recwarn if "LeafSpec" in str(w.message)]
+
+
+def test_params_do_not_alias_the_module_weights():
+    """A later in-place update of the torch weights must not change a converted model."""
+    m = nn.Sequential(nn.Linear(4, 2))
+    cm = convert(m, (torch.rand(3, 4),))
+    before = np.array(cm.params["0.weight"])
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+    np.testing.assert_array_equal(np.asarray(cm.params["0.weight"]), before)
