@@ -521,11 +521,16 @@ def _check_loss_shapes(model, loss, params, loaded: Loaded, batch_size, row, dty
             "give labels of the output's shape (e.g. y.reshape(-1, 1))"
         )
     try:
-        jax.eval_shape(loss, out, yb)
+        value = jax.eval_shape(loss, out, yb)
     except Exception as e:  # noqa: BLE001 - re-raised as one line
         raise FitError(
             f"the loss cannot take outputs {out.shape} and labels {yb.shape}: {e}"
         ) from None
+    if getattr(value, "shape", None) != ():
+        raise FitError(
+            f"the loss returns shape {getattr(value, 'shape', type(value).__name__)}, not a scalar; "
+            "fit differentiates one number: use reduction='mean' or 'sum'"
+        )
 
 
 def _progress(epochs: int, progress: bool):

@@ -419,6 +419,10 @@ def test_breast_cancer_auc_matches_torch_eager(breast_cancer, eager_auc, route, 
 # -- bad input: one line, before any session work -------------------------------------------------
 
 
+def _sorted_loss(o, t):  # torch.sort has no lowering: the converter refuses the user's loss
+    return (torch.sort(o, dim=0).values - t).abs().mean()
+
+
 def _bad_cases():
     x, y = tiny_data()
     m = tiny_mlp()
@@ -429,7 +433,8 @@ def _bad_cases():
         "labels owned by no party": (m, nn.MSELoss(), sgd, split(x, y, labels=False), {}),
         "batch larger than data": (m, nn.MSELoss(), sgd, ok, {"batch_size": 21}),
         "optimizer not mapped": (m, nn.MSELoss(), torch.optim.Rprop(m.parameters()), ok, {}),
-        "loss not mapped": (m, nn.MSELoss(reduction="none"), sgd, ok, {}),
+        "loss not a scalar": (m, nn.MSELoss(reduction="none"), sgd, ok, {}),
+        "loss not mapped": (m, _sorted_loss, sgd, ok, {}),
         "loss not a loss": (m, "mse", sgd, ok, {}),
         "optimizer params not the module's": (m, nn.MSELoss(), other, ok, {}),
         "labels shape (n,) vs output (n, 1)": (m, nn.MSELoss(), sgd, split(x, y[:, 0]), {}),
