@@ -393,7 +393,8 @@ def torch_greedy(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Plaintext reference in torch eager, the whole sequence recomputed per token.
 
-    Returns ``(ids (B, N), logits (N, B, vocab))``; equals HF ``generate(do_sample=False)``.
+    Runs in eval mode (the module's own mode is restored).  Returns ``(ids (B, N), logits
+    (N, B, vocab))``; equals HF ``generate(do_sample=False)``.
     """
     import torch
 
@@ -403,10 +404,15 @@ def torch_greedy(
     check_lengths(arr.shape[1], max_new_tokens, positions_of(module), None)
     seq = torch.as_tensor(arr, dtype=torch.long)
     logits = []
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            out = module(seq, use_cache=False).logits if is_hf_gpt2(module) else module(seq)
-            last = out[:, -1].float()
-            logits.append(last.numpy())
-            seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
+    was_training = module.training
+    module.eval()  # dropout off, as in every other run; the user's mode is restored below
+    try:
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                out = module(seq, use_cache=False).logits if is_hf_gpt2(module) else module(seq)
+                last = out[:, -1].float()
+                logits.append(last.numpy())
+                seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
+    finally:
+        module.train(was_training)
     return seq[:, arr.shape[1] :].numpy(), np.stack(logits)

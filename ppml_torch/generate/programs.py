@@ -12,6 +12,7 @@ the same weights moved by ``ppml_torch.to_flax`` into
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -55,10 +56,14 @@ def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
     from ppml_torch.converters.fx import convert
     from ppml_torch.models.nanogpt_cache import CachedGPT
 
+    was_training = gpt.training  # CachedGPT shares gpt's modules: restore the user's mode
     cached = CachedGPT(gpt, max_len).eval()
     kz, vz = cached.empty_cache(batch)
     shape = tuple(kz.shape)
-    with warnings.catch_warnings():  # torch's pytree LeafSpec FutureWarning (third-party noise)
+    with (
+        _restore_mode(gpt, was_training),
+        warnings.catch_warnings(),
+    ):  # torch's pytree LeafSpec FutureWarning (third-party noise)
         warnings.filterwarnings(
             "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
         )
@@ -88,6 +93,14 @@ def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
     return StepPrograms(
         "graph", gpt.config, batch, prompt_len, max_len, params, prefill, decode if dec else None
     )
+
+
+@contextlib.contextmanager
+def _restore_mode(module: Any, training: bool):
+    try:
+        yield
+    finally:
+        module.train(training)
 
 
 def _flax(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:

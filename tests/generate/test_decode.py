@@ -115,3 +115,16 @@ def test_cpu_session_equals_torch_for_several_prompt_lengths(hf, route):
 def test_run_spec_string_opens_and_closes_a_session(hf):
     g = generate(hf, [1, 2, 3], 2, session="cpu", route="flax")
     assert g.ids.shape == (1, 2) and g.session.startswith("cpu")
+
+
+def test_nanogpt_module_in_training_mode_is_left_as_it_was():
+    """A nanoGPT GPT (not HF) with dropout, in training mode: runs in eval, mode restored."""
+    from ppml_torch.models.nanogpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(block_size=16, vocab_size=50, n_layer=1, n_head=2, n_embd=16, dropout=0.5))
+    gpt.train()
+    g = generate(gpt, [[3, 4, 5]], 3, session=get_session("cpu"), route="graph")
+    assert gpt.training and all(m.training for m in gpt.modules())
+    np.testing.assert_array_equal(g.ids, torch_greedy(gpt, [[3, 4, 5]], 3)[0])
+    assert gpt.training
