@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, v in RANDOM_SHAPE.items():
         p.add_argument(f"--{name}", type=int, help=f"random model's {name} (default {v})")
     p.add_argument("--seed", type=int, default=0, help="seed of the random model")
+    p.add_argument(
+        "--init-std",
+        type=float,
+        help="random model's initializer_range (default 0.02, GPT-2's; it tends to repeat one "
+        "token, 0.1 gives varied ids)",
+    )
 
 
 def _model(args: argparse.Namespace):
@@ -44,6 +50,8 @@ def _model(args: argparse.Namespace):
     )
 
     given = [f"--{k}" for k in RANDOM_SHAPE if getattr(args, k) is not None]
+    if args.init_std is not None:
+        given.append("--init-std")
     if args.checkpoint:
         if given:
             raise GenerationError(
@@ -58,10 +66,11 @@ def _model(args: argparse.Namespace):
         )
     else:
         shape = {k: getattr(args, k) or v for k, v in RANDOM_SHAPE.items()}
-        model = random_gpt2(**shape, seed=args.seed)
+        std = 0.02 if args.init_std is None else args.init_std
+        model = random_gpt2(**shape, seed=args.seed, init_std=std)
         tok = gpt2_tokenizer()
         what = (
-            f"seeded random GPT-2 (seed {args.seed}; {shape['layers']} layers, "
+            f"seeded random GPT-2 (seed {args.seed}, init std {std}; {shape['layers']} layers, "
             f"{shape['width']} wide, {shape['heads']} heads, GPT-2's vocabulary of "
             f"{model.config.vocab_size}): random weights, so the text is not meant to read"
         )
@@ -128,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                 step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
                 comm = g.comm.describe() if g.comm else "-"
                 print(
-                    f"{str(spec):<16} {route:<6} {agree(g.ids):<6} {g.weights_put.run_s:>5.2f}s "
+                    f"{str(spec):<16} {route:<6} {agree(g.ids):<6} {g.weights_put.run_s if g.weights_put else 0.0:>5.2f}s "
                     f"{g.prefill.run_s:>6.2f}s {step:>7} {comp:>8}  {comm}",
                     flush=True,
                 )
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, route, out in results:
         label = name if route == "-" else f"{name} {route}"
-        print(f"{label:<16} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}")
+        print(f"{label:<20} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}")
     same = all(np.array_equal(out, results[0][2]) for _, _, out in results)
     print(f"all runs agree: {'yes' if same else 'NO'}")
     return 0

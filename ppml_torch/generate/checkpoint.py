@@ -142,19 +142,35 @@ def check_tokenizer(tokenizer: Any, vocab_size: int) -> None:
 
 
 def random_gpt2(
-    layers: int = 2, width: int = 64, heads: int = 4, *, positions: int = 1024, seed: int = 0
+    layers: int = 2,
+    width: int = 64,
+    heads: int = 4,
+    *,
+    positions: int = 1024,
+    seed: int = 0,
+    init_std: float = 0.02,
 ) -> nn.Module:
-    """A seeded random HF ``GPT2LMHeadModel`` with GPT-2's vocabulary (readable ids, not text)."""
+    """A seeded random HF ``GPT2LMHeadModel`` with GPT-2's vocabulary (real ids, no real text).
+
+    ``init_std`` is GPT-2's ``initializer_range`` (0.02: its own; such a small random model
+    tends to repeat one token, a larger value gives varied ids)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     for name, v in (("layers", layers), ("width", width), ("heads", heads)):
         if v < 1:
             raise GenerationError(f"--{name} must be at least 1, got {v}")
+    if not init_std > 0:
+        raise GenerationError(f"--init-std must be positive, got {init_std}")
     if width % heads:
         raise GenerationError(f"--width {width} is not a multiple of --heads {heads}")
     torch.manual_seed(seed)
     cfg = GPT2Config(
-        n_layer=layers, n_embd=width, n_head=heads, vocab_size=GPT2_VOCAB, n_positions=positions
+        n_layer=layers,
+        n_embd=width,
+        n_head=heads,
+        vocab_size=GPT2_VOCAB,
+        n_positions=positions,
+        initializer_range=init_std,
     )
     return GPT2LMHeadModel(cfg).eval()

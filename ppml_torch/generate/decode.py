@@ -51,15 +51,12 @@ class Generation:
     session: str
     reports: tuple[RunReport, ...]
     puts: tuple[tuple[str, str], ...]
+    weights_put: RunReport | None  # None when the weights were put before (a reused Decoder)
     prepare_s: float  # conversion / tracing set-up before anything is shared
     wall_s: float  # from the weights' put to the revealed ids
 
     def _calls(self, name: str) -> list[RunReport]:
         return [r for r in self.reports if r.what == name]
-
-    @property
-    def weights_put(self) -> RunReport:
-        return next(r for r in self.reports if r.what == self.puts[0][0])
 
     @property
     def prefill(self) -> RunReport:
@@ -243,8 +240,9 @@ class Decoder:
         """Greedy ids ``(B, N)``; the loop stays secret and bob gets the ids at the end."""
         s, T = self.session, self.programs.prompt_len
         check_prompt(prompt_ids, self.programs.config.vocab_size)  # before anything is put
-        first = len(s.reports)
+        first, first_put = len(s.reports), len(self._puts)
         t0 = time.perf_counter()
+        had_weights = self._weights is not None
         w = self.weights()
         x = self._prompt(prompt_ids)
         state = s.call(self._prefill, w, x, name="prefill")
@@ -260,13 +258,15 @@ class Decoder:
         ids = np.asarray(s.reveal(out, to=self.prompt_owner))
         s.free(out)
         wall = time.perf_counter() - t0
-        mine = {w for w, _ in self._puts}
+        puts = tuple(self._puts[first_put:])
+        mine = {w for w, _ in puts}
         reports = tuple(
             r for r in s.reports[first:] if not r.what.startswith("put") or r.what in mine
         )
+        weights_put = None if had_weights else next(r for r in reports if r.what == puts[0][0])
         return Generation(
             ids, self.programs.route, str(s.config.describe()), reports,
-            tuple(self._puts), self.prepare_s, wall,
+            puts, weights_put, self.prepare_s, wall,
         )  # fmt: skip
 
     def forced(

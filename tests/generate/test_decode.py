@@ -59,7 +59,10 @@ def test_spu_aby3_tokens_equal_torch_generate(hf, route):
             ref_ids, ref_logits = torch_greedy(hf, prompt, N)
             np.testing.assert_array_equal(ref_ids, want)  # our torch reference is HF's generate
 
-            got = dec.generate(prompt).ids  # private path: the loop stays secret
+            gen = dec.generate(prompt)  # private path: the loop stays secret
+            got = gen.ids
+            assert (gen.weights_put is None) == (p > 0)  # put by the first generation only
+            assert [o for _, o in gen.puts] == ["alice"] * (p == 0) + ["bob"] + ["public"] * (N - 1)
             logits, _ = dec.forced(prompt, want[:, :-1])  # torch's tokens fed back by bob
             err = np.abs(logits - ref_logits).max(axis=(1, 2))  # (N,) per step
             worst = max(worst, float(err.max()))

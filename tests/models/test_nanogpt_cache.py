@@ -11,6 +11,8 @@ import ppml_torch
 from ppml_torch.models.nanogpt import GPT, GPTConfig
 from ppml_torch.models.nanogpt_cache import CachedGPT
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+
 CFG = GPTConfig(block_size=32, vocab_size=300, n_layer=2, n_head=2, n_embd=32)
 
 
