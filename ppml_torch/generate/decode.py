@@ -171,6 +171,12 @@ class Decoder:
                 raise GenerationError(
                     f"{name} {who!r} is not a party of the session ({', '.join(session.parties)})"
                 )
+        if route == "graph" and session.config.backend == "secretflow":
+            # measured: Ray cannot pickle the converted program (pybind objects in it)
+            raise GenerationError(
+                "route 'graph' does not run on secretflow yet (Ray cannot pickle the converted "
+                "program for its actors); use route='flax' there"
+            )
         if prompt_len < 1:
             raise GenerationError("the prompt is empty; give at least one token id")
         self.max_len = check_lengths(prompt_len, max_new_tokens, positions_of(module), max_len)
@@ -226,7 +232,7 @@ class Decoder:
             self._weights = self._put(self.programs.params, self.weights_owner)
         return self._weights
 
-    def _prompt(self, prompt_ids: Any) -> Handle:
+    def _checked(self, prompt_ids: Any) -> np.ndarray:
         p = self.programs
         arr = check_prompt(prompt_ids, p.config.vocab_size)
         if arr.shape != (p.batch, p.prompt_len):
@@ -234,17 +240,17 @@ class Decoder:
                 f"this decoder was built for prompts of shape {(p.batch, p.prompt_len)}, "
                 f"got {arr.shape}"
             )
-        return self._put(arr, self.prompt_owner)
+        return arr
 
     def generate(self, prompt_ids: Any) -> Generation:
         """Greedy ids ``(B, N)``; the loop stays secret and bob gets the ids at the end."""
         s, T = self.session, self.programs.prompt_len
-        check_prompt(prompt_ids, self.programs.config.vocab_size)  # before anything is put
+        arr = self._checked(prompt_ids)  # before anything is put
         first, first_put = len(s.reports), len(self._puts)
         t0 = time.perf_counter()
         had_weights = self._weights is not None
         w = self.weights()
-        x = self._prompt(prompt_ids)
+        x = self._put(arr, self.prompt_owner)
         state = s.call(self._prefill, w, x, name="prefill")
         s.free(x)
         for j in range(1, self.new):
@@ -284,8 +290,9 @@ class Decoder:
             raise GenerationError(
                 f"forced: give {self.new - 1} tokens per row, got {toks.shape[1]}"
             )
+        arr = self._checked(prompt_ids)
         w = self.weights()
-        x = self._prompt(prompt_ids)
+        x = self._put(arr, self.prompt_owner)
         out = s.call(self._prefill_logits, w, x, name="prefill_logits")
         s.free(x)
         logits = []
@@ -366,6 +373,12 @@ def generate(
     if route not in ROUTES:
         raise GenerationError(f"route {route!r} is unknown; use {' or '.join(ROUTES)}")
     opened, owned = _open(session)
+    backend = opened.backend if owned else opened.config.backend
+    if route == "graph" and backend == "secretflow":  # before Ray starts
+        raise GenerationError(
+            "route 'graph' does not run on secretflow yet (Ray cannot pickle the converted "
+            "program for its actors); use route='flax' there"
+        )
     s = opened.open() if owned else opened
     try:
         dec = Decoder(

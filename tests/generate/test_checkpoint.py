@@ -111,6 +111,7 @@ def test_tokenizer_model_vocabulary_mismatch(tiny):
         ([1, 2], 2, {"route": "onnx"}, "route 'onnx' is unknown"),
         ([1, 2], 2, {"session": "torch"}, "has no MPC session"),
         ([1, 2], 2, {"session": "spu:NOPE"}, "unknown protocol"),
+        ([1, 2], 2, {"session": "secretflow:SEMI2K"}, "route 'graph' does not run on secretflow"),
     ],
 )
 def test_bad_input_is_one_line_before_any_put(tiny, prompt, new, kwargs, message):
@@ -134,3 +135,14 @@ def test_ppml_torch_generate_is_the_function(tiny):
     g = ppml_torch.generate(tiny, [1, 2], 2, session=get_session("cpu"), route="flax")
     assert g.ids.shape == (1, 2)
     assert ppml_torch.generate.generate is generate
+
+
+def test_decoder_refuses_a_prompt_of_another_shape_before_any_put(tiny):
+    from ppml_torch.generate import Decoder
+
+    s = get_session("cpu")
+    dec = Decoder(tiny, s, prompt_len=3, max_new_tokens=2, route="flax")
+    before = len(s.reports)
+    with pytest.raises(GenerationError, match=r"built for prompts of shape \(1, 3\), got \(1, 4\)"):
+        dec.generate([[1, 2, 3, 4]])
+    assert len(s.reports) == before
