@@ -146,3 +146,22 @@ def test_decoder_refuses_a_prompt_of_another_shape_before_any_put(tiny):
     with pytest.raises(GenerationError, match=r"built for prompts of shape \(1, 3\), got \(1, 4\)"):
         dec.generate([[1, 2, 3, 4]])
     assert len(s.reports) == before
+
+
+def test_train_example_writes_a_checkpoint_generate_loads(tmp_path, capsys):
+    """examples/train_tiny_gpt2.py (2 steps, tiny): its directory loads with its tokenizer."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "train_tiny_gpt2.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_gpt2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--out", str(tmp_path), "--layers", "1", "--width", "16", "--heads", "2"]
+    assert mod.main([*argv, "--context", "8", "--batch", "2", "--steps", "2"]) == 0
+    assert "2 steps; saved to" in capsys.readouterr().out
+    model, tok = load_checkpoint(tmp_path), gpt2_tokenizer(tmp_path)
+    check_tokenizer(tok, model.config.vocab_size)
+    prompt = [tok.encode("The class")]
+    g = generate(model, prompt, 2, session=get_session("cpu"), route="flax")
+    np.testing.assert_array_equal(g.ids, torch_greedy(model, prompt, 2)[0])
