@@ -7,6 +7,8 @@ Public entry points (imported lazily, so ``import ppml_torch`` is cheap):
 * ``to_flax(module)`` / ``from_flax(params, module)``: weight transfer to and from Flax;
 * ``fit(module, loss_fn, optimizer, data, ...)`` / ``predict(module, inputs, ...)``: training
   and inference of a torch module inside a session (``ppml_torch.train``);
+* ``generate(module, prompt_ids, max_new_tokens, session=..., route=...)``: greedy GPT-2
+  generation with a KV cache, under MPC or in plaintext (``ppml_torch.generation``);
 * ``ppml_torch.runners``: sessions on ``cpu``, ``spu`` and ``secretflow``.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from .model import ConvertedModel
 
-__all__ = ["ConvertedModel", "convert", "fit", "from_flax", "predict", "to_flax"]
+__all__ = ["ConvertedModel", "convert", "fit", "from_flax", "generate", "predict", "to_flax"]
 __version__ = "0.1.0"
 
 
@@ -33,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from .train import loop as _loop
 
         return getattr(_loop, name)
+    if name == "generate":
+        from .generation import generate
+
+        return generate
     raise AttributeError(f"module 'ppml_torch' has no attribute {name!r}")

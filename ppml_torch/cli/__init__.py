@@ -22,6 +22,7 @@ from ..errors import PpmlError
 COMMANDS = {
     "export-stablehlo": "export_stablehlo",
     "from-flax": "from_flax",
+    "gpt2": "gpt2",
     "homework-mlp": "homework_mlp",
     "ops": "ops",
     "protocols": "protocols",

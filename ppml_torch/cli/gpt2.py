@@ -1,0 +1,159 @@
+"""``ppml-torch gpt2``: greedy GPT-2 generation on several runtimes, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+HELP = "greedy GPT-2 generation (KV cache, weights shared once) on torch, cpu, spu, secretflow"
+DEFAULT_RUNS = ("torch", "cpu", "spu:ABY3")
+DEFAULT_PROMPT = "I enjoy walking with my cute dog"
+RANDOM_SHAPE = {"layers": 2, "width": 64, "heads": 4}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="text (default: %(default)r)")
+    p.add_argument("--tokens", type=int, default=10, help="new tokens (default: %(default)s)")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=list(DEFAULT_RUNS),
+        help="torch and backend[:protocol[:field]] list (default: %(default)s)",
+    )
+    p.add_argument("--field", default="FM64", help="field of MPC runs that name none")
+    p.add_argument(
+        "--route",
+        nargs="+",
+        choices=("graph", "flax"),
+        default=["graph"],
+        help="graph (ppml_torch.convert) and/or flax (Flax twin); default: graph",
+    )
+    p.add_argument("--checkpoint", metavar="DIR", help="a local GPT-2 save_pretrained directory")
+    for name, v in RANDOM_SHAPE.items():
+        p.add_argument(f"--{name}", type=int, help=f"random model's {name} (default {v})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random model")
+    p.add_argument(
+        "--init-std",
+        type=float,
+        help="random model's initializer_range (default 0.02, GPT-2's; it tends to repeat one "
+        "token, 0.1 gives varied ids)",
+    )
+
+
+def _model(args: argparse.Namespace):
+    from ..generation import (
+        GenerationError,
+        check_tokenizer,
+        gpt2_tokenizer,
+        load_checkpoint,
+        random_gpt2,
+    )
+
+    given = [f"--{k}" for k in RANDOM_SHAPE if getattr(args, k) is not None]
+    if args.init_std is not None:
+        given.append("--init-std")
+    if args.checkpoint:
+        if given:
+            raise GenerationError(
+                f"{', '.join(given)} set the random model's shape; a --checkpoint has its own"
+            )
+        model = load_checkpoint(args.checkpoint)
+        tok = gpt2_tokenizer(args.checkpoint)
+        c = model.config
+        what = (
+            f"checkpoint {args.checkpoint} ({c.n_layer} layers, {c.n_embd} wide, "
+            f"{c.n_head} heads, vocabulary {c.vocab_size})"
+        )
+    else:
+        shape = {k: getattr(args, k) or v for k, v in RANDOM_SHAPE.items()}
+        std = 0.02 if args.init_std is None else args.init_std
+        model = random_gpt2(**shape, seed=args.seed, init_std=std)
+        tok = gpt2_tokenizer()
+        what = (
+            f"seeded random GPT-2 (seed {args.seed}, init std {std}; {shape['layers']} layers, "
+            f"{shape['width']} wide, {shape['heads']} heads, GPT-2's vocabulary of "
+            f"{model.config.vocab_size}): random weights, so the text is not meant to read"
+        )
+    check_tokenizer(tok, model.config.vocab_size)
+    return model, tok, what
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..generation import GenerationError, generate, torch_greedy
+    from ..generation.checkpoint import positions_of
+    from ..generation.decode import check_lengths
+    from ..runspec import parse_runs
+
+    runs = parse_runs(args.runs, args.field)  # every input checked before any work
+    if "graph" in args.route and any(r.backend == "secretflow" for r in runs):
+        raise GenerationError(
+            "--route graph does not run on secretflow yet (Ray cannot pickle the converted "
+            "program); use --route flax with secretflow runs"
+        )
+    if args.tokens < 1:
+        raise GenerationError(f"--tokens must be at least 1, got {args.tokens}")
+    if not args.prompt:
+        raise GenerationError("--prompt is empty; give some text")
+    model, tok, what = _model(args)
+    ids = tok.encode(args.prompt)
+    if not ids:
+        raise GenerationError(f"--prompt {args.prompt!r} encodes to no tokens")
+    check_lengths(len(ids), args.tokens, positions_of(model), None)
+    prompt = np.asarray([ids], dtype=np.int32)
+
+    print(f"model: {what}")
+    print(f"prompt: {args.prompt!r} = {len(ids)} ids {ids}; {args.tokens} new tokens, greedy")
+    print(
+        "weights: alice's secret, shared once; prompt: bob's secret; KV cache secret, its "
+        "position public; argmax under MPC; ids revealed to bob only, at the end"
+    )
+    head = (
+        f"{'run':<16} {'route':<6} {'agree':<6} {'share':>6} {'prompt':>7} {'token':>7} "
+        f"{'compile':>8}  communication"
+    )
+    print(head)
+    print("-" * len(head))
+    results: list[tuple[str, str, np.ndarray]] = []
+    ref: list[np.ndarray] = []
+
+    def agree(out: np.ndarray) -> str:
+        if not ref:
+            ref.append(out)
+            return "ref"
+        diff = np.nonzero((out != ref[0]).any(axis=0))[0]
+        return "yes" if not diff.size else f"no@{int(diff[0])}"
+
+    for spec in runs:
+        if spec.is_torch:
+            t0 = time.perf_counter()
+            out, _ = torch_greedy(model, prompt, args.tokens)
+            per = (time.perf_counter() - t0) / args.tokens
+            print(
+                f"{'torch':<16} {'-':<6} {agree(out):<6} {'-':>6} {'-':>7} {per:>6.3f}s {'-':>8}  -"
+            )
+            results.append(("torch", "-", out))
+            continue
+        with spec.open() as s:
+            for route in args.route:
+                g = generate(model, prompt, args.tokens, session=s, route=route)
+                comp = "n/a" if g.compile_s is None else f"{g.compile_s:.1f}s"
+                step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
+                comm = g.comm.describe() if g.comm else "-"
+                print(
+                    f"{str(spec):<16} {route:<6} {agree(g.ids):<6} {g.weights_put.run_s if g.weights_put else 0.0:>5.2f}s "
+                    f"{g.prefill.run_s:>6.2f}s {step:>7} {comp:>8}  {comm}",
+                    flush=True,
+                )
+                results.append((str(spec), route, g.ids))
+    print(
+        "share: alice's weights secret-shared (once); prompt: the prompt step (first new "
+        "token); token: median time per further token; communication: all steps, all parties"
+    )
+    for name, route, out in results:
+        label = name if route == "-" else f"{name} {route}"
+        print(f"{label:<20} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}")
+    same = all(np.array_equal(out, results[0][2]) for _, _, out in results)
+    print(f"all runs agree: {'yes' if same else 'NO'}")
+    return 0
