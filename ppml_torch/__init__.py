@@ -5,6 +5,8 @@ Public entry points (imported lazily, so ``import ppml_torch`` is cheap):
 * ``convert(module, example_args, example_kwargs=None)``: graph conversion (torch.export ->
   JAX), returns a :class:`ConvertedModel`;
 * ``to_flax(module)`` / ``from_flax(params, module)``: weight transfer to and from Flax;
+* ``check_equivalence(module, example_inputs, runs=..., grads=...)``: the module against its
+  conversions in plaintext and under MPC, as a table (:mod:`ppml_torch.equivalence`);
 * ``ppml_torch.runners``: sessions on ``cpu``, ``spu`` and ``secretflow``.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from .model import ConvertedModel
 
-__all__ = ["ConvertedModel", "convert", "from_flax", "to_flax"]
+__all__ = ["ConvertedModel", "check_equivalence", "convert", "from_flax", "to_flax"]
 __version__ = "0.1.0"
 
 
@@ -27,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from .converters import flax as _flax
 
         return getattr(_flax, name)
+    if name == "check_equivalence":
+        from .equivalence.check import check_equivalence
+
+        return check_equivalence
     raise AttributeError(f"module 'ppml_torch' has no attribute {name!r}")

@@ -20,6 +20,7 @@ from ..errors import PpmlError
 
 # sub-command name -> module in this package (the order of `ppml-torch --help`)
 COMMANDS = {
+    "check": "check",
     "homework-mlp": "homework_mlp",
     "ops": "ops",
     "protocols": "protocols",
