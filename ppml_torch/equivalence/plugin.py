@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 DEFAULT_RUNS = "cpu,spu:SEMI2K,spu:ABY3"
-_largest: dict[tuple[str, str], float] = {}
+_LARGEST = pytest.StashKey[dict]()  # (route, run) -> largest output error, per pytest run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "ppml_runs(*runs): run this test's ppml_equivalence only on these runs"
     )
     config._ppml_runs = _runs(config)  # type: ignore[attr-defined]  # checked before collection
+    config.stash[_LARGEST] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -87,7 +88,7 @@ def ppml_session(ppml_run: Any) -> Any:
 
 
 @pytest.fixture
-def ppml_equivalence(ppml_run: Any):
+def ppml_equivalence(ppml_run: Any, request: pytest.FixtureRequest):
     """``check(module, example_inputs, **kwargs)``: assert the module is equivalent on this
     test's run; returns the :class:`~ppml_torch.equivalence.EquivalenceReport`."""
     from .check import check_equivalence
@@ -99,10 +100,11 @@ def ppml_equivalence(ppml_run: Any):
         report = check_equivalence(
             module, example_inputs, runs=[str(ppml_run)], sessions=session_for, **kwargs
         )
+        largest = request.config.stash[_LARGEST]
         for row in report.rows:
             if row.out_err is not None:
                 key = (row.route, row.run)
-                _largest[key] = max(_largest.get(key, 0.0), row.out_err)
+                largest[key] = max(largest.get(key, 0.0), row.out_err)
         if not report.passed:
             pytest.fail(f"not equivalent on {ppml_run}:\n{report}", pytrace=False)
         return report
@@ -116,8 +118,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     close_all()
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _largest:
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    largest = config.stash.get(_LARGEST, {})
+    if largest:
         terminalreporter.write_sep("-", "ppml_equivalence: largest output error vs torch eager")
-        for (route, run), err in sorted(_largest.items()):
+        for (route, run), err in sorted(largest.items()):
             terminalreporter.write_line(f"{route:<6} {run:<18} {err:.2e}")

@@ -93,8 +93,12 @@ class EquivalenceReport:
         return [r for r in self.rows if not r.ok]
 
     def row(self, route: str, run: str) -> Row:
+        """The row of ``route`` on ``run`` (``"spu:ABY3"`` finds ``spu:ABY3:FM64``)."""
+        from ppml_torch.runspec import parse_run
+
+        names = {run, "*"} if run in ("*", "torch") else {str(parse_run(run)), "*"}
         for r in self.rows:
-            if r.route == route and r.run == run:
+            if r.route == route and r.run in names:
                 return r
         raise KeyError(f"no row for route {route!r} on run {run!r}")
 

@@ -21,6 +21,8 @@ def get_session(backend: str, protocol: str | None = None, field: str | None = N
     from ppml_torch.runners import open_session
 
     key = (backend, protocol, field)
+    if key in _sessions and getattr(_sessions[key], "_closed", False):
+        del _sessions[key]  # closed by its user (or a nested pytest run): open a new one
     if key not in _sessions:
         if backend == "secretflow":
             for k in [k for k in _sessions if k[0] == "secretflow"]:
