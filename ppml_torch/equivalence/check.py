@@ -57,7 +57,8 @@ def check_equivalence(
         approximated ops the converted program uses (:mod:`.tolerances`).  A number: that
         ``atol`` and ``rtol`` on every MPC run; a :class:`~ppml_torch.testing.Tolerance`; or
         a mapping run spec -> either.  An element passes when
-        ``|got - expected| <= atol + rtol * |expected|``.
+        ``|got - expected| <= atol + rtol * |expected|`` (gradients: ``rtol`` times the
+        largest ``|expected|`` of the parameter, see :func:`compare`).
       example_kwargs: keyword inputs: tensors are inputs (owned by the input party), other
         values are fixed at conversion (``use_cache=False``); the flax route takes none.
       sessions: ``run -> Session`` to reuse open sessions (the pytest plugin's shared ones);
@@ -339,8 +340,12 @@ class _TorchGrads:
         if key not in self._cache:
             total = sum(self.out[p].float().sum() for p in key if self.out[p].is_floating_point())
             names = list(self.params)
-            got = torch.autograd.grad(
-                total, [self.params[n] for n in names], allow_unused=True, retain_graph=True
+            got = (
+                torch.autograd.grad(
+                    total, [self.params[n] for n in names], allow_unused=True, retain_graph=True
+                )
+                if names
+                else []
             )
             self._cache[key] = {
                 n: (np.zeros(tuple(self.params[n].shape), np.float32) if g is None else g.numpy())
@@ -503,7 +508,12 @@ def _path_label(path: str) -> str:
 def compare(
     expected: Mapping[str, Any], got: Mapping[str, Any], tol: Tolerance, what: str
 ) -> tuple[float, Mismatch | None]:
-    """Largest absolute error over every path, and the worst element out of tolerance."""
+    """Largest absolute error over every path, and the worst element out of tolerance.
+
+    Outputs: an element passes when ``|got - e| <= atol + rtol * |e|``.  Gradients (``what ==
+    "grad"``) are sums over the batch, whose fixed-point error grows with the sum, not with
+    each element: ``rtol`` there is relative to the largest ``|e|`` of the parameter.
+    """
     worst = 0.0
     first: Mismatch | None = None
     for path, e in expected.items():
@@ -516,7 +526,8 @@ def compare(
         diff = np.abs(a - e)
         diff = np.where(np.isnan(diff), np.inf, diff)
         worst = max(worst, float(diff.max()))
-        bad = diff > tol.atol + tol.rtol * np.abs(e)
+        scale = np.abs(e).max() if what == "grad" else np.abs(e)
+        bad = diff > tol.atol + tol.rtol * scale
         if bad.any() and first is None:
             idx = np.unravel_index(int(np.argmax(np.where(bad, diff, -1))), e.shape)
             first = Mismatch(

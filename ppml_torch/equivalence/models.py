@@ -449,6 +449,10 @@ def _models() -> list[Arch]:
                 decoder_ffn_dim=64,
                 max_source_positions=16,
                 max_target_positions=16,
+                pad_token_id=0,
+                bos_token_id=0,
+                eos_token_id=0,
+                decoder_start_token_id=0,
             ),
         ),  # fmt: skip
     ]
@@ -674,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
         for arch in archs:
             r = check_one(arch, mpc=not args.no_mpc)
             results.append(r)
-            print(f"{arch.name:<32} {r.seconds:5.1f}s  {r.status[:100]}", flush=True)
+            aby3 = "" if r.aby3_err is None else f" ABY3 {r.aby3_err:.1e} (tol {r.aby3_tol:.1e})"
+            print(f"{arch.name:<32} {r.seconds:5.1f}s  {r.status[:100]}{aby3}", flush=True)
     finally:
         from .sessions import close_all
 

@@ -13,7 +13,10 @@ tolerance of a check is computed from the ops the converted program actually run
 by ``scripts/measure_op_errors.py`` on realistic input ranges (``op_errors.json`` beside this
 file: outputs, and gradients of ``sum(op(x))``); ``sqrt(uses)`` treats the errors of repeated
 uses as independent; ``SAFETY`` covers amplification by the weights that follow.  ``rtol`` is
-the base one.  An op marked approximate in the op table but not measured counts with the
+the base one.  Gradients use the ``grad`` errors, and the same sum is added to ``rtol``, which
+for gradients is relative to the parameter's largest gradient: a weight's gradient sums the
+ops' derivative errors over the batch (64 rows of sigmoid/tanh gates: 1.7% off under SEMI2K
+and ABY3, where 5 rows are 0.02% off), so its error grows with the gradient itself.  An op marked approximate in the op table but not measured counts with the
 largest error measured for that setting.  Plaintext runs use :data:`PLAINTEXT`.
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 from ppml_torch.testing import TOLERANCES, Tolerance
 
 TABLE = Path(__file__).with_name("op_errors.json")
-SAFETY = 4.0
+SAFETY = 2.0
 # cpu (XLA float32) against torch eager (float32): the order of float additions differs.
 PLAINTEXT = Tolerance(atol=1e-5, rtol=1e-4)
 
@@ -80,4 +83,8 @@ def derive(
         terms.append(f"{short}{'' if uses == 1 else f'x{uses}'} {err:.1e}")
     atol = base.atol + SAFETY * total
     how = f"base {base.atol:g}" + (f" + {SAFETY:g}*({', '.join(terms)})" if terms else "")
-    return Tolerance(atol=float(f"{atol:.2g}"), rtol=base.rtol), how
+    rtol = base.rtol
+    if kind == "grad":  # a parameter's gradient sums the ops' derivative errors over the batch
+        rtol = base.rtol + SAFETY * total
+        how += " (also as rtol of the largest gradient)"
+    return Tolerance(atol=float(f"{atol:.2g}"), rtol=float(f"{rtol:.2g}")), how

@@ -88,10 +88,13 @@ def test_conversion_refusal_is_a_row_not_an_exception():
     assert "aten.convolution" in row.detail and not report.passed
 
 
-def test_gates_pass_under_mpc_with_derived_tolerance_and_grads():
-    """sigmoid/tanh gates exceed the linear-op table (2e-4) yet are equivalent."""
+@pytest.mark.parametrize("rows", [5, 64])
+def test_gates_pass_under_mpc_with_derived_tolerance_and_grads(rows):
+    """sigmoid/tanh gates exceed the linear-op table (2e-4) yet are equivalent; 64 rows sum
+    tanh's derivative error into the weight gradients (1.7% off)."""
+    x = torch.randn(rows, 6, generator=torch.Generator().manual_seed(3)) * 2
     report = ppml_torch.check_equivalence(
-        gates(), X, runs=["spu:SEMI2K", "spu:ABY3"], routes=["graph"], grads=True,
+        gates(), x, runs=["spu:SEMI2K", "spu:ABY3"], routes=["graph"], grads=True,
         sessions=session_for,
     )  # fmt: skip
     assert report.passed, report
@@ -100,7 +103,7 @@ def test_gates_pass_under_mpc_with_derived_tolerance_and_grads():
         base = TOLERANCES[(run.split(":")[1], "FM64")].atol
         assert row.tol.atol > base  # tanh and sigmoid add their measured error
         assert "tanh" in row.tol_how and "sigmoid" in row.tol_how
-        assert 0 < row.out_err < row.tol.atol and 0 < row.grad_err < row.grad_tol.atol
+        assert 0 < row.out_err < row.tol.atol and row.grad_err > 0  # grads: rtol of the largest
         assert row.send_bytes > 0 and row.run_s is not None
 
 

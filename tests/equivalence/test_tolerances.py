@@ -47,3 +47,13 @@ def test_unmeasured_op_counts_with_the_largest_measured_error():
 
 def test_plaintext():
     assert tolerances.derive(None, None, {"aten.exp.default": 3})[0] == tolerances.PLAINTEXT
+
+
+def test_gradient_tolerance_is_also_relative():
+    ops = {"aten.tanh.default": 1}
+    out, _ = tolerances.derive("SEMI2K", "FM64", ops)
+    grad, how = tolerances.derive("SEMI2K", "FM64", ops, "grad")
+    g = tolerances.op_error("SEMI2K", "FM64", "aten.tanh.default", "grad")
+    assert out.rtol == TOLERANCES[("SEMI2K", "FM64")].rtol
+    assert grad.rtol == pytest.approx(1e-3 + tolerances.SAFETY * g, rel=0.05)
+    assert "rtol" in how
