@@ -133,6 +133,9 @@ class EquivalenceReport:
         fmt = lambda cells: "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))  # noqa: E731
         out = [f"{self.module} on {self.inputs}", fmt(head).rstrip()]
         out += [fmt(b).rstrip() for b in body]
+        hows = {(r.run, r.tol_how) for r in self.rows if r.tol_how.startswith("base")}
+        for run, how in sorted(hows):
+            out.append(f"tolerance {run}: {how}")
         n_fail = len(self.failures)
         out.append(
             "all rows pass"
