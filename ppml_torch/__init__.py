@@ -9,6 +9,8 @@ Public entry points (imported lazily, so ``import ppml_torch`` is cheap):
   and inference of a torch module inside a session (``ppml_torch.train``);
 * ``generate(module, prompt_ids, max_new_tokens, session=..., route=...)``: greedy GPT-2
   generation with a KV cache, under MPC or in plaintext (``ppml_torch.generation``);
+* ``check_equivalence(module, example_inputs, runs=..., grads=...)``: the module against its
+  conversions in plaintext and under MPC, as a table (:mod:`ppml_torch.equivalence`);
 * ``ppml_torch.runners``: sessions on ``cpu``, ``spu`` and ``secretflow``.
 """
 
@@ -18,7 +20,16 @@ from typing import Any
 
 from .model import ConvertedModel
 
-__all__ = ["ConvertedModel", "convert", "fit", "from_flax", "generate", "predict", "to_flax"]
+__all__ = [
+    "ConvertedModel",
+    "check_equivalence",
+    "convert",
+    "fit",
+    "from_flax",
+    "generate",
+    "predict",
+    "to_flax",
+]
 __version__ = "0.1.0"
 
 
@@ -39,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from .generation import generate
 
         return generate
+    if name == "check_equivalence":
+        from .equivalence.check import check_equivalence
+
+        return check_equivalence
     raise AttributeError(f"module 'ppml_torch' has no attribute {name!r}")

@@ -6,6 +6,9 @@ within ``atol`` or the relative error within ``rtol`` (``|a - e| <= atol + rtol 
 
 The tolerances below were chosen from measured errors (tests/runners/test_parity.py prints
 the largest error seen per protocol/field) with head-room; they are not loosened per test.
+They hold for additions and products; a model's default tolerance in
+``ppml_torch.check_equivalence`` adds the measured errors of the approximated ops its program
+uses (exp, tanh, softmax, ...) to them (:mod:`ppml_torch.equivalence.tolerances`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Test-run hooks: shared sessions closed at the end, largest MPC errors printed."""
+"""Test-run hooks: shared sessions closed at the end, largest MPC errors printed.
+
+The project's own pytest plugin (``ppml_torch.equivalence.plugin``: ``ppml_equivalence``,
+``--ppml-runs``, shared sessions) is loaded here by module name; installed, ppml-torch also
+registers it through the ``pytest11`` entry point of the same name (loaded once).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ if importlib.util.find_spec("ray") is not None:
     import ray  # noqa: F401
 
 from tests.sessions import close_all, largest_errors
+
+pytest_plugins = ["ppml_torch.equivalence.plugin", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)

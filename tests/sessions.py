@@ -1,32 +1,18 @@
-"""Runtimes shared by the whole test run (they are expensive to start), and error records.
+"""Runtimes shared by the whole test run, and error records.
 
-A plain module, not conftest.py: pytest imports conftest.py under its own name, so tests that
-imported it would get a second copy with its own registry, which nothing would ever close.
+The shared sessions are the pytest plugin's (``ppml_torch.equivalence.sessions``, closed when
+the run ends); this module keeps the names the project's tests import.  A plain module, not
+conftest.py: pytest imports conftest.py under its own name, so tests that imported it would
+get a second copy with its own registry.
 """
 
 from __future__ import annotations
 
-from ppml_torch.runners import Session, open_session
+from ppml_torch.equivalence.sessions import close_all, get_session
 
-_sessions: dict[tuple, Session] = {}
+__all__ = ["close_all", "get_session", "largest_errors", "record_error"]
+
 largest_errors: dict[str, float] = {}
-
-
-def get_session(backend: str, protocol: str | None = None, field: str | None = None) -> Session:
-    """One session per (backend, protocol, field) for the whole run, closed at exit."""
-    key = (backend, protocol, field)
-    if key not in _sessions:
-        if backend == "secretflow":  # SecretFlow runs one runtime per process
-            for k in [k for k in _sessions if k[0] == "secretflow"]:
-                _sessions.pop(k).close()
-        _sessions[key] = open_session(backend, protocol, field)
-    return _sessions[key]
-
-
-def close_all() -> None:
-    for s in _sessions.values():
-        s.close()
-    _sessions.clear()
 
 
 def record_error(setting: str, err: float) -> None:

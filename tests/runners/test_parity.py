@@ -77,3 +77,18 @@ def test_cpu_is_exact_against_plain_jax():
     for case, (fn, args) in CASES.items():
         got = wrap(get_session("cpu"), fn, ("alice", "bob"))(*args)
         assert_close(got, jax.jit(fn)(*args), what=case)
+
+
+# The parity suite's MLP as a torch module, through the project's own pytest plugin: one test per
+# run of --ppml-runs (default cpu, spu:SEMI2K, spu:ABY3), both conversion routes, outputs and
+# gradients against torch eager, with the plugin's shared sessions.
+def test_torch_mlp_equivalence(ppml_equivalence):
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)
+    ).eval()
+    x = torch.as_tensor(CASES["mlp_forward"][1][1])
+    report = ppml_equivalence(module, x, grads=True)
+    assert {r.route for r in report.rows} == {"graph", "flax"}
