@@ -23,6 +23,7 @@ own erf approximation, as it does for the XLA route.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -74,14 +75,21 @@ def lower(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     (no float->int bitcast, meaningless on fixed point) while it lowers; do the same.
     """
     import jax
+
+    with spu_jax_patches():
+        return jax.jit(fn, keep_unused=True).lower(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def spu_jax_patches():
+    """JAX as SPU's frontend traces it: its sort patch applied, under its lock."""
     from spu.utils import frontend as spu_fe
 
-    jitted = jax.jit(fn, keep_unused=True)
     lock = getattr(spu_fe, "_jax_lock", None) or threading.Lock()
     with lock:
         patches = spu_fe._patch_jax() if hasattr(spu_fe, "_patch_jax") else {}
         try:
-            return jitted.lower(*args, **kwargs)
+            yield
         finally:
             if patches:
                 spu_fe._restore_jax_patch(patches)

@@ -8,9 +8,9 @@ get a second copy with its own registry.
 
 from __future__ import annotations
 
-from ppml_torch.equivalence.sessions import close_all, get_session
+from ppml_torch.equivalence.sessions import close_all, close_backend, get_session
 
-__all__ = ["close_all", "get_session", "largest_errors", "record_error"]
+__all__ = ["close_all", "close_backend", "get_session", "largest_errors", "record_error"]
 
 largest_errors: dict[str, float] = {}
 

@@ -25,8 +25,7 @@ def get_session(backend: str, protocol: str | None = None, field: str | None = N
         del _sessions[key]  # closed by its user (or a nested pytest run): open a new one
     if key not in _sessions:
         if backend == "secretflow":
-            for k in [k for k in _sessions if k[0] == "secretflow"]:
-                _sessions.pop(k).close()
+            close_backend("secretflow")
         _sessions[key] = open_session(backend, protocol, field)
     return _sessions[key]
 
@@ -38,6 +37,12 @@ def session_for(run: RunSpec) -> Session:
 
 def open_keys() -> list[tuple[str, str | None, str | None]]:
     return list(_sessions)
+
+
+def close_backend(backend: str) -> None:
+    """Close the shared sessions of one backend (SecretFlow runs one runtime per process)."""
+    for k in [k for k in _sessions if k[0] == backend]:
+        _sessions.pop(k).close()
 
 
 def close_all() -> None:

@@ -14,11 +14,13 @@ A compiled :class:`SpuProgram` runs in a session: ``SpuSession.run_program(progr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from ..errors import InputFileError
 from ..stablehlo import Export, as_function, legalize_chlo, to_stablehlo
@@ -168,6 +170,7 @@ def compile_for_spu(
     kwargs = dict(example_kwargs or {})
     name = name or default_name
     vis = flat_visibilities(visibilities, args, kwargs)
+    f = fold_constants(f, args, kwargs)
     leaves, in_tree = jax.tree_util.tree_flatten((args, kwargs))
     copts = copts or spu_pb2.CompilerOptions()
 
@@ -204,6 +207,88 @@ def compile_for_spu(
         lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype), out_struct
     )
     return SpuProgram(exe, in_tree, _avals(leaves), tuple(vis), out_struct, ir, b"")
+
+
+# Largest total size (elements) of the values fold_constants may precompute: a constant
+# broadcast to a huge shape would otherwise become a huge dense constant in the program.
+FOLD_LIMIT = 64 * 2**20
+
+
+def fold_then_call(f: Callable[..., Any], structs: Sequence[Any], *args: Any) -> Any:
+    """``fold_constants(f, structs)(*args)`` while SPU's frontend traces (SecretFlow's actors):
+    the frontend already holds its lock and patches, so they are not taken again."""
+    return fold_constants(f, structs, {}, patched=True)(*args)
+
+
+def fold_constants(
+    f: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], *, patched: bool = False
+):
+    """``f`` with every value that depends on no input computed now, in plaintext.
+
+    SPU 0.9.3 computes a transpose of a constant wrongly (both IRs): ``x @ w.T`` with ``w`` an
+    array the function closes over came back off by 33 on values near 10, with no error
+    (tests/runners/test_compile.py).  Constants are public, so computing everything that
+    depends only on them before compiling changes no result and leaves SPU no constant
+    expression to fold.  Returns ``f`` itself when there is nothing to fold; refuses, in one
+    line, a program whose constant part would be larger than :data:`FOLD_LIMIT` elements and
+    holds a transpose.
+    """
+    from jax._src import core
+    from jax._src.interpreters import partial_eval as pe
+
+    from ..stablehlo import spu_jax_patches
+
+    leaves, _ = jax.tree_util.tree_flatten((args, kwargs))
+    with contextlib.nullcontext() if patched else spu_jax_patches():
+        closed, out_shape = jax.make_jaxpr(lambda a, k: f(*a, **k), return_shape=True)(
+            tuple(args), dict(kwargs)
+        )
+    if not closed.consts and not _has_constant_work(closed.jaxpr):
+        return f
+    known, unknown, _, res_avals = pe.partial_eval_jaxpr_nounits(
+        closed, [True] * len(closed.jaxpr.invars), instantiate=True
+    )
+    if not res_avals:
+        return f
+    size = sum(int(np.prod(a.shape)) for a in res_avals)
+    if size > FOLD_LIMIT:
+        if _has_transpose(known.jaxpr):
+            raise ConfigError(
+                f"{getattr(f, '__name__', 'fn')}: its constants would fold into {size} values "
+                "and include a transpose, which SPU 0.9.3 computes wrongly on constants; pass "
+                "the large constants as inputs (session.put(..., owner='public'))"
+            )
+        return f
+    residuals = [np.asarray(r) for r in jax.jit(core.jaxpr_as_fun(known))()]
+    out_tree = jax.tree_util.tree_structure(out_shape)
+
+    def folded(*a: Any, **k: Any) -> Any:
+        flat = jax.tree_util.tree_leaves((a, k))
+        return jax.tree_util.tree_unflatten(out_tree, core.jaxpr_as_fun(unknown)(*residuals, *flat))
+
+    folded.__name__ = getattr(f, "__name__", "fn")
+    if len(leaves) != len(closed.jaxpr.invars):  # pragma: no cover - a pytree jax would not trace
+        return f
+    return folded
+
+
+def _has_constant_work(jaxpr: Any) -> bool:
+    """Any equation whose inputs are all literals (e.g. ``iota``, a transpose of a literal)."""
+    from jax._src import core
+
+    return any(all(isinstance(v, core.Literal) for v in e.invars) for e in jaxpr.eqns)
+
+
+def _has_transpose(jaxpr: Any) -> bool:
+    from jax._src import core
+
+    for e in jaxpr.eqns:
+        if e.primitive.name == "transpose":
+            return True
+        for sub in core.subjaxprs(e) if hasattr(core, "subjaxprs") else ():
+            if _has_transpose(sub):
+                return True
+    return False
 
 
 def compile_export(export: Export, visibilities: Any = SECRET, *, copts: Any = None) -> SpuProgram:

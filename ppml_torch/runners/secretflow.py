@@ -11,6 +11,7 @@ party.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -24,6 +25,7 @@ import numpy as np
 
 from .base import PUBLIC, Handle, RunReport, Session
 from .comm import CommStats, link_totals
+from .compile import fold_then_call
 from .config import ConfigError, SessionConfig, spu_runtime_config_dict
 
 RAY_LOGICAL_CPUS = 8
@@ -122,6 +124,7 @@ class SecretFlowSession(Session):
                 sf.shutdown()
             raise
         self._objects: dict[int, Any] = {}
+        self._shipped: dict[Any, Any] = {}  # one folded function per program: SF caches by it
         SecretFlowSession._active = self
 
     def _start_devices(self, config: SessionConfig, profile: bool, libspu: Any, sfd: Any) -> None:
@@ -194,11 +197,15 @@ class SecretFlowSession(Session):
         self, fn: Callable[..., Any], args: Sequence[Handle], name: str
     ) -> tuple[Handle, RunReport]:
         _ship_by_value(fn)
-        out_struct = jax.eval_shape(fn, *[a.structure for a in args])
+        structs = tuple(a.structure for a in args)
+        out_struct = jax.eval_shape(fn, *structs)
         handle = self._new_handle(out_struct)
+        # SPU compiles inside its actors: constants are folded there, as for backend 'spu'
+        key = (fn, tuple((a.treedef, a.avals) for a in args))
+        shipped = self._shipped.setdefault(key, functools.partial(fold_then_call, fn, structs))
         marks = self._log_marks()
         t0 = time.perf_counter()
-        out = self._spu(fn)(*[self._objects[a.key] for a in args])
+        out = self._spu(shipped)(*[self._objects[a.key] for a in args])
         self._sf.wait([out])
         run_s = time.perf_counter() - t0
         self._objects[handle.key] = out

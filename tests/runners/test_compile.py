@@ -156,3 +156,49 @@ def test_unknown_ir_is_refused(mlp):
     model, params, x = mlp
     with pytest.raises(ConfigError, match="unknown ir 'hlo'"):
         compile_for_spu(model.apply, (params, x), ir="hlo")
+
+
+# -- constants: SPU 0.9.3 transposes a constant wrongly; fold_constants computes them first -----
+
+_RNG = np.random.default_rng(1)
+_W = _RNG.standard_normal((8, 64)).astype(np.float32)
+_X = _RNG.standard_normal((4, 64)).astype(np.float32)
+
+
+def _closure_cases():
+    w = jnp.asarray(_W)
+    return {
+        "jax array .T": lambda a: a @ w.T,
+        "numpy jnp.transpose": lambda a: a @ jnp.transpose(_W),
+        "(w + 0).T": lambda a: a @ (w + 0.0).T,
+        "iota mask": lambda a: a[:, :8] * (jnp.arange(8.0) < 4),
+    }
+
+
+@pytest.mark.parametrize("ir", ["xla", "stablehlo"])
+def test_constants_the_function_closes_over_give_the_right_numbers(ir):
+    """Without the fold, `x @ w.T` with `w` a closed-over array came back off by 33.5."""
+    from ppml_torch.runners import open_session, wrap
+
+    with open_session("spu", "SEMI2K", "FM64", ir=ir) as s:
+        for name, f in _closure_cases().items():
+            got = wrap(s, f, ["alice"])(_X)
+            assert_close(got, np.asarray(f(_X)), protocol="SEMI2K", field="FM64", what=name)
+
+
+def test_fold_constants_leaves_input_only_functions_alone():
+    from ppml_torch.runners.compile import fold_constants
+
+    def f(a):
+        return a * 2.0
+
+    assert fold_constants(f, (jax.ShapeDtypeStruct((2,), np.float32),), {}) is f
+
+
+@pytest.mark.secretflow
+def test_constants_are_folded_under_secretflow_too():
+    from ppml_torch.runners import wrap
+
+    s = get_session("secretflow", "SEMI2K", "FM64")
+    f = _closure_cases()["jax array .T"]
+    assert_close(wrap(s, f, ["alice"])(_X), np.asarray(f(_X)), protocol="SEMI2K", field="FM64")

@@ -14,8 +14,7 @@ def test_failure_after_sf_init_shuts_ray_down(monkeypatch):
 
     from ppml_torch.runners import open_session, secretflow
 
-    for key in [k for k in sessions._sessions if k[0] == "secretflow"]:
-        sessions._sessions.pop(key).close()  # one SecretFlow runtime per process
+    sessions.close_backend("secretflow")  # one SecretFlow runtime per process
     seen = {}
 
     def fail_after_init(*a, **k):
