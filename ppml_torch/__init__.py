@@ -5,6 +5,8 @@ Public entry points (imported lazily, so ``import ppml_torch`` is cheap):
 * ``convert(module, example_args, example_kwargs=None)``: graph conversion (torch.export ->
   JAX), returns a :class:`ConvertedModel`;
 * ``to_flax(module)`` / ``from_flax(params, module)``: weight transfer to and from Flax;
+* ``calibrate(model, sample_inputs, field=..., fraction_bits=...)``: the fixed-point range
+  of every module on sample data, before any MPC run (:mod:`ppml_torch.calibrate`);
 * ``ppml_torch.runners``: sessions on ``cpu``, ``spu`` and ``secretflow``.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from .model import ConvertedModel
 
-__all__ = ["ConvertedModel", "convert", "from_flax", "to_flax"]
+__all__ = ["ConvertedModel", "calibrate", "convert", "from_flax", "to_flax"]
 __version__ = "0.1.0"
 
 
@@ -27,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from .converters import flax as _flax
 
         return getattr(_flax, name)
+    if name == "calibrate":  # the package, callable as calibrate(model, sample_inputs, ...)
+        import importlib
+
+        return importlib.import_module(f"{__name__}.calibrate")
     raise AttributeError(f"module 'ppml_torch' has no attribute {name!r}")

@@ -1,0 +1,54 @@
+"""Calibration: find a fixed-point overflow before it happens.
+
+``ppml_torch.calibrate(model, sample_inputs, field=..., fraction_bits=...)`` runs the program
+MPC will run in plaintext on sample data the caller may see, records per module the largest
+magnitudes (of every value and of every product before truncation), the smallest magnitudes
+that matter, divisors near zero and arguments outside the domain of ``sqrt``/``log``, and
+returns a :class:`CalibrationReport`: per-module headroom in bits, the risks named plainly
+("overflow risk", "precision loss", "divisor near zero", "sqrt/log of negative") and the
+field / fraction bits it recommends.  ``report.check()`` raises :class:`CalibrationError`
+when it predicts a wrong result: the gate for ``fit``/``predict``/``generate``.
+
+The package itself is callable (``ppml_torch.calibrate(...)`` is :func:`.run.calibrate`):
+a function ``ppml_torch.calibrate`` and a package of the same name cannot both be attributes
+of ``ppml_torch`` (importing the package replaces the attribute), so the package is the one.
+
+Files: :mod:`.run` (``calibrate``, module paths), :mod:`.interpret` (the jaxpr interpreter),
+:mod:`.stats` (what is measured), :mod:`.report` (judging, printing, the gate).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+__all__ = ["CalibrationError", "CalibrationReport", "Problem", "calibrate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "calibrate":
+        from .run import calibrate
+
+        return calibrate
+    if name in ("CalibrationError", "CalibrationReport", "Problem"):
+        from . import report
+
+        return getattr(report, name)
+    if name == "CalibrationInputError":
+        from .run import CalibrationInputError
+
+        return CalibrationInputError
+    raise AttributeError(f"module 'ppml_torch.calibrate' has no attribute {name!r}")
+
+
+class _CallablePackage(types.ModuleType):
+    """``ppml_torch.calibrate(model, sample_inputs, ...)``: the package called as the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .run import calibrate
+
+        return calibrate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
