@@ -232,9 +232,9 @@ class _Recorder:
 
     def input(self, leaf: Any) -> None:
         a = np.asarray(leaf)
-        if np.issubdtype(a.dtype, np.floating):
+        if np.issubdtype(a.dtype, np.floating):  # integers (ids) are not fixed point in SPU
             self.inputs.add_tensor(analyse(a), "input", product=False)
-        self.inputs.equations += 1
+            self.inputs.equations += 1
 
     # -- equations -----------------------------------------------------------------------------
 

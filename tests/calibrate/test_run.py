@@ -270,3 +270,32 @@ def test_calibrate_is_the_package_and_callable():
 
     assert ppml_torch.calibrate is pkg and callable(pkg)
     assert pkg.CalibrationReport is CalibrationReport
+
+
+@pytest.mark.slow
+def test_gpt2_flax_masks_under_taylor_exp_are_flagged_and_wrong_under_spu():
+    """HF's Flax GPT-2 masks with finfo.min: right with EXP_PADE, wrong with EXP_TAYLOR.
+
+    Measured (16 tokens, SEMI2K FM64 f=18): max logit error 2.2e-3 with Pade, 0.33 with Taylor.
+    """
+    import jax
+
+    from ppml_torch.runners import open_session
+
+    model, ids = _gpt2()
+    ids = ids.astype(np.int32)
+    cm = ppml_torch.to_flax(model)
+
+    def logits(p, i):
+        return jax.tree_util.tree_leaves(cm.apply(p, i))[0]
+
+    ref = np.asarray(logits(cm.params, ids))
+    errors = {}
+    for mode in ("EXP_PADE", "EXP_TAYLOR"):
+        report = ppml_torch.calibrate(cm, ids, runtime={"fxp_exp_mode": mode})
+        flagged = any(p.risk == "exp below Taylor range" for p in report.problems())
+        assert flagged == (mode == "EXP_TAYLOR")
+        with open_session("spu", "SEMI2K", "FM64", runtime={"fxp_exp_mode": mode}) as s:
+            got = np.asarray(wrap(s, logits, ["alice", "bob"])(cm.params, ids))
+        errors[mode] = float(np.abs(got - ref).max())
+    assert errors["EXP_PADE"] < 1e-2 and errors["EXP_TAYLOR"] > 0.05, errors
