@@ -23,7 +23,13 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["CalibrationError", "CalibrationReport", "Problem", "calibrate"]
+__all__ = [
+    "CalibrationError",
+    "CalibrationReport",
+    "Problem",
+    "calibrate",
+    "calibrate_function",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,10 +41,10 @@ def __getattr__(name: str) -> Any:
         from . import report
 
         return getattr(report, name)
-    if name == "CalibrationInputError":
-        from .run import CalibrationInputError
+    if name in ("CalibrationInputError", "calibrate_function"):
+        from . import run
 
-        return CalibrationInputError
+        return getattr(run, name)
     raise AttributeError(f"module 'ppml_torch.calibrate' has no attribute {name!r}")
 
 

@@ -11,7 +11,7 @@ route's steps run under ``jax.named_scope("<torch module path>: <class>")``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,6 @@ def calibrate(
 
     Runs in plaintext only: nothing is secret-shared, no SPU runtime starts.
     """
-    import jax
 
     from ..model import ConvertedModel
     from ..runners.config import resolve
@@ -82,29 +81,98 @@ def calibrate(
     j_args = tuple(_to_jax_input(a, f"input {i}") for i, a in enumerate(args))
     j_kwargs = {k: _to_jax_input(v, f"input {k!r}") for k, v in kwargs.items()}
 
-    closed = jax.make_jaxpr(lambda p, a, k: converted.apply(p, *a, **k))(
-        converted.params, j_args, j_kwargs
+    return _measure(
+        lambda p, a, k: converted.apply(p, *a, **k),
+        converted.params,
+        j_args,
+        j_kwargs,
+        cfg,
+        route=converted.route,
+        root_kind=_root_kind(converted),
+        source=converted.source or type(model).__name__,
     )
-    leaves_with_path, _ = jax.tree_util.tree_flatten_with_path((converted.params, j_args, j_kwargs))
-    rec = _Recorder(converted.route, _root_kind(converted))
+
+
+def calibrate_function(
+    fn: Callable[..., Any],
+    sample_args: Any,
+    *,
+    field: str = "FM64",
+    fraction_bits: int | None = None,
+    protocol: str | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    source: str | None = None,
+) -> CalibrationReport:
+    """:func:`calibrate` for any JAX function, e.g. a training step (forward and backward).
+
+    ``fn(*sample_args)`` is traced and measured like a model's ``apply``; its arguments
+    (weights included) are listed as inputs.  Equations are filed under the torch module
+    path of the graph route's ``named_scope`` (``jvp(...)``/``transpose(...)`` of
+    differentiation stripped, so a module's backward products count as its own) or under
+    Flax module names; the rest under ``(root)``.
+    """
+    import jax
+
+    from ..runners.config import resolve
+
+    knobs = dict(runtime or {})
+    if fraction_bits is not None:
+        knobs["fxp_fraction_bits"] = fraction_bits
+    cfg = resolve("spu", protocol, field, runtime=knobs)
+    if not callable(fn):
+        raise CalibrationInputError(
+            f"calibrate_function: fn must be callable, got {type(fn).__name__}"
+        )
+    args = jax.tree_util.tree_map(lambda a: _to_jax_input(a, "an argument"), _as_tuple(sample_args))
+    return _measure(
+        lambda p, a, k: fn(*a),
+        {},
+        args,
+        {},
+        cfg,
+        route="function",
+        root_kind="",
+        source=source or getattr(fn, "__name__", "function"),
+    )
+
+
+def _measure(
+    fn: Callable[..., Any],
+    params: Any,
+    j_args: tuple,
+    j_kwargs: dict,
+    cfg: Any,
+    *,
+    route: str,
+    root_kind: str,
+    source: str,
+) -> CalibrationReport:
+    import jax
+
     from . import interpret
 
+    closed = jax.make_jaxpr(fn)(params, j_args, j_kwargs)
+    leaves_with_path, _ = jax.tree_util.tree_flatten_with_path((params, j_args, j_kwargs))
+    rec = _Recorder(route, root_kind)
     interpret.run(closed, [leaf for _, leaf in leaves_with_path], rec)
     # weights and inputs after the program, so the modules are listed in program order
-    n_params = len(jax.tree_util.tree_leaves(converted.params))
+    n_params = len(jax.tree_util.tree_leaves(params))
     for i, (path, leaf) in enumerate(leaves_with_path):
         if i < n_params:
-            rec.param(converted.route, path, leaf)
+            rec.param(route, path, leaf)
         else:
             rec.input(leaf)
+    samples = [_describe(a) for a in jax.tree_util.tree_leaves((j_args, j_kwargs))]
+    if len(samples) > 4:
+        samples = [*samples[:3], f"... ({len(samples)} arrays)"]
     return CalibrationReport(
-        source=converted.source or type(model).__name__,
-        route=converted.route,
+        source=source,
+        route=route,
         field=cfg.field or "FM64",
         fraction_bits=int(cfg.runtime["fxp_fraction_bits"]),
         protocol=cfg.protocol or "SEMI2K",
         runtime=dict(cfg.runtime),
-        samples=", ".join(_describe(a) for a in (*j_args, *j_kwargs.values())),
+        samples=", ".join(samples),
         inputs=rec.inputs,
         modules=list(rec.modules.values()),
     )
@@ -188,7 +256,7 @@ class _Recorder:
     # -- where ---------------------------------------------------------------------------------
 
     def locate(self, scope: str) -> tuple[str, str]:
-        parts = [p for p in scope.split("/") if p]
+        parts = [_unwrap(p) for p in scope.split("/") if p]
         graph = [p for p in parts if ": " in p]
         if graph:  # graph route: "<torch path>: <class>" (the innermost one)
             path, kind = graph[-1].rsplit(": ", 1)
@@ -196,7 +264,8 @@ class _Recorder:
         if self.route == "graph":
             return "", self.root_kind
         names: list[str] = []
-        for p in parts[1:]:  # Flax: drop the root module's class name
+        # Flax: drop the root module's class name (a function's scopes are all its own)
+        for p in parts[1:] if self.route == "flax" else parts:
             if _FLAX_NAME.match(p):
                 names.append(p)
             elif "." in p:  # "attn.setup", "attn._split_heads": a method of module attn
@@ -274,6 +343,15 @@ class _Recorder:
             st.domain(int(np.sum(arg <= -1)), name)
         elif name == "exp" and arg is not None and arg.size:
             st.min_exp_arg = min(st.min_exp_arg, float(np.nanmin(arg)))
+
+
+_WRAPPER = re.compile(r"^(?:\w+\()+(.*?)\)+$")
+
+
+def _unwrap(part: str) -> str:
+    """``transpose(jvp(fc1: Linear))`` -> ``fc1: Linear`` (the scopes of differentiation)."""
+    m = _WRAPPER.match(part)
+    return m.group(1) if m else part
 
 
 def _key_name(k: Any) -> str:

@@ -299,3 +299,30 @@ def test_gpt2_flax_masks_under_taylor_exp_are_flagged_and_wrong_under_spu():
             got = np.asarray(wrap(s, logits, ["alice", "bob"])(cm.params, ids))
         errors[mode] = float(np.abs(got - ref).max())
     assert errors["EXP_PADE"] < 1e-2 and errors["EXP_TAYLOR"] > 0.05, errors
+
+
+def test_a_training_step_is_measured_backward_included():
+    """Forward fine, gradients beyond FM64: calibrate_function on the step finds it."""
+    import jax
+    import jax.numpy as jnp
+
+    from ppml_torch.calibrate import calibrate_function
+
+    torch.manual_seed(0)
+    x = _data() * 100.0
+    cm = ppml_torch.convert(Net(), (x,))
+    assert _risks(ppml_torch.calibrate(cm, x)) == {}
+
+    def step(params, x):
+        def loss(p):
+            return 1e6 * jnp.sum(cm.apply(p, x))  # a huge loss scale
+
+        g = jax.grad(loss)(params)
+        return jax.tree_util.tree_map(lambda p, d: p - 1e-9 * d, params, g)
+
+    report = calibrate_function(step, (cm.params, x.numpy()))
+    risks = _risks(report)
+    assert "overflow risk" in risks["fc1"]
+    assert set(risks) <= {"fc1", "fc2", "act", ""}
+    with pytest.raises(CalibrationError, match="overflow risk in fc1 \\(Linear\\)"):
+        report.check()
