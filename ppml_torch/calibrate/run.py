@@ -302,8 +302,11 @@ class _Recorder:
     def input(self, leaf: Any) -> None:
         a = np.asarray(leaf)
         if np.issubdtype(a.dtype, np.floating):  # integers (ids) are not fixed point in SPU
-            self.inputs.add_tensor(analyse(a), "input", product=False)
+            t = analyse(a)
+            self.inputs.add_tensor(t, "input", product=False)
             self.inputs.equations += 1
+            self.inputs.nans(t.nan, "an input")  # MPC would see ordinary numbers
+            self.inputs.misuse(t.saturated, "an input (clamped when shared)")
 
     # -- equations -----------------------------------------------------------------------------
 

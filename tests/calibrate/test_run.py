@@ -326,3 +326,9 @@ def test_a_training_step_is_measured_backward_included():
     assert set(risks) <= {"fc1", "fc2", "act", ""}
     with pytest.raises(CalibrationError, match="overflow risk in fc1 \\(Linear\\)"):
         report.check()
+
+
+def test_nan_and_huge_sample_inputs_are_named():
+    x = np.array([[1.0, np.nan, 1e35, 2.0]], np.float32)
+    report = ppml_torch.calibrate(Square(), x)
+    assert {"NaN", "overflow risk"} <= _risks(report)["(inputs)"]
