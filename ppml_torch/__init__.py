@@ -9,6 +9,9 @@ Public entry points (imported lazily, so ``import ppml_torch`` is cheap):
   and inference of a torch module inside a session (``ppml_torch.train``);
 * ``generate(module, prompt_ids, max_new_tokens, session=..., route=...)``: greedy GPT-2
   generation with a KV cache, under MPC or in plaintext (``ppml_torch.generation``);
+* ``calibrate(model, sample_inputs, field=..., fraction_bits=...)``: per-module fixed-point
+  headroom and risks, from a plaintext run of the program MPC will run
+  (``ppml_torch.calibration``);
 * ``check_equivalence(module, example_inputs, runs=..., grads=...)``: the module against its
   conversions in plaintext and under MPC, as a table (:mod:`ppml_torch.equivalence`);
 * ``ppml_torch.runners``: sessions on ``cpu``, ``spu`` and ``secretflow``.
@@ -22,6 +25,7 @@ from .model import ConvertedModel
 
 __all__ = [
     "ConvertedModel",
+    "calibrate",
     "check_equivalence",
     "convert",
     "fit",
@@ -50,6 +54,10 @@ def __getattr__(name: str) -> Any:
         from .generation import generate
 
         return generate
+    if name == "calibrate":
+        from .calibration import calibrate
+
+        return calibrate
     if name == "check_equivalence":
         from .equivalence.check import check_equivalence
 

@@ -20,6 +20,7 @@ from ..errors import PpmlError
 
 # sub-command name -> module in this package (the order of `ppml-torch --help`)
 COMMANDS = {
+    "calibrate": "calibrate",
     "check": "check",
     "export-stablehlo": "export_stablehlo",
     "from-flax": "from_flax",

@@ -24,6 +24,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -98,7 +99,10 @@ class Program:
         for step in self.steps:
             args = _resolve(step.args, env, self.constants)
             kwargs = _resolve(step.kwargs, env, self.constants)
-            env[step.name] = _check_and_cast(step, step.fn(*args, **kwargs))
+            # the torch module path in the traced program's name stack (ppml_torch.calibrate
+            # maps each equation back to its module with it; metadata only, same program)
+            with jax.named_scope(step.where):
+                env[step.name] = _check_and_cast(step, step.fn(*args, **kwargs))
         return [_resolve(o, env, self.constants) for o in self.outputs]
 
 

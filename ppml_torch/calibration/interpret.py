@@ -1,0 +1,175 @@
+"""A small jaxpr interpreter that shows every equation's inputs and outputs to a recorder.
+
+``jax.make_jaxpr`` traces a function into the program SPU will compile; :func:`run` evaluates
+that program equation by equation in plaintext (each primitive bound eagerly, so the numbers
+are JAX's own float32 numbers) and hands every equation that depends on the function's
+arguments to ``record``.  Calls (``pjit``, ``custom_jvp_call``, ``custom_vjp_call_jaxpr``,
+``closed_call``, ``remat``) are entered, loops (``scan``, ``while``) run iteration by
+iteration and ``cond`` runs the branch taken, so nothing inside them is hidden.
+
+Equations whose inputs are all constants (literals, closed-over arrays, or values computed
+from them only) are evaluated but not recorded: XLA folds them before SPU sees the program,
+so SPU never computes them in fixed point.  Their results are recorded where a later
+equation uses them.
+
+Each recorded equation carries its *scope*: the name stack of the trace (``jax.named_scope``
+of the graph route's steps, Flax module names of the Flax route), with the scopes of the
+calls it sits in prefixed, joined by ``/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax import core
+
+# call-like primitives and the parameter holding their body
+_CALLS = {
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "remat": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_lin": None,  # only appears under differentiation; bound as is
+}
+
+Recorder = Callable[[core.JaxprEqn, str, list[Any], list[bool], list[Any]], None]
+
+
+def _join(outer: str, inner: str) -> str:
+    if not outer:
+        return inner
+    if not inner:
+        return outer
+    return f"{outer}/{inner}"
+
+
+def _split(closed: Any) -> tuple[core.Jaxpr, Sequence[Any]]:
+    if isinstance(closed, core.ClosedJaxpr):
+        return closed.jaxpr, closed.consts
+    return closed, ()
+
+
+def run(
+    closed: core.ClosedJaxpr,
+    args: Sequence[Any],
+    record: Recorder,
+    *,
+    arg_is_const: Sequence[bool] | None = None,
+    scope: str = "",
+) -> list[Any]:
+    """Evaluate ``closed`` on ``args`` (flat), calling ``record`` for every non-constant equation.
+
+    ``record(eqn, scope, invals, in_const, outvals)``.
+    """
+    flags = list(arg_is_const) if arg_is_const is not None else [False] * len(args)
+    outs, _ = _eval(closed.jaxpr, closed.consts, list(args), flags, record, scope)
+    return outs
+
+
+def _eval(
+    jaxpr: core.Jaxpr,
+    consts: Sequence[Any],
+    args: list[Any],
+    arg_const: list[bool],
+    record: Recorder,
+    scope: str,
+) -> tuple[list[Any], list[bool]]:
+    env: dict[core.Var, Any] = {}
+    const: dict[core.Var, bool] = {}
+
+    def read(v: Any) -> tuple[Any, bool]:
+        if isinstance(v, core.Literal):
+            return v.val, True
+        return env[v], const[v]
+
+    for v, c in zip(jaxpr.constvars, consts, strict=True):
+        env[v], const[v] = c, True
+    for v, a, c in zip(jaxpr.invars, args, arg_const, strict=True):
+        env[v], const[v] = a, c
+
+    for eqn in jaxpr.eqns:
+        pairs = [read(v) for v in eqn.invars]
+        invals = [p[0] for p in pairs]
+        in_const = [p[1] for p in pairs]
+        where = _join(scope, str(eqn.source_info.name_stack))
+        name = eqn.primitive.name
+        if all(in_const):
+            outs = _bind(eqn, invals)
+            out_const = [True] * len(outs)
+        elif name in _CALLS and _CALLS[name] and _CALLS[name] in eqn.params:
+            body, body_consts = _split(eqn.params[_CALLS[name]])
+            outs, out_const = _eval(body, body_consts, invals, in_const, record, where)
+        elif name == "scan":
+            outs = _scan(eqn, invals, in_const, record, where)
+            out_const = [False] * len(outs)
+        elif name == "while":
+            outs = _while(eqn, invals, in_const, record, where)
+            out_const = [False] * len(outs)
+        elif name == "cond":
+            index = int(np.asarray(invals[0]))
+            branches = eqn.params["branches"]
+            branch = branches[max(0, min(index, len(branches) - 1))]
+            outs, out_const = _eval(
+                branch.jaxpr, branch.consts, invals[1:], in_const[1:], record, where
+            )
+        else:
+            outs = _bind(eqn, invals)
+            out_const = [False] * len(outs)
+            record(eqn, where, invals, in_const, outs)
+        for v, o, c in zip(eqn.outvars, outs, out_const, strict=True):
+            if not isinstance(v, core.DropVar):
+                env[v], const[v] = o, c
+
+    results = [read(v) for v in jaxpr.outvars]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def _bind(eqn: core.JaxprEqn, invals: list[Any]) -> list[Any]:
+    out = eqn.primitive.bind(*invals, **eqn.params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _scan(
+    eqn: core.JaxprEqn, invals: list[Any], in_const: list[bool], record: Recorder, where: str
+) -> list[Any]:
+    p = eqn.params
+    nc, ncarry, length = p["num_consts"], p["num_carry"], p["length"]
+    if length == 0:
+        return _bind(eqn, invals)
+    body, body_consts = _split(p["jaxpr"])
+    consts, carry, xs = invals[:nc], invals[nc : nc + ncarry], invals[nc + ncarry :]
+    flags = in_const[:nc] + [False] * (len(invals) - nc)
+    ys_steps: list[list[Any]] = []
+    order = range(length - 1, -1, -1) if p["reverse"] else range(length)
+    for i in order:
+        out, _ = _eval(body, body_consts, consts + carry + [x[i] for x in xs], flags, record, where)
+        carry, ys = out[:ncarry], out[ncarry:]
+        ys_steps.append(ys)
+    if p["reverse"]:
+        ys_steps.reverse()
+    ys = [jax.numpy.stack([step[j] for step in ys_steps]) for j in range(len(ys_steps[0]))]
+    return list(carry) + ys
+
+
+def _while(
+    eqn: core.JaxprEqn, invals: list[Any], in_const: list[bool], record: Recorder, where: str
+) -> list[Any]:
+    p = eqn.params
+    cn, bn = p["cond_nconsts"], p["body_nconsts"]
+    cond, cond_consts = _split(p["cond_jaxpr"])
+    body, body_consts = _split(p["body_jaxpr"])
+    c_args, b_args, state = invals[:cn], invals[cn : cn + bn], invals[cn + bn :]
+    c_flags = in_const[:cn] + [False] * len(state)
+    b_flags = in_const[cn : cn + bn] + [False] * len(state)
+    while True:
+        (ok,), _ = _eval(cond, cond_consts, c_args + state, c_flags, record, where)
+        if not bool(np.asarray(ok)):
+            return state
+        state, _ = _eval(body, body_consts, b_args + state, b_flags, record, where)

@@ -1,0 +1,74 @@
+"""The jaxpr interpreter gives jit's numbers and shows every non-constant equation, loops included."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppml_torch.calibration import interpret
+
+
+def _run(fn, *args):
+    closed = jax.make_jaxpr(fn)(*args)
+    seen: list[tuple[str, str]] = []
+
+    def record(eqn, scope, invals, in_const, outs):
+        seen.append((eqn.primitive.name, scope))
+
+    outs = interpret.run(closed, jax.tree_util.tree_leaves(args), record)
+    return outs, seen
+
+
+def test_loops_calls_and_branches_are_entered():
+    def fn(x):
+        def body(c, xi):
+            with jax.named_scope("step"):
+                return c * xi, c + xi
+
+        c, ys = jax.lax.scan(body, x[0], x)
+        w = jax.lax.while_loop(lambda v: v < 100.0, lambda v: v * 3.0, c)
+        b = jax.lax.cond(w > 0, lambda v: jnp.sqrt(v), lambda v: v, w)
+        return jax.jit(lambda a, b: jnp.tanh(a) + b)(ys, b)
+
+    x = jnp.array([1.5, 2.0, 3.0], jnp.float32)
+    outs, seen = _run(fn, x)
+    np.testing.assert_allclose(outs[0], jax.jit(fn)(x), rtol=1e-6)
+    names = [n for n, _ in seen]
+    assert names.count("mul") >= 3 + 1  # 3 scan steps, at least one while step
+    assert "sqrt" in names and "tanh" in names
+    assert ("mul", "step") in seen  # the scope inside the scan body
+
+
+def test_constant_equations_are_not_recorded():
+    def fn(x):
+        mask = jnp.triu(jnp.ones((3, 3)), 1) * -1e9  # constants only: XLA folds them
+        return x + mask
+
+    outs, seen = _run(fn, jnp.zeros((3, 3)))
+    assert [n for n, _ in seen] == ["add"]
+    assert float(outs[0][0, 2]) == pytest.approx(-1e9)
+
+
+def test_scopes_of_nested_calls_are_joined():
+    def fn(x):
+        with jax.named_scope("outer"):
+            return jax.jit(lambda v: v * v)(x)
+
+    _, seen = _run(fn, jnp.ones(2))
+    assert seen == [("mul", "outer")]
+
+
+def test_a_converted_gpt2_gives_the_same_logits_as_jit():
+    from ppml_torch import to_flax
+    from ppml_torch.apps.calibration_presets import tiny_gpt2
+
+    model, (ids,), _ = tiny_gpt2(seed=0, tokens=8)
+    cm = to_flax(model)
+    ids = ids.astype(np.int32)
+    closed = jax.make_jaxpr(cm.apply)(cm.params, ids)
+    leaves = jax.tree_util.tree_leaves((cm.params, ids))
+    outs = interpret.run(closed, leaves, lambda *a: None)
+    ref = jax.tree_util.tree_leaves(jax.jit(cm.apply)(cm.params, ids))
+    np.testing.assert_allclose(outs[0], ref[0], rtol=1e-5, atol=1e-6)
