@@ -21,6 +21,7 @@ from ..errors import PpmlError
 # sub-command name -> module in this package (the order of `ppml-torch --help`)
 COMMANDS = {
     "export-stablehlo": "export_stablehlo",
+    "compare": "compare",
     "from-flax": "from_flax",
     "homework-mlp": "homework_mlp",
     "ops": "ops",
