@@ -17,15 +17,16 @@ from both parties' data; a training that must not disclose it runs without (the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..runners import CommStats, total
+from ..runners import CommStats, Session, total
 from ..runspec import RunSpec
 
 ROUTES = ("graph", "flax")
@@ -86,11 +87,13 @@ def run_compare(
     epochs: int = 10,
     cheetah_epochs: int = 1,
     on_row: Callable[[CompareRow], None] | None = None,
+    sessions: Mapping[RunSpec, Session] | None = None,
 ) -> tuple[list[CompareRow], dict[int, CompareRow]]:
     """Train once per run x route; returns the rows and torch eager's row per epoch count.
 
     CHEETAH runs train ``cheetah_epochs`` (it costs ~18 s an epoch here) and are compared with
-    torch eager after as many epochs.  One session per run spec serves every route.
+    torch eager after as many epochs.  One session per run spec serves every route: opened
+    and closed here, or taken from ``sessions`` (left open).
     """
     from .homework import train as hw
     from .homework.data import load_data
@@ -116,7 +119,8 @@ def run_compare(
             if on_row:
                 on_row(rows[-1])
             continue
-        with run.open() as session:
+        given = (sessions or {}).get(run)
+        with contextlib.nullcontext(given) if given is not None else run.open() as session:
             for route in routes:
                 module, history = hw.train(session, data, epochs=n, route=route, reveal_loss=True)
                 scores = hw.predict_test(session, module, data, route=route)
