@@ -6,14 +6,18 @@ bob) is that step's loss before the step.  Full fine-tuning, and the last block 
 norm only (everything else ``requires_grad=False``; the head is tied to the token embedding,
 so it stays frozen with it).  Compared step by step with torch eager.
 
-Tolerance (FM64, 18 fraction bits), from measurements on this setting: the loss at the
-initial weights (pure forward error) is off by 1e-5 - 7e-5; each SGD step adds a weight error
-and the loss error grows by about 1.5e-4 per step for the first dozen steps (2e-3 after 12
-steps, SEMI2K, SPU's default Taylor exp).  ``LOSS_TOL`` = 1e-2 is five times that.
-Measured beyond that (full fine-tuning, lr 0.03): after about 12 steps the MPC loss leaves
-torch eager's by up to 0.13 (SEMI2K, Taylor or Pade exp; not yet explained), while the
-frozen-body run stays within 5e-4 over 20 steps: full fine-tuning is checked against
-``LOSS_TOL`` for the first ``EARLY`` steps and against ``LATE_TOL`` = 0.2 for all 20.
+Tolerance (FM64, 18 fraction bits), derived from what was measured on this setting: the loss
+at the initial weights (the forward pass's fixed-point error alone) is off by 2e-5 - 8e-5;
+each SGD step adds its weight error, and the loss error grows by about 1e-4 a step (after 20
+steps: SEMI2K 1.0e-3 full / 1.9e-4 last block, ABY3 1.7e-3 / 1.6e-4; largest over the steps
+1.7e-3).  ``LOSS_TOL`` = 1e-2 is 20 steps x 1e-4 x 5 (margin for other machines' SPU
+builds); a wrong mapping (a frozen part trained, a wrong loss, a missing step) is off by
+more than 0.05 within a few steps.
+
+lr 0.02 keeps the trajectory stable over 20 steps: at lr 0.03 the plaintext run itself becomes
+sensitive after ~18 steps (float32 vs float64 torch differ by 1.8e-4 at step 20, against 5e-7
+at lr 0.02) and MPC's larger per-step error sets it off earlier: the MPC loss left torch
+eager's by up to 0.13 after step 13 on FM64 (SEMI2K and ABY3) and after step 17 on FM128.
 
 The sequence loss is a user function ``cross_entropy(logits.flatten(0, 1), targets.flatten())``
 (torch's ``nn.CrossEntropyLoss`` takes classes on dim 1, not last): it needs the real loss
@@ -42,10 +46,8 @@ pytestmark = pytest.mark.skipif(
 
 CONFIG = GPTConfig(block_size=16, vocab_size=256, n_layer=2, n_head=2, n_embd=32)
 B, T = 4, 8  # 4 sequences of 8 tokens: one batch, so one epoch is one step
-STEPS, LR = 20, 0.03
+STEPS, LR = 20, 0.02
 LOSS_TOL = 1e-2  # see the module docstring
-EARLY = 12  # steps over which full fine-tuning is within LOSS_TOL (measured)
-LATE_TOL = 0.2  # full fine-tuning after EARLY steps: measured up to 0.13 (not yet explained)
 TRAINED = ("transformer.h.1.", "transformer.ln_f.")  # the "last" mode trains only these
 
 
@@ -97,38 +99,38 @@ def fine_tune(protocol: str, mode: str):
     return model, initial, history, session.record[first:]
 
 
-def _check(protocol: str, mode: str, steps: int):
+def _check(protocol: str, mode: str):
     model, initial, history, record = fine_tune(protocol, mode)
     ref, want = torch_eager(mode)
     got = np.asarray(history.loss, dtype=np.float64)
     err = np.abs(got - np.asarray(want))
     print(f"\n{protocol} {mode}: |loss - torch eager| per step {np.array2string(err, precision=5)}")
-    record_error(f"gpt2 fine-tune {protocol} {mode}", float(err[:steps].max()))
+    record_error(f"gpt2 fine-tune {protocol} {mode}", float(err.max()))
     # shared once, revealed once: alice's weights and bob's ids in; losses to bob, weights to alice
     puts = [(e.party, e.handle.key) for e in record if e.kind == "put"]
     reveals = [e.party for e in record if e.kind == "reveal"]
     assert [p for p, _ in puts] == ["alice", "bob", "bob"]
     assert reveals == ["bob"] * STEPS + ["alice"]
     state = model.state_dict()
-    if mode == "last":  # frozen weights do not move (not even by fixed-point noise)
+    if mode == "last":  # frozen weights are not trained
         frozen = [k for k in state if not k.startswith(TRAINED)]
         assert "lm_head.weight" in frozen and "transformer.wte.weight" in frozen
-        for k in frozen:
-            assert torch.equal(state[k], initial[k]), k
+        moved = max(float((state[k] - initial[k]).abs().max()) for k in frozen)
+        print(f"frozen weights: largest change {moved:.2e} (one FM64 step: {2.0**-18:.2e})")
+        # they come back through fixed point (fit reveals every weight): rounded, not trained
+        assert moved <= 2.0**-17
         assert any(not torch.equal(state[k], initial[k]) for k in state if k.startswith(TRAINED))
     assert want[-1] < want[0] - 0.1  # torch eager learns over the steps compared
-    assert err[:steps].max() <= LOSS_TOL, err
-    assert err.max() <= LATE_TOL, err
+    assert err.max() <= LOSS_TOL, err
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["SEMI2K", "ABY3"])
 def test_last_block_fine_tune_follows_torch(protocol):
-    _check(protocol, "last", STEPS)
+    _check(protocol, "last")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["SEMI2K", "ABY3"])
 def test_full_fine_tune_follows_torch(protocol):
-    """Within LOSS_TOL for the first EARLY steps, within LATE_TOL for all STEPS."""
-    _check(protocol, "full", EARLY)
+    _check(protocol, "full")
