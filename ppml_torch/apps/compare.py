@@ -49,6 +49,7 @@ class CompareRow:
     losses: list[float]  # mean training loss per epoch (revealed to bob under MPC)
     scores: np.ndarray  # test-set scores (revealed to bob)
     reference_auc: float  # torch eager's after the same epochs
+    error: str | None = None  # the run failed: its first line (the other fields are empty)
 
 
 @dataclasses.dataclass
@@ -124,18 +125,28 @@ def run_compare(
         given = (sessions or {}).get(run)
         with contextlib.nullcontext(given) if given is not None else run.open() as session:
             for route in routes:
-                module, history = hw.train(session, data, epochs=n, route=route, reveal_loss=True)
-                scores = hw.predict_test(session, module, data, route=route)
-                rep = total(history.reports, "train")
-                row = CompareRow(
-                    str(run), route, n, auc(scores, data), _max_diff(module, ref(n).module),
-                    history.wall_s, rep.comm, [float(v) for v in history.loss], scores,
-                    ref(n).auc,
-                )  # fmt: skip
+                try:
+                    row = _train_row(hw, session, data, run, route, n, ref(n), auc)
+                except Exception as e:  # noqa: BLE001 - reported as the run's row, not hidden
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    row = CompareRow(
+                        str(run), route, n, float("nan"), float("nan"), 0.0, None, [],
+                        np.zeros(0), ref(n).auc, f"{type(e).__name__}: {first[:160]}",
+                    )  # fmt: skip
                 rows.append(row)
                 if on_row:
                     on_row(row)
     return rows, {n: eager_row(n) for n in refs}
+
+
+def _train_row(hw, session, data, run, route, n, reference, auc) -> CompareRow:
+    module, history = hw.train(session, data, epochs=n, route=route, reveal_loss=True)
+    scores = hw.predict_test(session, module, data, route=route)
+    rep = total(history.reports, "train")
+    return CompareRow(
+        str(run), route, n, auc(scores, data), _max_diff(module, reference.module),
+        history.wall_s, rep.comm, [float(v) for v in history.loss], scores, reference.auc,
+    )  # fmt: skip
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -162,6 +173,8 @@ def setup_line(epochs: int, cheetah_epochs: int) -> str:
 
 
 def line(row: CompareRow) -> str:
+    if row.error is not None:
+        return f"{row.run:<19} {row.route:<5} {row.epochs:>6} FAILED: {row.error}"
     comm = row.comm.describe() if row.comm is not None else "-"
     return (
         f"{row.run:<19} {row.route:<5} {row.epochs:>6} {row.auc:>7.4f} "
@@ -189,7 +202,7 @@ def write_plots(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     eager = {n: r for n, r in references.items()}
-    runs = [r for r in rows if r.route != "-"]
+    runs = [r for r in rows if r.route != "-" and r.error is None]
     styles = {"graph": "-", "flax": "--"}
     cmap = plt.get_cmap("tab10")
     colours: dict[str, Any] = {}
@@ -243,8 +256,8 @@ def write_plots(
             base, r.scores - base, s=14, marker=markers.get(r.route, "."), color=colour(r.run),
             alpha=0.7,
         )  # fmt: skip
-    lo = min(min(r.scores.min() for r in rows), min(e.scores.min() for e in eager.values()))
-    hi = max(max(r.scores.max() for r in rows), max(e.scores.max() for e in eager.values()))
+    shown = [r.scores for r in runs] + [e.scores for e in eager.values()]
+    lo, hi = min(a.min() for a in shown), max(a.max() for a in shown)
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, alpha=0.5, label="y = x")
     ax.set_xlabel("torch eager test score")
     ax.set_ylabel("test score of the run (revealed to bob)")

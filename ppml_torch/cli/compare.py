@@ -62,4 +62,8 @@ def run(args: argparse.Namespace) -> int:
     print(compare.NOTE)
     for path in compare.write_plots(rows, references, args.out):
         print(f"wrote {path}")
+    failed = [f"{r.run} {r.route}" for r in rows if r.error is not None]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+        return 1
     return 0

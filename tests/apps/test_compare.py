@@ -14,6 +14,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _check(rows, references, *, n_runs, epochs):
     assert len(rows) == n_runs
     for r in rows:
+        assert r.error is None, (r.run, r.route, r.error)
         ref = references[r.epochs]
         assert r.epochs == epochs and r.reference_auc == ref.auc
         print(
@@ -58,8 +59,37 @@ def test_cheetah_one_epoch_both_routes(tmp_path):
 
 
 @pytest.mark.secretflow
-def test_secretflow_both_routes():
+@pytest.mark.parametrize(
+    "route",
+    [
+        pytest.param(
+            "graph",
+            marks=pytest.mark.xfail(
+                reason="the graph route's program holds torch op objects (pybind11) that Ray "
+                "cannot pickle for SecretFlow's SPU actors (seen in `compare mlp`)",
+                strict=True,
+            ),
+        ),
+        "flax",
+    ],
+)
+def test_secretflow(route):
     run = parse_runs(["secretflow:SEMI2K"])
     session = get_session("secretflow", "SEMI2K", "FM64")
-    rows, refs = compare.run_compare(run, epochs=5, sessions={run[0]: session})
-    _check(rows, refs, n_runs=2, epochs=5)
+    rows, refs = compare.run_compare(run, routes=[route], epochs=5, sessions={run[0]: session})
+    _check(rows, refs, n_runs=1, epochs=5)
+
+
+def test_a_failed_run_is_a_row_and_left_out_of_the_plots(monkeypatch, tmp_path):
+    def broken(hw, session, data, run, route, *rest):
+        if route == "flax":
+            raise RuntimeError("boom\nsecond line")
+        return real(hw, session, data, run, route, *rest)
+
+    real = compare._train_row
+    monkeypatch.setattr(compare, "_train_row", broken)
+    rows, refs = compare.run_compare(parse_runs(["cpu"]), epochs=1)
+    assert [r.error for r in rows] == [None, "RuntimeError: boom"]
+    assert compare.line(rows[1]).split()[2:] == ["1", "FAILED:", "RuntimeError:", "boom"]
+    paths = compare.write_plots(rows, refs, tmp_path)
+    assert all(p.read_bytes()[:8] == PNG for p in paths)
