@@ -9,7 +9,7 @@ from ...runners import RunReport, total
 from ...runspec import RunSpec
 from .data import load_data
 from .evaluate import auc
-from .train import predict_test, torch_mlp, train
+from .train import ROUTE, predict_test, torch_mlp, train
 
 LOSS_NOTE = (
     "note: the original homework's loss broadcast y (n,) against predictions (n, 1) into an "
@@ -36,6 +36,7 @@ def run_homework(
     *,
     epochs: int = 10,
     normalise: str = "per-feature",
+    route: str = ROUTE,
     on_row: Callable[[HomeworkRow], None] | None = None,
 ) -> list[HomeworkRow]:
     """Train and score the homework once per run; ``on_row`` sees each row as it is done."""
@@ -45,8 +46,8 @@ def run_homework(
         backend, protocol, field = run.backend, run.protocol, run.field
         module = torch_mlp()  # the homework's initial weights, fresh for every run
         with run.open() as s:
-            module, history = train(s, data, module=module, epochs=epochs)
-            scores = predict_test(s, module, data)
+            module, history = train(s, data, module=module, epochs=epochs, route=route)
+            scores = predict_test(s, module, data, route=route)
         report = total(history.reports, "train")  # puts, epochs, the weights' reveal
         row = HomeworkRow(backend, protocol or "-", field or "-", auc(scores, data), report)
         rows.append(row)
@@ -55,10 +56,10 @@ def run_homework(
     return rows
 
 
-def setup_line(epochs: int, normalise: str) -> str:
+def setup_line(epochs: int, normalise: str, route: str = ROUTE) -> str:
     return (
         f"breast-cancer MLP [30, 15, 8, 1] ReLU, {epochs} epochs, batch 10 (+ partial 5), "
-        f"SGD 0.01 on mean((y-p)^2/2), by ppml_torch.fit; "
+        f"SGD 0.01 on mean((y-p)^2/2), by ppml_torch.fit ({route} route); "
         f"alice: features 0-14 + weights, bob: features 15-29 + labels; {normalise} min-max"
     )
 
