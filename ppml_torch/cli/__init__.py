@@ -22,6 +22,7 @@ from ..errors import PpmlError
 COMMANDS = {
     "calibrate": "calibrate",
     "check": "check",
+    "compare": "compare",
     "export-stablehlo": "export_stablehlo",
     "from-flax": "from_flax",
     "gpt2": "gpt2",

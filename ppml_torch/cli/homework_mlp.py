@@ -22,6 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--normalise", choices=NORMALISATIONS, default="per-feature")
+    p.add_argument(
+        "--route",
+        choices=("graph", "flax"),
+        default="flax",
+        help="fit's conversion route (default %(default)s; graph does not run on secretflow yet)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     runs = parse_runs(args.runs, args.field, allow_torch=False)  # validated before any work
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
-    print(report.setup_line(args.epochs, args.normalise))
+    print(report.setup_line(args.epochs, args.normalise, args.route))
     print(report.LOSS_NOTE)
     table = report.Table()
     print(table.header)
@@ -41,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         runs,
         epochs=args.epochs,
         normalise=args.normalise,
+        route=args.route,
         on_row=lambda r: print(table.line(r), flush=True),
     )
     print(report.TABLE_NOTE)

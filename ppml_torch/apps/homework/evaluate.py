@@ -1,38 +1,12 @@
-"""The homework's evaluation: test scores under MPC (revealed to bob only), and the AUC."""
+"""The homework's evaluation: test AUC from scores (computed by bob, the label holder)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ...runners import Handle, Session
 from .data import HomeworkData
-from .train import ApplyFn, Params
-
-
-@functools.cache
-def _predict(apply_fn: ApplyFn) -> Callable[..., jax.Array]:
-    def predict(params: Params, x_alice: jax.Array, x_bob: jax.Array) -> jax.Array:
-        return apply_fn(params, jnp.concatenate([x_alice, x_bob], axis=1))
-
-    return predict
-
-
-def predict_test(
-    session: Session, apply_fn: ApplyFn, params: Handle, data: HomeworkData
-) -> np.ndarray:
-    """Test-set scores computed inside the session, revealed only to bob (the label holder)."""
-    x_a = session.put(data.x_alice_test, owner="alice")
-    x_b = session.put(data.x_bob_test, owner="bob")
-    out = session.call(_predict(apply_fn), params, x_a, x_b, name="predict")
-    scores = session.reveal(out, to="bob")
-    for h in (x_a, x_b, out):
-        session.free(h)
-    return np.asarray(scores).reshape(-1)
 
 
 def auc(scores: np.ndarray, data: HomeworkData) -> float:
@@ -41,7 +15,19 @@ def auc(scores: np.ndarray, data: HomeworkData) -> float:
     return float(roc_auc_score(data.y_test.reshape(-1), np.asarray(scores).reshape(-1)))
 
 
-def evaluate_auc(apply_fn: ApplyFn, params: Params, data: HomeworkData) -> float:
-    """Plaintext test AUC of revealed weights."""
+def evaluate_auc(apply_fn: Any, params: Any, data: HomeworkData) -> float:
+    """Plaintext test AUC of revealed Flax weights (the reference loop's)."""
+    import jax
+    import jax.numpy as jnp
+
     scores = np.asarray(jax.jit(apply_fn)(params, jnp.asarray(data.x_test)))
+    return auc(scores, data)
+
+
+def torch_auc(module: Any, data: HomeworkData) -> float:
+    """Plaintext test AUC of a torch module (torch eager)."""
+    import torch
+
+    with torch.no_grad():
+        scores = module(torch.as_tensor(data.x_test)).numpy()
     return auc(scores, data)

@@ -1,0 +1,69 @@
+"""``ppml-torch compare mlp``: the torch MLP trained on every runner and route vs torch eager."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = (
+    "train the breast-cancer MLP defined in torch on torch eager, cpu, spu and secretflow "
+    "(both routes); one row each, and plots"
+)
+MODELS = ("mlp",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..apps.compare import DEFAULT_RUNS, ROUTES
+
+    p.add_argument("model", choices=MODELS, help="the model to compare (mlp: the homework MLP)")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=list(DEFAULT_RUNS),
+        help="torch and backend[:protocol[:field]] list (default: %(default)s)",
+    )
+    p.add_argument(
+        "--field", default="FM64", help="field of MPC runs that name none: FM64 or FM128"
+    )
+    p.add_argument(
+        "--routes", nargs="+", choices=ROUTES, default=list(ROUTES), help="conversion routes"
+    )
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--cheetah-epochs",
+        type=int,
+        default=1,
+        help="epochs of CHEETAH runs (about 18 s an epoch per route here; default %(default)s)",
+    )
+    p.add_argument("--out", default="compare-mlp", help="directory for the PNG plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..apps import compare
+    from ..runners.config import ConfigError
+    from ..runspec import parse_runs
+
+    runs = parse_runs(args.runs, args.field)  # validated before any work
+    for name in ("epochs", "cheetah_epochs"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, name)}")
+    if len(set(args.routes)) != len(args.routes):
+        raise ConfigError(f"--routes lists a route twice: {' '.join(args.routes)}")
+    print(compare.setup_line(args.epochs, args.cheetah_epochs))
+    print(compare.HEADER)
+    print("-" * len(compare.HEADER))
+    rows, references = compare.run_compare(
+        runs,
+        routes=args.routes,
+        epochs=args.epochs,
+        cheetah_epochs=args.cheetah_epochs,
+        on_row=lambda row: print(compare.line(row), flush=True),
+    )
+    print(compare.NOTE)
+    for path in compare.write_plots(rows, references, args.out):
+        print(f"wrote {path}")
+    failed = [f"{r.run} {r.route}" for r in rows if r.error is not None]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+        return 1
+    return 0
