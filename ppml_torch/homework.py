@@ -53,6 +53,27 @@ class HomeworkData:
     x_bob_test: np.ndarray  # (114, 15), bob
     y_test: np.ndarray  # (114, 1), bob
 
+    def for_party(self, party: str) -> HomeworkData:
+        """What ``party``'s process holds when each party runs in its own process: its own
+        arrays, and shapes only (``jax.ShapeDtypeStruct``) of the others'."""
+        owners = {
+            "x_alice_train": "alice",
+            "x_bob_train": "bob",
+            "y_train": "bob",
+            "x_alice_test": "alice",
+            "x_bob_test": "bob",
+            "y_test": "bob",
+        }
+        return dataclasses.replace(
+            self,
+            **{
+                k: getattr(self, k)
+                if v == party
+                else jax.ShapeDtypeStruct(getattr(self, k).shape, np.float32)
+                for k, v in owners.items()
+            },
+        )
+
     @property
     def x_train(self) -> np.ndarray:
         """Both parties' training features side by side (plaintext references only)."""
@@ -170,7 +191,7 @@ def fit(
     x_a = session.put(data.x_alice_train, owner="alice")
     x_b = session.put(data.x_bob_train, owner="bob")
     y = session.put(data.y_train, owner="bob")
-    epoch = _epoch_fn(apply_fn, len(data.y_train), batch_size, float(lr))
+    epoch = _epoch_fn(apply_fn, data.y_train.shape[0], batch_size, float(lr))
     for _ in range(epochs):
         new = session.call(epoch, params, x_a, x_b, y, name="epoch")
         session.free(params)
@@ -209,15 +230,17 @@ def train(
 
 def predict_test(
     session: Session, apply_fn: ApplyFn, params: Handle, data: HomeworkData
-) -> np.ndarray:
-    """Test-set scores computed inside the session, revealed only to bob (the label holder)."""
+) -> np.ndarray | None:
+    """Test-set scores computed inside the session, revealed only to bob (the label holder).
+
+    ``None`` in every other party's process when each party runs in its own process."""
     x_a = session.put(data.x_alice_test, owner="alice")
     x_b = session.put(data.x_bob_test, owner="bob")
     out = session.call(_predict(apply_fn), params, x_a, x_b, name="predict")
     scores = session.reveal(out, to="bob")
     for h in (x_a, x_b, out):
         session.free(h)
-    return np.asarray(scores).reshape(-1)
+    return None if scores is None else np.asarray(scores).reshape(-1)
 
 
 def auc(scores: np.ndarray, data: HomeworkData) -> float:
@@ -240,7 +263,7 @@ class HomeworkRow:
     backend: str
     protocol: str
     field: str
-    auc: float
+    auc: float | None  # None in a process that is not bob's (one process per party)
     report: RunReport
 
 
@@ -250,16 +273,26 @@ def run_homework(
     epochs: int = 10,
     normalise: str = "per-feature",
     on_row: Callable[[HomeworkRow], None] | None = None,
+    cluster: str | None = None,
+    party: str | None = None,
 ) -> list[HomeworkRow]:
+    """Train and score on each run.  With ``cluster``/``party`` this process is one party of a
+    multi-process ``secretflow`` run: it keeps only its own data (see
+    :meth:`HomeworkData.for_party`) and only bob's rows have an AUC."""
     data = load_data(normalise)
+    kwargs = {}
+    if cluster is not None:
+        data = data.for_party(party or "")
+        kwargs = {"cluster": cluster, "party": party}
     apply_fn, params = init_flax_mlp()
     rows = []
     for run in runs:
         backend, protocol, field = run.backend, run.protocol, run.field
-        with run.open() as s:
+        with run.open(**kwargs) as s:
             result = fit(s, apply_fn, params, data, epochs=epochs)
             scores = predict_test(s, apply_fn, result.params, data)
-        row = HomeworkRow(backend, protocol or "-", field or "-", auc(scores, data), result.report)
+        score = None if scores is None else auc(scores, data)
+        row = HomeworkRow(backend, protocol or "-", field or "-", score, result.report)
         rows.append(row)
         if on_row:
             on_row(row)

@@ -1,0 +1,471 @@
+"""SecretFlow in production (multi-controller) mode: this process is ONE party.
+
+Every party runs the same program, each in its own process (on its own machine), with the same
+cluster file (see :mod:`ppml_torch.runners.cluster`) and its own ``party=``.  What differs from
+the one-process backends:
+
+* ``put(value, owner=p)`` takes the value only in ``p``'s process.  Elsewhere pass a shape-only
+  placeholder (a pytree of ``jax.ShapeDtypeStruct``), or a loader (a callable with no arguments,
+  called only in ``p``'s process).  The owner announces the value's shapes and dtypes (public
+  metadata, as in every ``Handle``) and each other party checks its placeholder against them.
+  A public value (``owner='public'``) is taken from the first party of the cluster file.
+* ``reveal(h, to=p)`` returns the value in ``p``'s process and ``None`` in every other one; the
+  shares travel to ``p`` only.  (SecretFlow's own ``sf.reveal`` would not do that: on an object
+  that lives at ``p``, it sends the value to every other party.  Here ``p`` reads its own
+  object locally.)  ``reveal(h)`` without ``to`` gives the value to every party.
+* Run reports and communication figures are this party's own.
+
+Ray is not used (``ray_mode=False``): one process of about 450 MB per party and a start-up of a
+few seconds, against about 13 processes, 2.7 GB and 6-11 s per party with a Ray per party, which
+only pays off when a party spreads its own work over a Ray cluster (not something ppml-torch
+does: the heavy work is SPU's, in SPU's own threads).  The cross-silo channel is ``brpc_link``:
+its ``recv_timeout_ms`` bounds every wait for another party (with ``grpc`` a wait for another
+party's result hangs forever when that party dies).
+
+A party that stops answering (dies, is killed, loses its network) makes every other party
+raise :class:`PartyLostError` naming it within the cluster file's ``timeout_s`` (default 30 s),
+whatever it was waiting for (an SPU op, a PYU result, a reveal, start-up).  After that the
+SecretFlow runtime of this process is unusable: the command line ends the process at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from .base import _CASTS, PUBLIC, SECRET, Handle, RunReport, Session, to_32bit
+from .cluster import Cluster, PartyLostError, check_party, reachable
+from .comm import CommStats, parse_link_lines
+from .config import ConfigError, SessionConfig, spu_runtime_config_dict
+from .secretflow import _quiet
+
+
+class NotRevealedHere:
+    """Falsy marker some callers may prefer over ``None``; not returned by default."""
+
+
+class _NativeLogs:
+    """Native (brpc/SPU) log lines go to SecretFlow's log file, not the user's console.
+
+    brpc writes to file descriptor 2 from its own threads; Python's ``redirect_stderr`` does
+    not reach it.  While the session is open, descriptors 1 and 2 point at the log file and
+    ``sys.stdout``/``sys.stderr`` write to copies of the original descriptors.
+    """
+
+    def __init__(self) -> None:
+        import sys
+
+        from .secretflow import _log_file
+
+        log = _log_file()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._saved = (os.dup(1), os.dup(2))
+        self._py = (sys.stdout, sys.stderr)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = open(os.dup(self._saved[0]), "w", buffering=1)  # noqa: SIM115
+        sys.stderr = open(os.dup(self._saved[1]), "w", buffering=1)  # noqa: SIM115
+        self.path = getattr(log, "name", None)
+
+    def restore(self) -> None:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        sys.stdout, sys.stderr = self._py
+
+
+def _structure(value: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), value)
+
+
+def _declared(value: Any) -> Any:
+    """Shapes and (32-bit) dtypes of an array pytree or a ShapeDtypeStruct pytree."""
+
+    def one(a: Any) -> jax.ShapeDtypeStruct:
+        if isinstance(a, jax.ShapeDtypeStruct):
+            dt = np.dtype(a.dtype)
+        else:
+            a = np.asarray(a) if not hasattr(a, "shape") else a
+            dt = np.dtype(a.dtype)
+        return jax.ShapeDtypeStruct(tuple(a.shape), np.dtype(_CASTS.get(dt, dt)))
+
+    return jax.tree_util.tree_map(one, value)
+
+
+class ProductionSession(Session):
+    """One party of a multi-process SecretFlow job (see the module docstring)."""
+
+    _active: ProductionSession | None = None
+
+    def __init__(
+        self, config: SessionConfig, cluster: Cluster, party: str, *, profile: bool = True
+    ):
+        if ProductionSession._active is not None:
+            raise RuntimeError(
+                "a SecretFlow session is already open in this process; close it first"
+            )
+        me = check_party(cluster, party)  # ports free, party listed: before anything connects
+        super().__init__(config)
+        self.cluster = cluster
+        self.party = party
+        self._me = me
+        self._lost = False
+        self._objects: dict[int, Any] = {}
+        t0 = time.perf_counter()
+        timeout_ms = int(cluster.timeout_s * 1000)
+        retries = max(1, int(cluster.start_timeout_s))  # one connection attempt per second
+        link_opts = {
+            "recv_timeout_ms": timeout_ms,
+            "connect_retry_times": retries,
+            "connect_retry_interval_ms": 1000,
+        }
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        tls_config = None
+        if cluster.tls is not None:
+            t = cluster.tls[party]
+            tls_config = {"ca_cert": t.ca_cert, "cert": t.cert, "key": t.key}
+        with _quiet():
+            import secretflow as sf
+            from secretflow.device.device.spu import SPURuntime
+            from secretflow.distributed import primitive as sfd
+            from spu import libspu
+        self._sf = sf
+        sf_cluster = {
+            "parties": {
+                p.name: {"address": p.address, "listen_addr": p.listen_address("address")}
+                for p in cluster.parties
+            },
+            "self_party": party,
+        }
+        self._native = _NativeLogs()
+        with self._guard("start-up (waiting for the other parties to connect)", start=True):
+            with _quiet():
+                sf.init(
+                    address="local",
+                    cluster_config=sf_cluster,
+                    ray_mode=False,
+                    cross_silo_comm_backend="brpc_link",
+                    cross_silo_comm_options=dict(link_opts),
+                    tls_config=tls_config,
+                    logging_level="error",
+                    enable_waiting_for_other_parties_ready=True,
+                )
+        self._install_signal_handler()
+        ProductionSession._active = self
+        self._pyus = {p: sf.PYU(p) for p in cluster.names}
+        self._check_agreement()
+        self._log_dir = tempfile.mkdtemp(prefix="ppml-torch-sfp-") if profile else None
+        log_dir = self._log_dir
+        spu_tls = None
+        if cluster.tls is not None:
+            t = cluster.tls[party]
+            ssl = {
+                "certificate_path": t.cert,
+                "private_key_path": t.key,
+                "ca_file_path": t.ca_cert,
+                "verify_depth": 1,
+            }
+            spu_tls = {"server_ssl_opts": ssl, "client_ssl_opts": ssl}
+
+        class _SPU(sf.SPU):
+            """SecretFlow's SPU device with this party's SPU log in a file (communication)."""
+
+            def init(self) -> None:
+                for rank, node in enumerate(self.cluster_def["nodes"]):
+                    opts = libspu.logging.LogOptions()
+                    if log_dir is not None:
+                        opts.enable_console_logger = False
+                        opts.system_log_path = os.path.join(log_dir, "spu.log")
+                    self.actors[node["party"]] = (
+                        sfd.remote(SPURuntime)
+                        .party(node["party"])
+                        .remote(rank, self.cluster_def, self.link_desc, opts, self.id)
+                    )
+
+        nodes = []
+        for p in cluster.parties:
+            node = {"party": p.name, "address": p.spu_address}
+            if p.name == party:
+                node["listen_address"] = p.listen_address("spu_address")
+                if spu_tls:
+                    node["tls_opts"] = spu_tls
+            nodes.append(node)
+        spu_cluster = {
+            "nodes": nodes,
+            "runtime_config": spu_runtime_config_dict(config, profile=profile),
+        }
+        with self._guard("start-up (SPU link)"):
+            self._spu = _SPU(spu_cluster, link_desc=dict(link_opts))
+        self._rank = [n["party"] for n in self._spu.cluster_def["nodes"]].index(party)
+        self.startup_s = time.perf_counter() - t0
+
+    # -- failure handling ----------------------------------------------------------------------
+    def _missing(self) -> list[str]:
+        return [
+            p.name
+            for p in self.cluster.parties
+            if p.name != self.party and not (reachable(p.address) or reachable(p.spu_address))
+        ]
+
+    def _lost_error(
+        self, what: str, cause: BaseException | None, start: bool = False
+    ) -> PartyLostError:
+        """One line for a failure of the multi-party runtime: who is gone, or what failed."""
+        self._lost = True
+        missing = self._missing()
+        limit = self.cluster.start_timeout_s if start else self.cluster.timeout_s
+        wait = f"within {limit:g} s ({'start_timeout_s' if start else 'timeout_s'})"
+        if missing:
+            who = ", ".join(missing)
+            verb = "did not start" if start else "stopped answering"
+            return PartyLostError(
+                f"party {who} {verb} during {what}: no reply {wait} and nothing listens on its "
+                "ports; check that it runs (its own output says why it stopped)"
+            )
+        inner = getattr(cause, "_cause", None) or cause
+        text = str(inner).strip().splitlines()[0][:200] if inner is not None else "no reply"
+        src = getattr(cause, "_src_party", None)
+        if src is not None:
+            return PartyLostError(f"party {src} failed during {what}: {text}")
+        low = text.lower()
+        if any(k in low for k in ("timeout", "timed out", "connect", "closed", "eof")):
+            return PartyLostError(
+                f"no reply from another party during {what} {wait} ({text}); every party must "
+                "run the same program with the same cluster file"
+            )
+        return PartyLostError(
+            f"{what} failed in party {self.party}: {type(inner).__name__}: {text}"
+        )
+
+    @contextlib.contextmanager
+    def _guard(self, what: str, start: bool = False) -> Iterator[None]:
+        if self._lost:
+            raise PartyLostError("this session lost a party earlier; open a new one")
+        try:
+            yield
+        except (ConfigError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # SecretFlow/SPU/brpc errors: translate into one line
+            raise self._lost_error(what, e, start) from e
+
+    def _install_signal_handler(self) -> None:
+        """SecretFlow's sender thread ends the process (SIGINT -> os._exit(1), no message)
+        when a send fails; turn that into :class:`PartyLostError` in the main thread."""
+        from secretflow.distributed.fed.global_context import get_global_context
+
+        def handler(signum: int, frame: Any) -> None:
+            ctx = get_global_context(assert_none=False)
+            exc = ctx.get_last_exception() if ctx is not None else None
+            if exc is None:
+                raise KeyboardInterrupt
+            raise self._lost_error("a transfer to another party", exc)
+
+        signal.signal(signal.SIGINT, handler)
+
+    def _check_agreement(self) -> None:
+        """Every party's cluster file and session settings must agree (one line if not)."""
+        mine = {
+            "parties": [[p.name, p.address, p.spu_address] for p in self.cluster.parties],
+            "protocol": self.config.protocol,
+            "field": self.config.field,
+        }
+        objs = {p: self._pyus[p](lambda: mine, num_returns=1)() for p in self.cluster.names}
+        with self._guard("start-up (comparing cluster files)", start=True):
+            seen = self._sf.reveal(objs)
+        for p, theirs in seen.items():
+            for key in ("protocol", "field", "parties"):
+                if theirs[key] != mine[key]:
+                    raise ConfigError(
+                        f"party {p!r} runs with {key} {theirs[key]} but {self.party!r} with "
+                        f"{mine[key]}; give every party the same cluster file and run spec"
+                    )
+
+    # -- values --------------------------------------------------------------------------------
+    def put(self, value: Any, owner: str | None, visibility: str | None = None) -> Handle:
+        """``value`` in the owner's process; a ShapeDtypeStruct pytree or a loader elsewhere."""
+        self._check_open()
+        visibility, owner = self._check_owner(owner, visibility, "put")
+        src = owner if visibility == SECRET else self.parties[0]
+        label = owner if visibility == SECRET else PUBLIC
+        t0 = time.perf_counter()
+        struct = None
+        if src == self.party:
+            if callable(value):
+                value = value()
+            leaves, treedef = jax.tree_util.tree_flatten(value)
+            if not leaves:
+                raise ValueError("put: the value has no arrays in it")
+            for x in leaves:
+                if isinstance(x, jax.ShapeDtypeStruct):
+                    raise ConfigError(
+                        f"put(owner={label}): party {self.party!r} owns this value but passed a "
+                        "shape-only placeholder; pass the data (or a loader) in the owner's process"
+                    )
+            arrays = [to_32bit(x, f"put(owner={label})") for x in leaves]
+            value = jax.tree_util.tree_unflatten(treedef, arrays)
+            struct = _structure(value)
+        elif not callable(value):
+            if not jax.tree_util.tree_leaves(value):
+                raise ValueError("put: the placeholder has no arrays in it")
+        announced = self._pyus[src](lambda: struct, num_returns=1)()
+        with self._guard(f"put(owner={label}) (waiting for {src}'s shapes)"):
+            struct_all = self._sf.reveal(announced)  # public metadata, as in every Handle
+        if src != self.party and not callable(value):
+            declared = _declared(value)
+            if jax.tree_util.tree_structure(declared) != jax.tree_util.tree_structure(
+                struct_all
+            ) or jax.tree_util.tree_leaves(declared) != jax.tree_util.tree_leaves(struct_all):
+                raise ConfigError(
+                    f"put(owner={label}): this party's placeholder {_short(declared)} differs from "
+                    f"what {src} put in, {_short(struct_all)}; describe the owner's data exactly"
+                )
+        data = self._pyus[src](lambda: value, num_returns=1)()
+        leaves, treedef = jax.tree_util.tree_flatten(struct_all)
+        avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in leaves)
+        handle = Handle(self.id, next(self._keys), treedef, avals, owner, visibility)
+        with self._guard(f"put(owner={label})"):
+            if visibility == PUBLIC:
+                obj = data.to(self._spu, spu_vis="public")
+            else:
+                obj = data.to(self._spu)
+        self._objects[handle.key] = obj
+        self._record(RunReport("secretflow", f"put #{handle.key}", 0.0, time.perf_counter() - t0))
+        return handle
+
+    def _put(self, handle: Handle, arrays: list[np.ndarray]) -> None:  # put() is overridden
+        raise NotImplementedError
+
+    def _wait_own_share(self, obj: Any) -> None:
+        """Wait until this party's share of an SPU result exists (nothing is sent)."""
+        share = obj.shares_name[self._rank]
+        share.get_object() if hasattr(share, "get_object") else None
+
+    def _call(
+        self, fn: Callable[..., Any], args: Sequence[Handle], name: str
+    ) -> tuple[Handle, RunReport]:
+        out_struct = jax.eval_shape(fn, *[a.structure for a in args])
+        handle = self._new_handle(out_struct)
+        mark = self._log_mark()
+        t0 = time.perf_counter()
+        with self._guard(f"SPU op {name}"):
+            out = self._spu(fn)(*[self._objects[a.key] for a in args])
+            self._wait_own_share(out)
+        run_s = time.perf_counter() - t0
+        self._objects[handle.key] = out
+        return handle, RunReport("secretflow", name, None, run_s, self._comm_since(mark))
+
+    def reveal(self, handle: Handle, to: str | None = None) -> Any:
+        """The value in ``to``'s process (every party's if ``to`` is None); ``None`` elsewhere."""
+        value = super().reveal(handle, to)
+        if to is not None and to != self.party:
+            return None
+        return value
+
+    def _reveal(self, handle: Handle, to: str | None) -> list[Any]:
+        obj = self._objects[handle.key]
+        if to is None:
+            with self._guard("reveal to every party"):
+                value = self._sf.reveal(obj)
+            return [np.asarray(x) for x in jax.tree_util.tree_leaves(value)]
+        with self._guard(f"reveal to {to}"):
+            moved = obj.to(self._pyus[to])  # the shares go to `to` only, which reconstructs
+            if to != self.party:
+                return [None] * len(handle.avals)
+            value = moved.data.get_object()  # read locally: sf.reveal would broadcast it
+        return [np.asarray(x) for x in jax.tree_util.tree_leaves(value)]
+
+    def _free(self, handle: Handle) -> None:
+        self._objects.pop(handle.key, None)
+
+    def _close(self) -> None:
+        self._objects.clear()
+        try:
+            if not self._lost:
+                # a barrier: nobody stops its links while another party still reads from them
+                bye = {p: self._pyus[p](lambda: 0, num_returns=1)() for p in self.parties}
+                with self._guard("closing (waiting for the other parties to finish)"):
+                    self._sf.reveal(bye)
+                with _quiet():
+                    self._sf.shutdown()
+                self._native.restore()
+        finally:
+            ProductionSession._active = None
+
+    # -- communication (this party's SPU log) ---------------------------------------------------
+    def _log_mark(self) -> int:
+        if self._log_dir is None:
+            return 0
+        path = os.path.join(self._log_dir, "spu.log")
+        return os.path.getsize(path) if os.path.exists(path) else 0
+
+    def _comm_since(self, mark: int) -> CommStats | None:
+        if self._log_dir is None:
+            return None
+        path = os.path.join(self._log_dir, "spu.log")
+        text = ""
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                f.seek(mark)
+                text = f.read().decode("utf-8", "replace")
+        lines = parse_link_lines(text)
+        b, a = sum(x for x, _ in lines), sum(y for _, y in lines)
+        return CommStats(b, a, {self.party: (b, a)})
+
+
+def _short(struct: Any) -> str:
+    leaves = jax.tree_util.tree_leaves(struct)
+    s = ", ".join(f"{np.dtype(a.dtype).name}{list(a.shape)}" for a in leaves[:3])
+    return f"[{s}{', ...' if len(leaves) > 3 else ''}]"
+
+
+def open_production(
+    backend: str,
+    protocol: str | None,
+    field: str | None,
+    cluster: Any,
+    party: str | None,
+    parties: Sequence[str] | None,
+    runtime: Any,
+    profile: bool,
+    ir: str,
+) -> ProductionSession:
+    """``open_session(..., cluster=, party=)``: every check before anything connects."""
+    from .cluster import ClusterError, load_cluster
+    from .config import resolve
+    from .secretflow import check_importable
+
+    if backend != "secretflow":
+        raise ConfigError(
+            f"cluster=/party= run one party per process and need backend 'secretflow', not "
+            f"{backend!r} ({backend} runs every party in this one process)"
+        )
+    if cluster is None:
+        raise ConfigError("party= needs cluster= (the cluster file every party uses)")
+    if ir != "xla":
+        raise ConfigError(f"ir={ir!r} applies to backend 'spu' only")
+    cl = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    if parties is not None and tuple(parties) != cl.names:
+        raise ConfigError(
+            f"parties={list(parties)} differ from the cluster file's {list(cl.names)}; drop parties="
+        )
+    for key, given, filed in (("protocol", protocol, cl.protocol), ("field", field, cl.field)):
+        if given is not None and filed is not None and given.upper() != filed:
+            raise ClusterError(
+                f"{key} {given.upper()} differs from the cluster file's {filed} ({cl.path}); "
+                "use the same on every party"
+            )
+    cfg = resolve("secretflow", protocol or cl.protocol, field or cl.field, cl.names, runtime)
+    check_importable()
+    return ProductionSession(cfg, cl, party or "", profile=profile)
