@@ -33,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -84,6 +86,77 @@ class _NativeLogs:
         os.dup2(self._saved[0], 1)
         os.dup2(self._saved[1], 2)
         sys.stdout, sys.stderr = self._py
+
+
+def _slow_retries(desc: Any, timeout_ms: int) -> None:
+    """A failing send (the peer is gone) is retried longer than a receive waits.
+
+    yacl's link ends the whole process (exit code 255, no message) when an asynchronous send
+    has used up its retries (default: 3 within about 15 s).  With retries spread over three
+    times ``timeout_s``, the receive timeout fires first and the user gets the one-line error.
+    """
+    r = desc.retry_opts
+    r.max_retry = 3
+    r.retry_interval_ms = timeout_ms
+    r.retry_interval_incr_ms = 0
+    r.max_retry_interval_ms = timeout_ms
+
+
+def _runtime_class(timeout_ms: int) -> type:
+    """SecretFlow's SPURuntime, with the link's send retries of :func:`_slow_retries`."""
+    import json
+
+    import spu
+    import spu.libspu.link as spu_link
+    import spu.libspu.logging as spu_logging
+    from google.protobuf import json_format
+    from secretflow.device.device.spu import SPURuntime, _fill_link_desc_attrs
+
+    class _Runtime(SPURuntime):
+        def __init__(self, rank, cluster_def, link_desc=None, log_options=None, id=None):  # noqa: A002
+            # SPURuntime.__init__ of secretflow 1.11.0b1, plus the retry options
+            spu_logging.setup_logging(log_options or spu_logging.LogOptions())
+            self.rank = rank
+            self.cluster_def = cluster_def
+            desc = spu_link.Desc()
+            tls_opts = None
+            for i, node in enumerate(cluster_def["nodes"]):
+                address = node["address"]
+                if i == rank:
+                    self.party = node["party"]
+                    tls_opts = node.get("tls_opts", None)
+                    if node.get("listen_address", ""):
+                        address = node["listen_address"]
+                desc.add_party(node["party"], address)
+            _fill_link_desc_attrs(link_desc=link_desc, tls_opts=tls_opts, desc=desc)
+            _slow_retries(desc, timeout_ms)
+            self.link = spu_link.create_brpc(desc, rank)
+            self.conf = json_format.Parse(
+                json.dumps(cluster_def["runtime_config"]), spu.RuntimeConfig()
+            )
+            self.runtime = spu.Runtime(self.link, self.conf)
+            self.share_seq_id = 0
+            self.id = id
+
+    return _Runtime
+
+
+@contextlib.contextmanager
+def _cross_silo_retries(timeout_ms: int) -> Iterator[None]:
+    """:func:`_slow_retries` for SecretFlow's cross-silo brpc link, created inside sf.init."""
+    from secretflow.distributed.fed.proxy.brpc_link.brpc_link import BrpcLinkProxy
+
+    orig = BrpcLinkProxy.start
+
+    def start(proxy: Any) -> Any:
+        _slow_retries(proxy._desc, timeout_ms)
+        return orig(proxy)
+
+    BrpcLinkProxy.start = start
+    try:
+        yield
+    finally:
+        BrpcLinkProxy.start = orig
 
 
 def _structure(value: Any) -> Any:
@@ -138,7 +211,6 @@ class ProductionSession(Session):
             tls_config = {"ca_cert": t.ca_cert, "cert": t.cert, "key": t.key}
         with _quiet():
             import secretflow as sf
-            from secretflow.device.device.spu import SPURuntime
             from secretflow.distributed import primitive as sfd
             from spu import libspu
         self._sf = sf
@@ -151,7 +223,7 @@ class ProductionSession(Session):
         }
         self._native = _NativeLogs()
         with self._guard("start-up (waiting for the other parties to connect)", start=True):
-            with _quiet():
+            with _quiet(), _cross_silo_retries(timeout_ms):
                 sf.init(
                     address="local",
                     cluster_config=sf_cluster,
@@ -168,6 +240,7 @@ class ProductionSession(Session):
         self._check_agreement()
         self._log_dir = tempfile.mkdtemp(prefix="ppml-torch-sfp-") if profile else None
         log_dir = self._log_dir
+        runtime_cls = _runtime_class(timeout_ms)
         spu_tls = None
         if cluster.tls is not None:
             t = cluster.tls[party]
@@ -189,7 +262,7 @@ class ProductionSession(Session):
                         opts.enable_console_logger = False
                         opts.system_log_path = os.path.join(log_dir, "spu.log")
                     self.actors[node["party"]] = (
-                        sfd.remote(SPURuntime)
+                        sfd.remote(runtime_cls)
                         .party(node["party"])
                         .remote(rank, self.cluster_def, self.link_desc, opts, self.id)
                     )
@@ -210,6 +283,33 @@ class ProductionSession(Session):
             self._spu = _SPU(spu_cluster, link_desc=dict(link_opts))
         self._rank = [n["party"] for n in self._spu.cluster_def["nodes"]].index(party)
         self.startup_s = time.perf_counter() - t0
+        self._watch_stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True, name="ppml-party-watch")
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Ends this process with the one-line error when another party's ports stay closed
+        for ``timeout_s``, whatever the main thread waits for (SecretFlow and SPU may wait in
+        native code, or end the process without a word)."""
+        gone: dict[str, float] = {}
+        while not self._watch_stop.wait(1.0):
+            now = time.monotonic()
+            for p in self.cluster.parties:
+                if p.name == self.party:
+                    continue
+                if reachable(p.address) or reachable(p.spu_address):
+                    gone.pop(p.name, None)
+                    continue
+                since = gone.setdefault(p.name, now)
+                if now - since >= self.cluster.timeout_s and not self._watch_stop.is_set():
+                    msg = (
+                        f"party {p.name} stopped answering: nothing listened on its ports "
+                        f"({p.address}, {p.spu_address}) for {self.cluster.timeout_s:g} s "
+                        "(timeout_s); check that it runs (its own output says why it stopped)"
+                    )
+                    sys.stdout.flush()
+                    print(f"ppml-torch: {msg}", file=sys.stderr, flush=True)
+                    os._exit(3)
 
     # -- failure handling ----------------------------------------------------------------------
     def _missing(self) -> list[str]:
@@ -224,6 +324,8 @@ class ProductionSession(Session):
     ) -> PartyLostError:
         """One line for a failure of the multi-party runtime: who is gone, or what failed."""
         self._lost = True
+        if hasattr(self, "_watch_stop"):
+            self._watch_stop.set()  # the caller gets the error; the runtime is unusable now
         missing = self._missing()
         limit = self.cluster.start_timeout_s if start else self.cluster.timeout_s
         wait = f"within {limit:g} s ({'start_timeout_s' if start else 'timeout_s'})"
@@ -397,10 +499,13 @@ class ProductionSession(Session):
                 bye = {p: self._pyus[p](lambda: 0, num_returns=1)() for p in self.parties}
                 with self._guard("closing (waiting for the other parties to finish)"):
                     self._sf.reveal(bye)
+                self._watch_stop.set()
                 with _quiet():
                     self._sf.shutdown()
                 self._native.restore()
         finally:
+            if hasattr(self, "_watch_stop"):
+                self._watch_stop.set()
             ProductionSession._active = None
 
     # -- communication (this party's SPU log) ---------------------------------------------------
