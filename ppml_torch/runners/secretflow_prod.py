@@ -22,6 +22,12 @@ does: the heavy work is SPU's, in SPU's own threads).  The cross-silo channel is
 its ``recv_timeout_ms`` bounds every wait for another party (with ``grpc`` a wait for another
 party's result hangs forever when that party dies).
 
+Bounds: a party whose process is gone (its ports closed) is named within ``timeout_s`` by a
+watchdog thread, whatever the main thread waits for.  A party that is alive but stalled is
+caught by the receive timeouts: ``timeout_s`` inside SPU ops, ``max(timeout_s,
+start_timeout_s)`` on the cross-silo channel (it also carries legitimately long one-sided
+waits: party 0 compiling an SPU program, a party loading its data, start-up).
+
 A party that stops answering (dies, is killed, loses its network) makes every other party
 raise :class:`PartyLostError` naming it within the cluster file's ``timeout_s`` (default 30 s),
 whatever it was waiting for (an SPU op, a PYU result, a reveal, start-up).  After that the
@@ -89,17 +95,19 @@ class _NativeLogs:
 
 
 def _slow_retries(desc: Any, timeout_ms: int) -> None:
-    """A failing send (the peer is gone) is retried longer than a receive waits.
+    """A failing send (the peer is gone) keeps being retried, once a second, for three times
+    the bound.
 
     yacl's link ends the whole process (exit code 255, no message) when an asynchronous send
-    has used up its retries (default: 3 within about 15 s).  With retries spread over three
-    times ``timeout_s``, the receive timeout fires first and the user gets the one-line error.
+    has used up its retries (default: 3 within about 15 s).  Retrying for longer lets the
+    watchdog or the receive timeout give the user the one-line error first; retrying every
+    second keeps start-up quick (the first handshake is retried until the peer listens).
     """
     r = desc.retry_opts
-    r.max_retry = 3
-    r.retry_interval_ms = timeout_ms
+    r.max_retry = 3 * max(1, timeout_ms // 1000) + 1
+    r.retry_interval_ms = 1000
     r.retry_interval_incr_ms = 0
-    r.max_retry_interval_ms = timeout_ms
+    r.max_retry_interval_ms = 1000
 
 
 def _runtime_class(timeout_ms: int) -> type:
@@ -159,6 +167,18 @@ def _cross_silo_retries(timeout_ms: int) -> Iterator[None]:
         BrpcLinkProxy.start = orig
 
 
+def _exit_at_shutdown() -> None:
+    """After a lost party, SecretFlow's worker threads may wait in native code and keep the
+    interpreter from ending; end it (code 1, after flushing) when the main program is done."""
+
+    def bye() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    threading._register_atexit(bye)  # type: ignore[attr-defined]  # runs before thread joins
+
+
 def _structure(value: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), value)
 
@@ -198,6 +218,11 @@ class ProductionSession(Session):
         self._objects: dict[int, Any] = {}
         t0 = time.perf_counter()
         timeout_ms = int(cluster.timeout_s * 1000)
+        # The cross-silo channel also carries one-sided waits: the other parties wait there
+        # while party 0 compiles an SPU program or a party loads its data, and the link's
+        # first handshake waits for the slowest party's start-up.  It gets the longer bound;
+        # a party that dies is caught within timeout_s by the watchdog (ports closed).
+        silo_ms = int(max(cluster.timeout_s, cluster.start_timeout_s) * 1000)
         retries = max(1, int(cluster.start_timeout_s))  # one connection attempt per second
         link_opts = {
             "recv_timeout_ms": timeout_ms,
@@ -223,13 +248,13 @@ class ProductionSession(Session):
         }
         self._native = _NativeLogs()
         with self._guard("start-up (waiting for the other parties to connect)", start=True):
-            with _quiet(), _cross_silo_retries(timeout_ms):
+            with _quiet(), _cross_silo_retries(silo_ms):
                 sf.init(
                     address="local",
                     cluster_config=sf_cluster,
                     ray_mode=False,
                     cross_silo_comm_backend="brpc_link",
-                    cross_silo_comm_options=dict(link_opts),
+                    cross_silo_comm_options=dict(link_opts, recv_timeout_ms=silo_ms),
                     tls_config=tls_config,
                     logging_level="error",
                     enable_waiting_for_other_parties_ready=True,
@@ -323,6 +348,8 @@ class ProductionSession(Session):
         self, what: str, cause: BaseException | None, start: bool = False
     ) -> PartyLostError:
         """One line for a failure of the multi-party runtime: who is gone, or what failed."""
+        if not self._lost:
+            _exit_at_shutdown()
         self._lost = True
         if hasattr(self, "_watch_stop"):
             self._watch_stop.set()  # the caller gets the error; the runtime is unusable now
@@ -337,18 +364,24 @@ class ProductionSession(Session):
                 "ports; check that it runs (its own output says why it stopped)"
             )
         inner = getattr(cause, "_cause", None) or cause
-        text = str(inner).strip().splitlines()[0][:200] if inner is not None else "no reply"
+        text = " ".join(str(inner).split()) if inner is not None else "no reply"
+        text = text.removeprefix("what:").strip()
         src = getattr(cause, "_src_party", None)
         if src is not None:
-            return PartyLostError(f"party {src} failed during {what}: {text}")
+            return PartyLostError(f"party {src} failed during {what}: {text[:200]}")
         low = text.lower()
         if any(k in low for k in ("timeout", "timed out", "connect", "closed", "eof")):
+            others = [p for p in self.parties if p != self.party]
+            who = f"party {others[0]}" if len(others) == 1 else "another party"
+            detail = (
+                text[text.lower().find("timeout") - 10 :][:120] if "timeout" in low else text[:120]
+            )
             return PartyLostError(
-                f"no reply from another party during {what} {wait} ({text}); every party must "
-                "run the same program with the same cluster file"
+                f"no reply from {who} during {what} {wait}, though its ports are open (stalled, "
+                f"or a different program/cluster file?): {detail.strip()}"
             )
         return PartyLostError(
-            f"{what} failed in party {self.party}: {type(inner).__name__}: {text}"
+            f"{what} failed in party {self.party}: {type(inner).__name__}: {text[:200]}"
         )
 
     @contextlib.contextmanager
