@@ -144,6 +144,13 @@ def launch(
             say(party, line)
 
     readers = []
+
+    def on_term(signum: int, frame: object) -> None:  # `kill <launcher>` still cleans up
+        raise SystemExit(128 + signum)
+
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         for p in parties:
             cmd = [
@@ -198,6 +205,8 @@ def launch(
                 pass
         for t in readers:
             t.join(timeout=5)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     for p, pr in procs.items():
         runs[p].returncode = pr.returncode
     return LaunchResult(path, [runs[p] for p in parties])

@@ -42,10 +42,10 @@ def main() -> int:
         if scenario == "stall" and party == "bob":
             time.sleep(1000)
         hz = s.call(lambda x, y: x @ y + 1.0, ha, hb)
-        n0 = len(sent)
         to_bob = s.reveal(hz, to="bob")
+        time.sleep(1.0)  # sends are asynchronous: let them reach the spy
+        until_reveal = list(sent)
         everyone = s.reveal(hz)
-        reveal_sends = sent[n0:]
         leak = None
         if scenario == "sf_reveal":  # what SecretFlow's own sf.reveal does at the receiver
             import secretflow as sf
@@ -65,8 +65,7 @@ def main() -> int:
                 "party": party,
                 "to_bob": None if to_bob is None else np.asarray(to_bob).tolist(),
                 "everyone": np.asarray(everyone).tolist(),
-                "sends_after_call": sent[n0:],
-                "reveal_sends_at_call_time": reveal_sends,
+                "sends_until_reveal_to_bob": until_reveal,
                 "sf_reveal_ndarray_sends": leak,
                 "startup_s": s.startup_s,
             }

@@ -223,8 +223,11 @@ def test_reveal_to_bob_is_seen_in_bob_process_only(tmp_path):
     assert out["alice"]["to_bob"] is None  # alice's process never has the value
     for p in ("alice", "bob"):  # reveal(h) without `to` reaches every party
         np.testing.assert_allclose(out[p]["everyone"], expected, atol=1e-3)
-    # bob reads his value locally: nothing leaves bob's process for the reveal itself
-    assert out["bob"]["reveal_sends_at_call_time"] == []
+    # bob reads his value locally: up to reveal(to="bob"), bob sent alice only metadata and
+    # the shares of his own input (bytes), never a plaintext array; alice sent bob her shares
+    kinds = {k for _, k in out["bob"]["sends_until_reveal_to_bob"]}
+    assert "ndarray" not in kinds and "bytes" in kinds, kinds
+    assert "ndarray" not in {k for _, k in out["alice"]["sends_until_reveal_to_bob"]}
     # what ppml-torch avoids: SecretFlow's own sf.reveal at bob sends bob's value to alice
     assert out["bob"]["sf_reveal_ndarray_sends"] == [["alice", "ndarray"]]
     assert out["alice"]["sf_reveal_ndarray_sends"] == []
@@ -311,7 +314,12 @@ def test_launch_homework_then_kill_bob_ends_alice_within_bound():
                 alice_err_at = time.monotonic()
         proc.wait(timeout=120)
     finally:
-        _kill_group(proc.pid)
+        proc.terminate()  # the launcher kills its parties' process groups
+        proc.wait(timeout=30)
+        for p in ("alice", "bob"):  # and if it could not, this test does
+            pid = _pid_of(cluster, p, missing_ok=True) if cluster else None
+            if pid:
+                _kill_group(pid)
     text = "".join(lines)
     assert killed_at is not None, text
     err = [x for x in lines if x.startswith("alice | ppml-torch")]
@@ -327,10 +335,21 @@ def test_launch_homework_then_kill_bob_ends_alice_within_bound():
 
 
 def _pid_of(cluster, party, missing_ok=False):
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    for line in ps.splitlines():
-        if cluster and cluster in line and f"--party {party}" in line and "homework-mlp" in line:
-            return int(line.split()[0])
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args]
+        if (
+            cluster in words
+            and "homework-mlp" in words
+            and words[words.index("--party") + 1 :][:1] == [party]
+        ):
+            return int(pid)
     if missing_ok:
         return None
     raise AssertionError(f"no process of {party}")
@@ -339,3 +358,110 @@ def _pid_of(cluster, party, missing_ok=False):
 def test_free_ports_are_distinct():
     ports = free_ports(6)
     assert len(set(ports)) == 6
+
+
+# -- mutual TLS ------------------------------------------------------------------------------------
+
+
+def _make_certs(d, ca_name, parties):
+    """A throwaway CA (openssl) and a certificate + key per party, signed by it."""
+
+    def sh(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    sh(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{ca_name}.key",
+        "-out",
+        f"{ca_name}.pem",
+        "-days",
+        "1",
+        "-subj",
+        f"/CN={ca_name}",
+    )
+    for p in parties:
+        sh(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{p}.key",
+            "-out",
+            f"{p}.csr",
+            "-subj",
+            f"/CN={p}",
+        )
+        sh(
+            "x509",
+            "-req",
+            "-in",
+            f"{p}.csr",
+            "-CA",
+            f"{ca_name}.pem",
+            "-CAkey",
+            f"{ca_name}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{p}.pem",
+            "-days",
+            "1",
+        )
+
+
+def _tls_cluster(tmp_path, bob_dir):
+    c = loopback_cluster(["alice", "bob"], timeout_s=10, start_timeout_s=15)
+    c["tls"] = {
+        "ca_cert": "good/ca.pem",
+        "parties": {
+            "alice": {"cert": "good/alice.pem", "key": "good/alice.key"},
+            "bob": {"cert": f"{bob_dir}/bob.pem", "key": f"{bob_dir}/bob.key"},
+        },
+    }
+    return c
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_mutual_tls_runs_and_refuses_a_certificate_of_another_ca(tmp_path):
+    for sub, ca, parties in (("good", "ca", ["alice", "bob"]), ("rogue", "rogue-ca", ["bob"])):
+        (tmp_path / sub).mkdir()
+        _make_certs(tmp_path / sub, ca, parties)
+    out = _run_parties_with(tmp_path, _tls_cluster(tmp_path, "good"), "reveal")
+    assert out["alice"][0] == 0 and out["bob"][0] == 0, out
+    assert '"to_bob": [[4.0, 4.0], [16.0, 16.0]]' in out["bob"][1]
+    bad = _run_parties_with(tmp_path, _tls_cluster(tmp_path, "rogue"), "reveal")
+    for p in ("alice", "bob"):
+        code, text = bad[p]
+        assert code != 0, text[-2000:]
+        print(p, "with bob's rogue certificate:", text.strip().splitlines()[-1])
+
+
+def _run_parties_with(tmp_path, cluster, scenario):
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(cluster))
+    procs = {
+        p: subprocess.Popen(
+            [sys.executable, SCRIPT, scenario, str(path), p],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+            start_new_session=True,
+        )
+        for p in ("alice", "bob")
+    }
+    out = {}
+    try:
+        for p, proc in procs.items():
+            text, _ = proc.communicate(timeout=300)
+            out[p] = (proc.returncode, text)
+    finally:
+        for proc in procs.values():
+            _kill_group(proc.pid)
+    return out
