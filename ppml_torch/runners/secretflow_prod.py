@@ -247,6 +247,15 @@ class ProductionSession(Session):
             "self_party": party,
         }
         self._native = _NativeLogs()
+        # a party seen listening and then gone is named within timeout_s, from here on; and
+        # start-up as a whole ends by start_timeout_s + timeout_s (a TLS handshake between
+        # certificates of different CAs waits forever in brpc, with every port open)
+        self._startup_deadline: float | None = (
+            time.monotonic() + cluster.start_timeout_s + cluster.timeout_s
+        )
+        self._watch_stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True, name="ppml-party-watch")
+        self._watchdog.start()
         with self._guard("start-up (waiting for the other parties to connect)", start=True):
             with _quiet(), _cross_silo_retries(silo_ms):
                 sf.init(
@@ -261,6 +270,7 @@ class ProductionSession(Session):
                 )
         self._install_signal_handler()
         ProductionSession._active = self
+
         self._pyus = {p: sf.PYU(p) for p in cluster.names}
         self._check_agreement()
         self._log_dir = tempfile.mkdtemp(prefix="ppml-torch-sfp-") if profile else None
@@ -308,33 +318,60 @@ class ProductionSession(Session):
             self._spu = _SPU(spu_cluster, link_desc=dict(link_opts))
         self._rank = [n["party"] for n in self._spu.cluster_def["nodes"]].index(party)
         self.startup_s = time.perf_counter() - t0
-        self._watch_stop = threading.Event()
-        self._watchdog = threading.Thread(target=self._watch, daemon=True, name="ppml-party-watch")
-        self._watchdog.start()
+        self._startup_deadline = None
 
     def _watch(self) -> None:
         """Ends this process with the one-line error when another party's ports stay closed
         for ``timeout_s``, whatever the main thread waits for (SecretFlow and SPU may wait in
         native code, or end the process without a word)."""
         gone: dict[str, float] = {}
+        seen: set[str] = set()  # parties that started: before that, start_timeout_s applies
         while not self._watch_stop.wait(1.0):
             now = time.monotonic()
+            deadline = self._startup_deadline
+            if deadline is not None and now > deadline and not self._watch_stop.is_set():
+                c = self.cluster
+                hint = (
+                    "; with tls, check that every party's certificate is signed by the "
+                    "ca_cert of the cluster file"
+                    if c.tls
+                    else ""
+                )
+                missing = self._missing()
+                if missing:
+                    self._die(
+                        f"party {', '.join(missing)} did not start within "
+                        f"{c.start_timeout_s + c.timeout_s:g} s (start_timeout_s + timeout_s); "
+                        "start every party with the same cluster file"
+                    )
+                self._die(
+                    f"start-up did not finish within {c.start_timeout_s + c.timeout_s:g} s "
+                    f"(start_timeout_s + timeout_s) though every party's ports answer"
+                    f"{hint}; every party must run the same program with the same cluster file"
+                )
             for p in self.cluster.parties:
                 if p.name == self.party:
                     continue
                 if reachable(p.address) or reachable(p.spu_address):
+                    seen.add(p.name)
                     gone.pop(p.name, None)
+                    continue
+                if p.name not in seen:
                     continue
                 since = gone.setdefault(p.name, now)
                 if now - since >= self.cluster.timeout_s and not self._watch_stop.is_set():
-                    msg = (
+                    self._die(
                         f"party {p.name} stopped answering: nothing listened on its ports "
                         f"({p.address}, {p.spu_address}) for {self.cluster.timeout_s:g} s "
                         "(timeout_s); check that it runs (its own output says why it stopped)"
                     )
-                    sys.stdout.flush()
-                    print(f"ppml-torch: {msg}", file=sys.stderr, flush=True)
-                    os._exit(3)
+
+    @staticmethod
+    def _die(msg: str) -> None:
+        """The one-line error, then end the process (exit code 3) from the watchdog thread."""
+        sys.stdout.flush()
+        print(f"ppml-torch: {msg}", file=sys.stderr, flush=True)
+        os._exit(3)
 
     # -- failure handling ----------------------------------------------------------------------
     def _missing(self) -> list[str]:

@@ -306,6 +306,7 @@ def test_launch_homework_then_kill_bob_ends_alice_within_bound():
             if m:
                 cluster = m.group(1)
             if killed_at is None and line.startswith("  bob | ----"):
+                _wait_spu_links(cluster)  # start-up done on both sides
                 time.sleep(3)  # into the training
                 bob = _pid_of(cluster, "bob")
                 os.kill(bob, signal.SIGKILL)
@@ -332,6 +333,16 @@ def test_launch_homework_then_kill_bob_ends_alice_within_bound():
     time.sleep(1)
     assert _pid_of(cluster, "alice", missing_ok=True) is None
     assert _pid_of(cluster, "bob", missing_ok=True) is None
+
+
+def _wait_spu_links(cluster, limit=120):
+    from ppml_torch.runners.cluster import reachable
+
+    c = load_cluster(cluster)
+    end = time.monotonic() + limit
+    while not all(reachable(p.spu_address) for p in c.parties):
+        assert time.monotonic() < end, "the parties never opened their SPU links"
+        time.sleep(0.5)
 
 
 def _pid_of(cluster, party, missing_ok=False):
@@ -435,11 +446,17 @@ def test_mutual_tls_runs_and_refuses_a_certificate_of_another_ca(tmp_path):
     out = _run_parties_with(tmp_path, _tls_cluster(tmp_path, "good"), "reveal")
     assert out["alice"][0] == 0 and out["bob"][0] == 0, out
     assert '"to_bob": [[4.0, 4.0], [16.0, 16.0]]' in out["bob"][1]
+    # bob's certificate from another CA: brpc's handshake fails and waits forever with every
+    # port open; the start-up bound (start_timeout_s + timeout_s = 25 s) ends both parties
+    t0 = time.monotonic()
     bad = _run_parties_with(tmp_path, _tls_cluster(tmp_path, "rogue"), "reveal")
+    elapsed = time.monotonic() - t0
     for p in ("alice", "bob"):
         code, text = bad[p]
-        assert code != 0, text[-2000:]
-        print(p, "with bob's rogue certificate:", text.strip().splitlines()[-1])
+        last = text.strip().splitlines()[-1] if text.strip() else ""
+        print(p, f"with bob's rogue certificate ({elapsed:.0f} s):", last)
+        assert code != 0 and "RESULT" not in text, text[-2000:]
+        assert "start-up did not finish" in last and "signed by the ca_cert" in last, last
 
 
 def _run_parties_with(tmp_path, cluster, scenario):
