@@ -94,6 +94,39 @@ class _NativeLogs:
         sys.stdout, sys.stderr = self._py
 
 
+_STARTUP_GUARD = """
+import os, signal, sys, time
+parent, limit, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+end = time.monotonic() + limit
+import select
+while time.monotonic() < end:
+    r, _, _ = select.select([sys.stdin], [], [], max(0.0, end - time.monotonic()))
+    if r:
+        sys.exit(0)  # start-up finished (or the parent ended): nothing to do
+try:
+    os.kill(parent, 0)
+except OSError:
+    sys.exit(0)
+sys.stderr.write("ppml-torch: " + message + "\\n")
+sys.stderr.flush()
+os.kill(parent, signal.SIGKILL)
+"""
+
+
+def _startup_guard(limit_s: float, message: str, stderr_fd: int) -> Any:
+    """A tiny process that kills this one, with ``message``, if start-up takes longer than
+    ``limit_s``.  A thread cannot do it: brpc's TLS handshake waits inside a native call that
+    holds the GIL.  Closing the returned process's stdin tells it start-up is done."""
+    import subprocess
+
+    return subprocess.Popen(
+        [sys.executable, "-S", "-c", _STARTUP_GUARD, str(os.getpid()), str(limit_s), message],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr_fd,
+    )
+
+
 def _slow_retries(desc: Any, timeout_ms: int) -> None:
     """A failing send (the peer is gone) keeps being retried, once a second, for three times
     the bound.
@@ -247,6 +280,19 @@ class ProductionSession(Session):
             "self_party": party,
         }
         self._native = _NativeLogs()
+        hint = (
+            "; with tls, check that every party's certificate is signed by the ca_cert of the "
+            "cluster file"
+            if cluster.tls
+            else ""
+        )
+        self._guard_proc = _startup_guard(
+            cluster.start_timeout_s + cluster.timeout_s,
+            f"party {party}: start-up did not finish within "
+            f"{cluster.start_timeout_s + cluster.timeout_s:g} s (start_timeout_s + timeout_s)"
+            f"{hint}; every party must run the same program with the same cluster file",
+            self._native._saved[1],
+        )
         # a party seen listening and then gone is named within timeout_s, from here on; and
         # start-up as a whole ends by start_timeout_s + timeout_s (a TLS handshake between
         # certificates of different CAs waits forever in brpc, with every port open)
@@ -319,6 +365,17 @@ class ProductionSession(Session):
         self._rank = [n["party"] for n in self._spu.cluster_def["nodes"]].index(party)
         self.startup_s = time.perf_counter() - t0
         self._startup_deadline = None
+        self._end_guard()
+
+    def _end_guard(self) -> None:
+        proc = getattr(self, "_guard_proc", None)
+        if proc is not None:
+            self._guard_proc = None
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - it ends by itself at its deadline anyway
+                pass
 
     def _watch(self) -> None:
         """Ends this process with the one-line error when another party's ports stay closed
@@ -385,6 +442,7 @@ class ProductionSession(Session):
         self, what: str, cause: BaseException | None, start: bool = False
     ) -> PartyLostError:
         """One line for a failure of the multi-party runtime: who is gone, or what failed."""
+        self._end_guard()
         if not self._lost:
             _exit_at_shutdown()
         self._lost = True
