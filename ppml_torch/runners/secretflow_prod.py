@@ -183,14 +183,21 @@ def _runtime_class(timeout_ms: int) -> type:
 
 
 @contextlib.contextmanager
-def _cross_silo_retries(timeout_ms: int) -> Iterator[None]:
-    """:func:`_slow_retries` for SecretFlow's cross-silo brpc link, created inside sf.init."""
+def _cross_silo_retries(timeout_ms: int, tls: bool) -> Iterator[None]:
+    """:func:`_slow_retries` for SecretFlow's cross-silo brpc link, created inside sf.init.
+
+    With ``tls``, also turn SSL on: secretflow 1.11.0b1's brpc_link proxy fills the link's
+    certificate options from ``tls_config`` but never sets ``enable_ssl``, so the channel ran
+    in plaintext and a party with a certificate of another CA was accepted (measured).
+    """
     from secretflow.distributed.fed.proxy.brpc_link.brpc_link import BrpcLinkProxy
 
     orig = BrpcLinkProxy.start
 
     def start(proxy: Any) -> Any:
         _slow_retries(proxy._desc, timeout_ms)
+        if tls:
+            proxy._desc.enable_ssl = True
         return orig(proxy)
 
     BrpcLinkProxy.start = start
@@ -303,7 +310,7 @@ class ProductionSession(Session):
         self._watchdog = threading.Thread(target=self._watch, daemon=True, name="ppml-party-watch")
         self._watchdog.start()
         with self._guard("start-up (waiting for the other parties to connect)", start=True):
-            with _quiet(), _cross_silo_retries(silo_ms):
+            with _quiet(), _cross_silo_retries(silo_ms, tls_config is not None):
                 sf.init(
                     address="local",
                     cluster_config=sf_cluster,
@@ -362,6 +369,9 @@ class ProductionSession(Session):
         }
         with self._guard("start-up (SPU link)"):
             self._spu = _SPU(spu_cluster, link_desc=dict(link_opts))
+            # this party's SPU runtime connects its link in a worker thread: wait for it here,
+            # so that start-up (and its bound) includes it
+            self._spu.actors[party]._cls_fed_obj.get_object()
         self._rank = [n["party"] for n in self._spu.cluster_def["nodes"]].index(party)
         self.startup_s = time.perf_counter() - t0
         self._startup_deadline = None
