@@ -433,11 +433,13 @@ class ProductionSession(Session):
                         "(timeout_s); check that it runs (its own output says why it stopped)"
                     )
 
-    @staticmethod
-    def _die(msg: str) -> None:
-        """The one-line error, then end the process (exit code 3) from the watchdog thread."""
-        sys.stdout.flush()
-        print(f"ppml-torch: {msg}", file=sys.stderr, flush=True)
+    def _die(self, msg: str) -> None:
+        """The one-line error, then end the process (exit code 3) from the watchdog thread.
+
+        Written to the original standard error: the main thread may be inside ``_quiet``."""
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.write(self._native._saved[1], f"ppml-torch: {msg}\n".encode())
         os._exit(3)
 
     # -- failure handling ----------------------------------------------------------------------
