@@ -640,6 +640,10 @@ class ProductionSession(Session):
                 with self._guard("closing (waiting for the other parties to finish)"):
                     self._sf.reveal(bye)
                 self._watch_stop.set()
+                # brpc answers each message after handing it over: linger a moment so the
+                # answers to the last messages reach their senders (with TLS, a sender whose
+                # answer was cut off retried and yacl ended it with exit code 255)
+                time.sleep(1.0)
                 with _quiet():
                     self._sf.shutdown()
                 self._native.restore()
