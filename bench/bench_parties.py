@@ -24,6 +24,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # this checkout's ppml_torch, also when run as a script
+    sys.path.insert(0, ROOT)
 
 
 def socket_bytes_sent(pid: int) -> int:

@@ -368,7 +368,12 @@ class ProductionSession(Session):
             "runtime_config": spu_runtime_config_dict(config, profile=profile),
         }
         with self._guard("start-up (SPU link)"):
-            self._spu = _SPU(spu_cluster, link_desc=dict(link_opts))
+            # brpc's own protocol instead of the default HTTP: the homework's later epochs took
+            # 3.9 s instead of 5.4 s between two processes here (SPU's thousands of small
+            # messages per epoch are latency-bound)
+            self._spu = _SPU(
+                spu_cluster, link_desc=dict(link_opts, brpc_channel_protocol="baidu_std")
+            )
             # this party's SPU runtime connects its link in a worker thread: wait for it here,
             # so that start-up (and its bound) includes it
             self._spu.actors[party]._cls_fed_obj.get_object()
