@@ -188,8 +188,8 @@ def main() -> int:
     )
     print(
         "SPU bytes: SPU's own link count (per party, its sends); OS bytes: the kernel's "
-        "bytes_sent of the party's TCP sockets (SPU link + SecretFlow's cross-silo channel, "
-        "HTTP framing included)"
+        "bytes_sent of the party's TCP sockets (SPU link on brpc's baidu_std + SecretFlow's "
+        "cross-silo channel on HTTP, framing included)"
     )
     return 0
 

@@ -46,6 +46,11 @@ def main() -> int:
         time.sleep(1.0)  # sends are asynchronous: let them reach the spy
         until_reveal = list(sent)
         everyone = s.reveal(hz)
+        from ppml_torch.runners import wrap
+
+        # wrap: called the same way in every process, each giving its own data or shapes
+        mul = wrap(s, lambda x, y: x * y, ["alice", "bob"], reveal_to="alice")
+        wrapped = mul(a if party == "alice" else shape, b if party == "bob" else shape)
         leak = None
         if scenario == "sf_reveal":  # what SecretFlow's own sf.reveal does at the receiver
             import secretflow as sf
@@ -65,6 +70,7 @@ def main() -> int:
                 "party": party,
                 "to_bob": None if to_bob is None else np.asarray(to_bob).tolist(),
                 "everyone": np.asarray(everyone).tolist(),
+                "wrapped": None if wrapped is None else np.asarray(wrapped).tolist(),
                 "sends_until_reveal_to_bob": until_reveal,
                 "sf_reveal_ndarray_sends": leak,
                 "startup_s": s.startup_s,
