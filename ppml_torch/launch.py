@@ -50,7 +50,8 @@ class LaunchResult:
     def returncode(self) -> int:
         for r in self.runs:
             if r.returncode:
-                return r.returncode
+                rc = r.returncode
+                return 128 - rc if rc < 0 else rc  # killed by signal N: 128 + N, as shells do
         return 0
 
     def output(self, party: str) -> str:
