@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.cluster is None) != (args.party is None):
         raise ConfigError("--cluster and --party go together (or use `ppml-torch launch`)")
     if args.cluster is not None:
+        from ..runners.cluster import check_party, load_cluster
+
         check_launch(args)
+        check_party(load_cluster(args.cluster), args.party)  # before any data or runtime
     print(
         f"breast-cancer MLP [30, 15, 8, 1] ReLU, {args.epochs} epochs, batch 10, SGD 0.01; "
         f"alice: features 0-14, bob: features 15-29 + labels; {args.normalise} min-max"

@@ -543,3 +543,18 @@ def test_launch_aby3_three_parties_matches_in_process_spu():
     # above); after 2 epochs many test scores are nearly tied, so the AUC, a rank statistic,
     # moves by a few 1e-4 between runs (0.5015 and 0.5018 seen for in-process spu alone)
     assert abs(auc_bob - ref) <= 2e-3
+
+
+def test_homework_cluster_file_checked_before_any_work(tmp_path, capsys):
+    from ppml_torch.cli import main
+
+    dup = tmp_path / "dup.json"
+    dup.write_text(json.dumps(BAD_CLUSTERS[6][1]))
+    cases = [
+        (["--cluster", str(tmp_path / "nope.json"), "--party", "alice"], "does not exist"),
+        (["--cluster", str(dup), "--party", "alice"], "is listed twice"),
+    ]
+    for extra, message in cases:
+        assert main(["homework-mlp", "--runs", "secretflow:SEMI2K", *extra]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and message in out.err and len(out.err.splitlines()) == 1
