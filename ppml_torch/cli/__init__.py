@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import PpmlError
@@ -27,6 +28,7 @@ COMMANDS = {
     "from-flax": "from_flax",
     "gpt2": "gpt2",
     "homework-mlp": "homework_mlp",
+    "launch": "launch",
     "ops": "ops",
     "protocols": "protocols",
     "to-flax": "to_flax",
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PpmlError as e:
         print(f"ppml-torch {args.command}: {e}", file=sys.stderr)
+        if getattr(e, "exit_now", False):  # e.g. a lost party: SecretFlow's threads may hang exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print(f"ppml-torch {args.command}: interrupted", file=sys.stderr)

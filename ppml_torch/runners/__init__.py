@@ -83,6 +83,8 @@ def open_session(
     runtime: Mapping[str, Any] | None = None,
     profile: bool = True,
     ir: str = DEFAULT_IR,
+    cluster: str | None = None,
+    party: str | None = None,
 ) -> Session:
     """Start a runtime: ``cpu``, ``spu`` or ``secretflow``.  Use it as a context manager.
 
@@ -94,8 +96,18 @@ def open_session(
     compiles, ``"xla"`` (:data:`DEFAULT_IR`, SPU's JAX frontend) or ``"stablehlo"`` (JAX's
     StableHLO text).
 
+    ``cluster``/``party`` (``secretflow`` only): run this process as ONE party of a
+    multi-process SecretFlow job described by a cluster file (see
+    :mod:`ppml_torch.runners.secretflow_prod`); protocol/field default to the file's.
+
     Every argument is checked before anything starts (no runtime, no Ray).
     """
+    if cluster is not None or party is not None:
+        from .secretflow_prod import open_production
+
+        return open_production(
+            backend, protocol, field, cluster, party, parties, runtime, profile, ir
+        )
     cfg = resolve(backend, protocol, field, parties, runtime)
     if ir not in IRS:
         raise ConfigError(f"unknown ir {ir!r}; use one of {', '.join(IRS)}")

@@ -22,6 +22,27 @@ class HomeworkData:
     x_bob_test: np.ndarray  # (114, 15), bob
     y_test: np.ndarray  # (114, 1), bob
 
+    def for_party(self, party: str) -> HomeworkData:
+        """What ``party``'s process holds when each party runs in its own process: its own
+        arrays, and shapes only (``jax.ShapeDtypeStruct``) of the others'."""
+        import jax
+
+        owners = {
+            "x_alice_train": "alice",
+            "x_bob_train": "bob",
+            "y_train": "bob",
+            "x_alice_test": "alice",
+            "x_bob_test": "bob",
+            "y_test": "bob",
+        }
+        mine = {
+            k: getattr(self, k)
+            if v == party
+            else jax.ShapeDtypeStruct(getattr(self, k).shape, np.float32)
+            for k, v in owners.items()
+        }
+        return dataclasses.replace(self, **mine)
+
     @property
     def x_train(self) -> np.ndarray:
         """Both parties' training features side by side (plaintext references only)."""

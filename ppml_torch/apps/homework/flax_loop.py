@@ -94,7 +94,7 @@ def fit(
     x_a = session.put(data.x_alice_train, owner="alice")
     x_b = session.put(data.x_bob_train, owner="bob")
     y = session.put(data.y_train, owner="bob")
-    epoch = _epoch_fn(apply_fn, len(data.y_train), batch_size, float(lr))
+    epoch = _epoch_fn(apply_fn, data.y_train.shape[0], batch_size, float(lr))
     for _ in range(epochs):
         new = session.call(epoch, params, x_a, x_b, y, name="epoch")
         session.free(params)
@@ -114,15 +114,17 @@ def _predict(apply_fn: ApplyFn) -> Callable[..., jax.Array]:
 
 def predict_test(
     session: Session, apply_fn: ApplyFn, params: Handle, data: HomeworkData
-) -> np.ndarray:
-    """Test-set scores computed inside the session, revealed only to bob (the label holder)."""
+) -> np.ndarray | None:
+    """Test-set scores computed inside the session, revealed only to bob (the label holder).
+
+    ``None`` in every other party's process when each party runs in its own process."""
     x_a = session.put(data.x_alice_test, owner="alice")
     x_b = session.put(data.x_bob_test, owner="bob")
     out = session.call(_predict(apply_fn), params, x_a, x_b, name="predict")
     scores = session.reveal(out, to="bob")
     for h in (x_a, x_b, out):
         session.free(h)
-    return np.asarray(scores).reshape(-1)
+    return None if scores is None else np.asarray(scores).reshape(-1)
 
 
 def reveal_params(session: Session, result: FitResult) -> Params:

@@ -27,7 +27,7 @@ class HomeworkRow:
     backend: str
     protocol: str
     field: str
-    auc: float
+    auc: float | None  # None in a process that is not bob's (one process per party)
     report: RunReport
 
 

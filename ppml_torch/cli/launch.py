@@ -1,0 +1,53 @@
+"""``ppml-torch launch``: one process per party on this machine (a loopback cluster)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a sub-command as one process per party on this machine (SecretFlow production mode)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..runners.cluster import DEFAULT_START_TIMEOUT_S, DEFAULT_TIMEOUT_S
+
+    p.add_argument(
+        "--parties", required=True, help="party names, e.g. alice,bob or alice,bob,carol"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds a party waits for another before it gives up with an error naming it "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=DEFAULT_START_TIMEOUT_S,
+        help="seconds a party waits at start-up for the others (default %(default)s)",
+    )
+    p.add_argument(
+        "subcommand",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND ...",
+        help="-- then the sub-command every party runs, e.g. -- homework-mlp --runs secretflow:SEMI2K",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runners.cluster import ClusterError
+    from .launcher import launch, parse_parties
+
+    argv = list(args.subcommand)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    for key, v in (("--timeout", args.timeout), ("--start-timeout", args.start_timeout)):
+        if not 1 <= v <= 3600:
+            raise ClusterError(f"{key} must be in [1, 3600] seconds, got {v:g}")
+    parties = parse_parties(args.parties)
+    result = launch(parties, argv, timeout_s=args.timeout, start_timeout_s=args.start_timeout)
+    summary = ", ".join(
+        f"{r.party}: exit {r.returncode}" + (" (killed)" if r.killed else "") for r in result.runs
+    )
+    print(f"launch: {summary}; cluster file {result.cluster_file}")
+    return result.returncode

@@ -1,0 +1,220 @@
+"""One process per party on this machine: what ``ppml-torch launch`` does.
+
+:func:`launch` writes a loopback cluster file with free ports, starts
+``python -m ppml_torch <sub-command ...> --cluster FILE --party NAME`` once per party, each in
+its own process group, prints every line of each party prefixed with the party's name, and
+returns when all have ended.  When one party fails, the others get the cluster's ``timeout_s``
+(plus a grace period) to notice and end with their own error; whatever still runs then is
+killed with its whole process group, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from ..runners.cluster import (
+    DEFAULT_START_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    ClusterError,
+    loopback_cluster,
+)
+from ..runners.config import PROTOCOLS
+
+GRACE_S = 15.0  # beyond timeout_s, before the launcher kills a party that has not ended
+
+
+@dataclasses.dataclass
+class PartyRun:
+    party: str
+    returncode: int | None
+    lines: list[str]
+    killed: bool = False
+
+
+@dataclasses.dataclass
+class LaunchResult:
+    cluster_file: str
+    runs: list[PartyRun]
+
+    @property
+    def returncode(self) -> int:
+        for r in self.runs:
+            if r.returncode:
+                rc = r.returncode
+                return 128 - rc if rc < 0 else rc  # killed by signal N: 128 + N, as shells do
+        return 0
+
+    def output(self, party: str) -> str:
+        return "".join(next(r for r in self.runs if r.party == party).lines)
+
+
+def parse_parties(text: str) -> list[str]:
+    parties = [p.strip() for p in text.split(",") if p.strip()]
+    if len(set(parties)) != len(parties):
+        raise ClusterError(f"--parties lists a party twice ({text}); list each once")
+    for p in parties:
+        if not p.isidentifier():
+            raise ClusterError(f"party name {p!r} must be an identifier like 'alice'")
+    sizes = sorted(set(PROTOCOLS.values()))
+    if len(parties) not in sizes:
+        raise ClusterError(
+            f"--parties names {len(parties)} parties; MPC here runs with 2 (SEMI2K, CHEETAH) "
+            "or 3 (ABY3), e.g. --parties alice,bob"
+        )
+    return parties
+
+
+def check_command(argv: Sequence[str], party: str) -> None:
+    """The sub-command must exist, run across processes, and its arguments must be valid."""
+    from . import COMMANDS, build_parser
+
+    if not argv:
+        raise ClusterError(
+            "give the sub-command after --, e.g. -- homework-mlp --runs secretflow:SEMI2K"
+        )
+    name = argv[0]
+    if name not in COMMANDS or name == "launch":
+        runnable = ", ".join(c for c in COMMANDS if c != "launch")
+        raise ClusterError(f"unknown sub-command {name!r} to launch; one of {runnable}")
+    import importlib
+
+    mod = importlib.import_module(f"ppml_torch.cli.{COMMANDS[name]}")
+    check = getattr(mod, "check_launch", None)
+    if check is None:
+        raise ClusterError(
+            f"{name} runs in one process and has no one-process-per-party mode; run it without launch"
+        )
+    for flag in ("--cluster", "--party"):
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            raise ClusterError(f"launch sets {flag} itself; drop it from the sub-command")
+    parser = build_parser()
+    args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
+    check(args)
+
+
+def launch(
+    parties: Sequence[str],
+    argv: Sequence[str],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    out: TextIO | None = None,
+    python: str | None = None,
+    grace_s: float = GRACE_S,
+    workdir: str | None = None,
+) -> LaunchResult:
+    """Run ``argv`` (a sub-command and its arguments) once per party; see the module doc."""
+    out = out or sys.stdout
+    parties = list(parties)
+    check_command(argv, parties[0])
+    workdir = workdir or tempfile.mkdtemp(prefix="ppml-torch-launch-")
+    path = os.path.join(workdir, "cluster.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(
+            loopback_cluster(parties, timeout_s=timeout_s, start_timeout_s=start_timeout_s),
+            f,
+            indent=2,
+        )
+    width = max(len(p) for p in parties)
+    lock = threading.Lock()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    runs = {p: PartyRun(p, None, []) for p in parties}
+
+    def say(party: str, line: str) -> None:
+        with lock:
+            out.write(f"{party:>{width}} | {line}")
+            if not line.endswith("\n"):
+                out.write("\n")
+            out.flush()
+
+    def pump(party: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            runs[party].lines.append(line)
+            say(party, line)
+
+    readers = []
+
+    def on_term(signum: int, frame: object) -> None:  # `kill <launcher>` still cleans up
+        raise SystemExit(128 + signum)
+
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        for p in parties:
+            cmd = [
+                python or sys.executable,
+                "-m",
+                "ppml_torch",
+                *argv,
+                "--cluster",
+                path,
+                "--party",
+                p,
+            ]
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                start_new_session=True,  # its own process group: killed as a whole
+            )
+            procs[p] = proc
+            t = threading.Thread(target=pump, args=(p, proc), daemon=True)
+            t.start()
+            readers.append(t)
+        deadline = None
+        while True:
+            alive = [p for p, pr in procs.items() if pr.poll() is None]
+            failed = [p for p, pr in procs.items() if pr.poll() not in (None, 0)]
+            if not alive:
+                break
+            if failed and deadline is None:
+                deadline = time.monotonic() + timeout_s + grace_s
+            if deadline is not None and time.monotonic() > deadline:
+                for p in alive:
+                    _kill_group(procs[p])
+                    runs[p].killed = True
+                    say(
+                        "launch",
+                        f"killed {p}: still running {timeout_s + grace_s:g} s after {failed[0]} failed",
+                    )
+                for p in alive:
+                    procs[p].wait()
+                break
+            time.sleep(0.1)
+    finally:
+        for pr in procs.values():  # anything a party left in its group (and any party, on ^C)
+            _kill_group(pr)
+        for pr in procs.values():
+            try:
+                pr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for t in readers:
+            t.join(timeout=5)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    for p, pr in procs.items():
+        runs[p].returncode = pr.returncode
+    return LaunchResult(path, [runs[p] for p in parties])
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,564 @@
+"""SecretFlow production mode: one process per party (runners/secretflow_prod.py, launch.py).
+
+The multi-process tests start two real processes on loopback (about a minute each on a loaded
+2-core machine: SecretFlow's import alone takes 5-16 s per process), so they are ``slow``.
+The cluster-file table and the launcher's refusals need no process and run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ppml_torch.runners.cluster import (
+    ClusterError,
+    check_party,
+    free_ports,
+    load_cluster,
+    loopback_cluster,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "tests", "runners", "prod_party.py")
+ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+
+
+# -- bad cluster files: one line each, before anything connects --------------------------------
+
+
+def _two(**over):
+    c = loopback_cluster(["alice", "bob"])
+    c.update(over)
+    return c
+
+
+BAD_CLUSTERS = [
+    ("missing file", None, "does not exist"),
+    ("not JSON", "{parties: alice", "not valid JSON"),
+    ("no parties", {"protocol": "SEMI2K"}, "'parties' must be an object"),
+    ("unknown key", {"parties": {}, "partys": 1}, "unknown key"),
+    (
+        "party without spu_address",
+        {
+            "parties": {
+                "alice": {"address": "127.0.0.1:1"},
+                "bob": {"address": "127.0.0.1:2", "spu_address": "127.0.0.1:3"},
+            }
+        },
+        "alice' has no spu_address",
+    ),
+    (
+        "address not host:port",
+        {"parties": {"alice": {"address": "alice", "spu_address": "127.0.0.1:3"}}},
+        "is not host:port",
+    ),
+    (
+        "port listed twice",
+        {
+            "parties": {
+                "alice": {"address": "127.0.0.1:9000", "spu_address": "127.0.0.1:9001"},
+                "bob": {"address": "localhost:9001", "spu_address": "127.0.0.1:9002"},
+            }
+        },
+        "port localhost:9001 is listed twice (alice.spu_address and bob.address)",
+    ),
+    (
+        "party listed twice",
+        '{"parties": {"alice": {"address": "127.0.0.1:1", "spu_address": "127.0.0.1:2"}, '
+        '"alice": {"address": "127.0.0.1:3", "spu_address": "127.0.0.1:4"}}}',
+        "key 'alice' is listed twice",
+    ),
+    ("protocol vs party count", _two(protocol="ABY3"), "protocol ABY3 needs 3 parties"),
+    ("unknown protocol", _two(protocol="SPDZ"), "unknown protocol 'SPDZ'"),
+    ("bad timeout", _two(timeout_s=0), "timeout_s must be a number of seconds"),
+    ("tls without files", _two(tls={"ca_cert": "nope.pem", "parties": {}}), "ca_cert"),
+]
+
+
+@pytest.mark.parametrize("what,content,message", BAD_CLUSTERS, ids=[b[0] for b in BAD_CLUSTERS])
+def test_bad_cluster_file_is_one_line(tmp_path, what, content, message):
+    path = tmp_path / "cluster.json"
+    if content is not None:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ClusterError) as e:
+        load_cluster(path)
+    text = str(e.value)
+    assert "\n" not in text
+    assert message in text, text
+
+
+def test_party_not_in_file_and_port_in_use(tmp_path):
+    import socket
+
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(loopback_cluster(["alice", "bob"])))
+    cluster = load_cluster(path)
+    with pytest.raises(ClusterError, match="party 'carol' is not in cluster file .* pass --party"):
+        check_party(cluster, "carol")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", int(cluster.party("bob").spu_address.split(":")[1])))
+    busy.listen()
+    try:
+        with pytest.raises(
+            ClusterError, match=r"party 'bob' cannot listen on 127.0.0.1:\d+ \(spu_address\)"
+        ):
+            check_party(cluster, "bob")
+    finally:
+        busy.close()
+    assert check_party(cluster, "alice").name == "alice"
+
+
+def test_open_session_checks_before_connecting(tmp_path):
+    from ppml_torch.runners import ConfigError, open_session
+
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(_two(protocol="SEMI2K")))
+    with pytest.raises(ConfigError, match="need backend 'secretflow', not 'spu'"):
+        open_session("spu", cluster=str(path), party="alice")
+    with pytest.raises(
+        ConfigError, match="protocol CHEETAH differs from the cluster file's SEMI2K"
+    ):
+        open_session("secretflow", "CHEETAH", cluster=str(path), party="alice")
+    with pytest.raises(ConfigError, match="pass party="):
+        open_session("secretflow", cluster=str(path))
+    with pytest.raises(ConfigError, match="party= needs cluster="):
+        open_session("secretflow", party="alice")
+
+
+# -- the launcher's refusals (no process started) ----------------------------------------------
+
+LAUNCH_REFUSALS = [
+    (["--parties", "alice,bob", "--", "homework-mlp"], "keep every party in one process"),
+    (["--parties", "alice,bob", "--", "homework-mlp", "--runs", "spu:SEMI2K"], "spu:SEMI2K"),
+    (["--parties", "alice,bob", "--", "ops"], "ops runs in one process"),
+    (["--parties", "alice,bob", "--", "nope"], "unknown sub-command 'nope'"),
+    (["--parties", "alice", "--", "homework-mlp"], "names 1 parties"),
+    (["--parties", "alice,alice", "--", "homework-mlp"], "lists a party twice"),
+    (
+        [
+            "--parties",
+            "alice,bob",
+            "--",
+            "homework-mlp",
+            "--runs",
+            "secretflow:SEMI2K",
+            "--party",
+            "bob",
+        ],
+        "launch sets --party itself",
+    ),
+    (["--parties", "alice,bob", "--"], "give the sub-command after --"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv,message", LAUNCH_REFUSALS, ids=[" ".join(a[3:]) or "empty" for a, _ in LAUNCH_REFUSALS]
+)
+def test_launch_refuses_with_one_line(capsys, argv, message):
+    from ppml_torch.cli import main
+
+    assert main(["launch", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_homework_cluster_and_party_go_together(capsys):
+    from ppml_torch.cli import main
+
+    assert main(["homework-mlp", "--runs", "secretflow:SEMI2K", "--party", "bob"]) == 2
+    assert "--cluster and --party go together" in capsys.readouterr().err
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+def _run_parties(tmp_path, scenario, parties=("alice", "bob"), **cluster):
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(loopback_cluster(list(parties), **cluster)))
+    procs = {
+        p: subprocess.Popen(
+            [sys.executable, SCRIPT, scenario, str(path), p],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+            start_new_session=True,
+        )
+        for p in parties
+    }
+    out = {}
+    try:
+        for p, proc in procs.items():
+            text, _ = proc.communicate(timeout=400)
+            assert proc.returncode == 0, text[-3000:]
+            line = next(x for x in text.splitlines() if x.startswith("RESULT "))
+            out[p] = json.loads(line[len("RESULT ") :])
+    finally:
+        for proc in procs.values():
+            _kill_group(proc.pid)
+    return out
+
+
+def _kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_reveal_to_bob_is_seen_in_bob_process_only(tmp_path):
+    out = _run_parties(tmp_path, "sf_reveal", timeout_s=20)
+    expected = (np.arange(4, dtype=np.float32).reshape(2, 2) @ np.full((2, 2), 3.0)) + 1.0
+    np.testing.assert_allclose(out["bob"]["to_bob"], expected, atol=1e-3)
+    assert out["alice"]["to_bob"] is None  # alice's process never has the value
+    for p in ("alice", "bob"):  # reveal(h) without `to` reaches every party
+        np.testing.assert_allclose(out[p]["everyone"], expected, atol=1e-3)
+    # wrap(..., reveal_to="alice") in every process: the product at alice only
+    a = np.arange(4, dtype=np.float32).reshape(2, 2)
+    np.testing.assert_allclose(out["alice"]["wrapped"], a * 3.0, atol=1e-3)
+    assert out["bob"]["wrapped"] is None
+    # bob reads his value locally: up to reveal(to="bob"), bob sent alice only metadata and
+    # the shares of his own input (bytes), never a plaintext array; alice sent bob her shares
+    kinds = {k for _, k in out["bob"]["sends_until_reveal_to_bob"]}
+    assert "ndarray" not in kinds and "bytes" in kinds, kinds
+    assert "ndarray" not in {k for _, k in out["alice"]["sends_until_reveal_to_bob"]}
+    # what ppml-torch avoids: SecretFlow's own sf.reveal at bob sends bob's value to alice
+    assert out["bob"]["sf_reveal_ndarray_sends"] == [["alice", "ndarray"]]
+    assert out["alice"]["sf_reveal_ndarray_sends"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_homework_two_processes_matches_in_process_spu(tmp_path):
+    from tests.runners.prod_party import _homework_loop
+
+    hw = _homework_loop()
+    from ppml_torch.runners import open_session
+    from ppml_torch.testing import max_abs_error, tolerance
+
+    out = _run_parties(tmp_path, "homework")
+    assert out["alice"]["scores"] is None and out["bob"]["weights"] is None
+    assert out["bob"]["has_labels"] and not out["alice"]["has_labels"]
+    apply_fn, params = hw.init_flax_mlp()
+    data = hw.load_data()
+    with open_session("spu", "SEMI2K") as s:
+        fit = hw.fit(s, apply_fn, params, data, epochs=1)
+        scores = hw.predict_test(s, apply_fn, fit.params, data)
+        weights = s.reveal(fit.params)
+    tol = tolerance("SEMI2K", "FM64")
+    got_w = {k: np.asarray(v) for k, v in _flat(out["alice"]["weights"]).items()}
+    want_w = _flat(weights)
+    err_w = max_abs_error(list(got_w.values()), [np.asarray(want_w[k]) for k in got_w])
+    err_s = max_abs_error(np.asarray(out["bob"]["scores"]), scores)
+    print(f"largest error vs in-process spu: weights {err_w:.2e}, scores {err_s:.2e}")
+    for k in got_w:
+        np.testing.assert_allclose(got_w[k], want_w[k], atol=tol.atol, rtol=tol.rtol)
+    np.testing.assert_allclose(out["bob"]["scores"], scores, atol=tol.atol, rtol=tol.rtol)
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}/{k}"))
+        return out
+    return {prefix: np.asarray(tree)}
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_launch_homework_then_kill_bob_ends_alice_within_bound():
+    """Through `ppml-torch launch`: bob is killed mid-training; alice ends with one line
+    naming bob within the bound, the launcher exits non-zero, no party process is left."""
+    timeout = 8
+    cmd = [
+        sys.executable,
+        "-m",
+        "ppml_torch",
+        "launch",
+        "--parties",
+        "alice,bob",
+        "--timeout",
+        str(timeout),
+        "--",
+        "homework-mlp",
+        "--runs",
+        "secretflow:SEMI2K",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    lines, killed_at, cluster = [], None, None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"\((/\S+cluster\.json)\)", line)
+            if m:
+                cluster = m.group(1)
+            if killed_at is None and line.startswith("  bob | ----"):
+                _wait_spu_links(cluster)  # start-up done on both sides
+                time.sleep(3)  # into the training
+                bob = _pid_of(cluster, "bob")
+                os.kill(bob, signal.SIGKILL)
+                killed_at = time.monotonic()
+            if "alice | ppml-torch" in line:
+                alice_err_at = time.monotonic()
+        proc.wait(timeout=120)
+    finally:
+        proc.terminate()  # the launcher kills its parties' process groups
+        proc.wait(timeout=30)
+        for p in ("alice", "bob"):  # and if it could not, this test does
+            pid = _pid_of(cluster, p, missing_ok=True) if cluster else None
+            if pid:
+                _kill_group(pid)
+    text = "".join(lines)
+    assert killed_at is not None, text
+    err = [x for x in lines if x.startswith("alice | ppml-torch")]
+    assert len(err) == 1 and "party bob stopped answering" in err[0], text
+    elapsed = alice_err_at - killed_at
+    print(f"alice's error {elapsed:.1f} s after bob was killed (bound {timeout} s)")
+    assert elapsed < timeout + 5, text
+    assert proc.returncode != 0
+    assert "bob: exit -9" in text
+    time.sleep(1)
+    assert _pid_of(cluster, "alice", missing_ok=True) is None
+    assert _pid_of(cluster, "bob", missing_ok=True) is None
+
+
+def _wait_spu_links(cluster, limit=120):
+    from ppml_torch.runners.cluster import reachable
+
+    c = load_cluster(cluster)
+    end = time.monotonic() + limit
+    while not all(reachable(p.spu_address) for p in c.parties):
+        assert time.monotonic() < end, "the parties never opened their SPU links"
+        time.sleep(0.5)
+
+
+def _pid_of(cluster, party, missing_ok=False):
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args]
+        if (
+            cluster in words
+            and "homework-mlp" in words
+            and words[words.index("--party") + 1 :][:1] == [party]
+        ):
+            return int(pid)
+    if missing_ok:
+        return None
+    raise AssertionError(f"no process of {party}")
+
+
+def test_free_ports_are_distinct():
+    ports = free_ports(6)
+    assert len(set(ports)) == 6
+
+
+# -- mutual TLS ------------------------------------------------------------------------------------
+
+
+def _make_certs(d, ca_name, parties):
+    """A throwaway CA (openssl) and a certificate + key per party, signed by it."""
+
+    def sh(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    sh(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{ca_name}.key",
+        "-out",
+        f"{ca_name}.pem",
+        "-days",
+        "1",
+        "-subj",
+        f"/CN={ca_name}",
+    )
+    for p in parties:
+        sh(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{p}.key",
+            "-out",
+            f"{p}.csr",
+            "-subj",
+            f"/CN={p}",
+        )
+        sh(
+            "x509",
+            "-req",
+            "-in",
+            f"{p}.csr",
+            "-CA",
+            f"{ca_name}.pem",
+            "-CAkey",
+            f"{ca_name}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{p}.pem",
+            "-days",
+            "1",
+        )
+
+
+def _tls_cluster(tmp_path, bob_dir):
+    c = loopback_cluster(["alice", "bob"], timeout_s=10, start_timeout_s=15)
+    c["tls"] = {
+        "ca_cert": "good/ca.pem",
+        "parties": {
+            "alice": {"cert": "good/alice.pem", "key": "good/alice.key"},
+            "bob": {"cert": f"{bob_dir}/bob.pem", "key": f"{bob_dir}/bob.key"},
+        },
+    }
+    return c
+
+
+def _certs(tmp_path):
+    for sub, ca, parties in (("good", "ca", ["alice", "bob"]), ("rogue", "rogue-ca", ["bob"])):
+        (tmp_path / sub).mkdir()
+        _make_certs(tmp_path / sub, ca, parties)
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_tls_refuses_a_certificate_of_another_ca(tmp_path):
+    """bob's certificate is signed by another CA: brpc's handshake fails ("certificate verify
+    failed" / "unknown ca" in its log) and waits with every port open; the start-up bound
+    (start_timeout_s + timeout_s = 25 s) ends both parties with one line."""
+    _certs(tmp_path)
+    t0 = time.monotonic()
+    bad = _run_parties_with(tmp_path, _tls_cluster(tmp_path, "rogue"), "reveal")
+    elapsed = time.monotonic() - t0
+    lasts = []
+    for p in ("alice", "bob"):
+        code, text = bad[p]
+        last = text.strip().splitlines()[-1] if text.strip() else ""
+        print(p, f"with bob's rogue certificate ({elapsed:.0f} s, exit {code}):", last)
+        assert code != 0 and "RESULT" not in text, text[-2000:]
+        assert last.startswith("ppml-torch: "), text[-2000:]
+        lasts.append(last)
+    # the first to give up names the certificates; the other may then see it gone
+    assert any("signed by the ca_cert" in x for x in lasts), lasts
+    assert elapsed < 25 + 60, elapsed
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+@pytest.mark.xfail(
+    strict=False,
+    reason="with TLS on, one party ended with exit code 255 and no output while closing in 3 "
+    "of 5 runs: yacl retries a cross-silo send the other party, already gone, never answers "
+    "(not seen without TLS); the values were right",
+)
+def test_tls_with_certificates_of_one_ca_runs(tmp_path):
+    _certs(tmp_path)
+    out = _run_parties_with(tmp_path, _tls_cluster(tmp_path, "good"), "reveal")
+    assert out["alice"][0] == 0 and out["bob"][0] == 0, out
+    assert '"to_bob": [[4.0, 4.0], [16.0, 16.0]]' in out["bob"][1]
+
+
+def _run_parties_with(tmp_path, cluster, scenario):
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(cluster))
+    procs = {
+        p: subprocess.Popen(
+            [sys.executable, SCRIPT, scenario, str(path), p],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+            start_new_session=True,
+        )
+        for p in ("alice", "bob")
+    }
+    out = {}
+    try:
+        for p, proc in procs.items():
+            text, _ = proc.communicate(timeout=300)
+            out[p] = (proc.returncode, text)
+    finally:
+        for proc in procs.values():
+            _kill_group(proc.pid)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_launch_aby3_three_parties_matches_in_process_spu():
+    """Three processes through `ppml-torch launch`: bob alone prints an AUC, close to the
+    in-process spu run's; alice and carol say the scores went to bob."""
+    from tests.runners.prod_party import _homework_loop
+
+    hw = _homework_loop()
+    from ppml_torch.runners import open_session
+
+    cmd = [
+        sys.executable, "-m", "ppml_torch", "launch", "--parties", "alice,bob,carol", "--",
+        "homework-mlp", "--runs", "secretflow:ABY3", "--epochs", "2",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    rows = {
+        p: [x for x in res.stdout.splitlines() if x.startswith(f"{p:>5} | secretflow")]
+        for p in ("alice", "bob", "carol")
+    }
+    assert all(len(r) == 1 for r in rows.values()), res.stdout
+    auc_bob = float(rows["bob"][0].split()[5])
+    for p in ("alice", "carol"):
+        assert rows[p][0].split()[5] == "-"
+        assert f"{p}: the test scores were revealed to bob only" in res.stdout
+    apply_fn, params = hw.init_flax_mlp()
+    data = hw.load_data()
+    with open_session("spu", "ABY3") as s:
+        fit = hw.fit(s, apply_fn, params, data, epochs=2)
+        ref = hw.auc(hw.predict_test(s, apply_fn, fit.params, data), data)
+    print(f"ABY3, 3 processes: bob's AUC {auc_bob:.4f}, in-process spu {ref:.4f}")
+    # scores of two MPC runs (different random masks) differ by about 4e-5 (the SEMI2K test
+    # above); after 2 epochs many test scores are nearly tied, so the AUC, a rank statistic,
+    # moves by a few 1e-4 between runs (0.5015 and 0.5018 seen for in-process spu alone)
+    assert abs(auc_bob - ref) <= 2e-3
+
+
+def test_homework_cluster_file_checked_before_any_work(tmp_path, capsys):
+    from ppml_torch.cli import main
+
+    dup = tmp_path / "dup.json"
+    dup.write_text(json.dumps(BAD_CLUSTERS[6][1]))
+    cases = [
+        (["--cluster", str(tmp_path / "nope.json"), "--party", "alice"], "does not exist"),
+        (["--cluster", str(dup), "--party", "alice"], "is listed twice"),
+    ]
+    for extra, message in cases:
+        assert main(["homework-mlp", "--runs", "secretflow:SEMI2K", *extra]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and message in out.err and len(out.err.splitlines()) == 1
