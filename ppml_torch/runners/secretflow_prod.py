@@ -50,7 +50,7 @@ import jax
 import numpy as np
 
 from ..dtypes import jax_dtype_name
-from .base import PUBLIC, SECRET, Handle, RunReport, Session
+from .base import PUBLIC, SECRET, Event, Handle, RunReport, Session
 from .cluster import Cluster, PartyLostError, check_party, reachable
 from .comm import CommStats, link_totals
 from .config import ConfigError, SessionConfig, spu_runtime_config_dict
@@ -587,7 +587,9 @@ class ProductionSession(Session):
             else:
                 obj = data.to(self._spu)
         self._objects[handle.key] = obj
+        self._live.add(handle.key)
         self._record(RunReport("secretflow", f"put #{handle.key}", 0.0, time.perf_counter() - t0))
+        self.record.append(Event("put", handle, owner, time.time()))
         return handle
 
     def _put(self, handle: Handle, arrays: list[np.ndarray]) -> None:  # put() is overridden
