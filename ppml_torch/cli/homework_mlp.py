@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--route",
         choices=("graph", "flax"),
         default="flax",
-        help="fit's conversion route (default %(default)s; graph does not run on secretflow yet)",
+        help="fit's conversion route (default %(default)s)",
     )
     p.add_argument(
         "--cluster",

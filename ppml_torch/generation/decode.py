@@ -176,12 +176,6 @@ class Decoder:
                 raise GenerationError(
                     f"{name} {who!r} is not a party of the session ({', '.join(session.parties)})"
                 )
-        if route == "graph" and session.config.backend == "secretflow":
-            # measured: Ray cannot pickle the converted program (pybind objects in it)
-            raise GenerationError(
-                "route 'graph' does not run on secretflow yet (Ray cannot pickle the converted "
-                "program for its actors); use route='flax' there"
-            )
         if prompt_len < 1:
             raise GenerationError("the prompt is empty; give at least one token id")
         self.max_len = check_lengths(prompt_len, max_new_tokens, positions_of(module), max_len)
@@ -378,12 +372,6 @@ def generate(
     if route not in ROUTES:
         raise GenerationError(f"route {route!r} is unknown; use {' or '.join(ROUTES)}")
     opened, owned = _open(session)
-    backend = opened.backend if owned else opened.config.backend
-    if route == "graph" and backend == "secretflow":  # before Ray starts
-        raise GenerationError(
-            "route 'graph' does not run on secretflow yet (Ray cannot pickle the converted "
-            "program for its actors); use route='flax' there"
-        )
     s = opened.open() if owned else opened
     try:
         dec = Decoder(

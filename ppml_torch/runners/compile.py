@@ -214,10 +214,16 @@ def compile_for_spu(
 FOLD_LIMIT = 64 * 2**20
 
 
-def fold_then_call(f: Callable[..., Any], structs: Sequence[Any], *args: Any) -> Any:
-    """``fold_constants(f, structs)(*args)`` while SPU's frontend traces (SecretFlow's actors):
-    the frontend already holds its lock and patches, so they are not taken again."""
-    return fold_constants(f, structs, {}, patched=True)(*args)
+def folding(f: Callable[..., Any], structs: Sequence[Any]) -> Callable[..., Any]:
+    """``f`` that folds its constants when SPU's frontend traces it (SecretFlow's actors, where
+    the frontend already holds its lock and patches, so they are not taken again).  Named as
+    ``f``: SecretFlow names the program after it."""
+
+    def program(*args: Any) -> Any:
+        return fold_constants(f, structs, {}, patched=True)(*args)
+
+    program.__name__ = getattr(f, "__name__", "fn")
+    return program
 
 
 def fold_constants(
@@ -259,7 +265,8 @@ def fold_constants(
                 "the large constants as inputs (session.put(..., owner='public'))"
             )
         return f
-    residuals = [np.asarray(r) for r in jax.jit(core.jaxpr_as_fun(known))()]
+    with jax.ensure_compile_time_eval():  # concrete even inside SPU's frontend trace
+        residuals = [np.asarray(r) for r in jax.jit(core.jaxpr_as_fun(known))()]
     out_tree = jax.tree_util.tree_structure(out_shape)
 
     def folded(*a: Any, **k: Any) -> Any:

@@ -11,7 +11,6 @@ party.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import os
@@ -25,7 +24,7 @@ import numpy as np
 
 from .base import PUBLIC, Handle, RunReport, Session
 from .comm import CommStats, link_totals
-from .compile import fold_then_call
+from .compile import folding
 from .config import ConfigError, SessionConfig, spu_runtime_config_dict
 
 RAY_LOGICAL_CPUS = 8
@@ -202,7 +201,7 @@ class SecretFlowSession(Session):
         handle = self._new_handle(out_struct)
         # SPU compiles inside its actors: constants are folded there, as for backend 'spu'
         key = (fn, tuple((a.treedef, a.avals) for a in args))
-        shipped = self._shipped.setdefault(key, functools.partial(fold_then_call, fn, structs))
+        shipped = self._shipped.get(key) or self._shipped.setdefault(key, folding(fn, structs))
         marks = self._log_marks()
         t0 = time.perf_counter()
         out = self._spu(shipped)(*[self._objects[a.key] for a in args])

@@ -59,20 +59,7 @@ def test_cheetah_one_epoch_both_routes(tmp_path):
 
 
 @pytest.mark.secretflow
-@pytest.mark.parametrize(
-    "route",
-    [
-        pytest.param(
-            "graph",
-            marks=pytest.mark.xfail(
-                reason="the graph route's program holds torch op objects (pybind11) that Ray "
-                "cannot pickle for SecretFlow's SPU actors (seen in `compare mlp`)",
-                strict=True,
-            ),
-        ),
-        "flax",
-    ],
-)
+@pytest.mark.parametrize("route", ["graph", "flax"])
 def test_secretflow(route):
     run = parse_runs(["secretflow:SEMI2K"])
     session = get_session("secretflow", "SEMI2K", "FM64")

@@ -31,7 +31,6 @@ def test_torch_and_cpu_runs_agree(capsys):
         (["--checkpoint", "/tmp", "--layers", "2"], "--layers set the random model's shape"),
         (["--width", "30", "--heads", "4"], "--width 30 is not a multiple of --heads 4"),
         (["--runs", "spu:FOO"], "unknown protocol"),
-        (["--runs", "secretflow:SEMI2K"], "--route graph does not run on secretflow yet"),
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, extra, message):

@@ -111,7 +111,6 @@ def test_tokenizer_model_vocabulary_mismatch(tiny):
         ([1, 2], 2, {"route": "onnx"}, "route 'onnx' is unknown"),
         ([1, 2], 2, {"session": "torch"}, "has no MPC session"),
         ([1, 2], 2, {"session": "spu:NOPE"}, "unknown protocol"),
-        ([1, 2], 2, {"session": "secretflow:SEMI2K"}, "route 'graph' does not run on secretflow"),
     ],
 )
 def test_bad_input_is_one_line_before_any_put(tiny, prompt, new, kwargs, message):

@@ -24,9 +24,9 @@ LR = 0.005  # nn.MSELoss at 0.005 == the homework's mean((y - p)**2 / 2) at 0.01
 BATCH_SIZE = 10
 WEIGHTS_OWNER = "alice"
 LABEL_OWNER = "bob"
-# The homework trains through the flax route by default: it runs on every backend (the graph
-# route's converted program cannot be pickled for SecretFlow's Ray actors yet) and converts
-# in milliseconds (bench/bench_fit.py).  ``route="graph"`` gives the same AUC on cpu and spu.
+# The homework trains through the flax route by default: it converts in milliseconds where
+# the graph route runs torch.export twice, for the batch and the partial batch
+# (bench/bench_fit.py).  ``route="graph"`` gives the same AUC.
 ROUTE = "flax"
 
 

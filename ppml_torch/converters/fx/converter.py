@@ -130,11 +130,13 @@ def convert(
     torch_dtypes = {k: v.dtype for k, v in state.items()}
     expected = list(state)
 
+    out_spec = ep.call_spec.out_spec  # not `ep`: apply_fn must pickle (SecretFlow ships it)
+
     def apply_fn(params: Mapping[str, Any], *args: Any, **kw: Any) -> Any:
         _check_keys(params, expected, root, "apply")
         flat = _flatten_inputs(program, in_spec, example_args, ordered, args, kw, root)
         outs = program.run(params, flat)
-        return _rebuild(ep.call_spec.out_spec, iter(outs))
+        return _rebuild(out_spec, iter(outs))
 
     def params_to_torch(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         _check_keys(params, expected, root, "state_dict")

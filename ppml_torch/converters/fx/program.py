@@ -55,6 +55,9 @@ class TensorMeta(tuple):
     def __new__(cls, shape: tuple[int, ...], dtype: Any) -> TensorMeta:
         return super().__new__(cls, (shape, dtype))
 
+    def __getnewargs__(self) -> tuple[Any, Any]:  # pickling (SecretFlow ships programs)
+        return tuple(self)
+
 
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -65,6 +68,19 @@ class Step:
     kwargs: dict[str, Any]
     meta: Any  # TensorMeta, a tuple of them (multi-output ops), or None
     where: str
+
+    def __reduce__(self):
+        # torch's OpOverload objects do not pickle; SecretFlow ships converted programs to its
+        # workers by pickling, so a step carries an ATen op by name ("aten.addmm.default")
+        op = str(self.op) if isinstance(self.op, torch._ops.OpOverload) else self.op
+        return (_step, (self.name, op, self.fn, self.args, self.kwargs, self.meta, self.where))
+
+
+def _step(name, op, fn, args, kwargs, meta, where) -> Step:
+    if isinstance(op, str):  # "aten.addmm.default"
+        ns, packet, overload = op.split(".")
+        op = getattr(getattr(getattr(torch.ops, ns), packet), overload)
+    return Step(name, op, fn, args, kwargs, meta, where)
 
 
 @dataclasses.dataclass(frozen=True)
