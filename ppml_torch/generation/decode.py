@@ -143,9 +143,9 @@ def _ids_of(state):
 
 
 def _argmax(logits):
-    import jax.numpy as jnp
+    from ppml_torch.generation.ops import first_argmax
 
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)  # (B,)
+    return first_argmax(logits)  # (B,): torch's argmax (first of ties), cheaper under MPC
 
 
 class Decoder:
@@ -168,6 +168,7 @@ class Decoder:
         max_len: int | None = None,
         weights_owner: str = "alice",
         prompt_owner: str = "bob",
+        approx: bool = False,
     ) -> None:
         if route not in ROUTES:
             raise GenerationError(f"route {route!r} is unknown; use {' or '.join(ROUTES)}")
@@ -184,13 +185,15 @@ class Decoder:
             )
         if prompt_len < 1:
             raise GenerationError("the prompt is empty; give at least one token id")
+        if not isinstance(approx, bool):
+            raise GenerationError(f"approx must be True or False, got {approx!r}")
         self.max_len = check_lengths(prompt_len, max_new_tokens, positions_of(module), max_len)
         self.session = session
         self.new = int(max_new_tokens)
         self.weights_owner, self.prompt_owner = weights_owner, prompt_owner
         t0 = time.perf_counter()
         self.programs: StepPrograms = build(
-            as_nanogpt(module), route, batch, prompt_len, self.max_len
+            as_nanogpt(module), route, batch, prompt_len, self.max_len, approx
         )
         self.prepare_s = time.perf_counter() - t0
         self._weights: Handle | None = None
@@ -353,6 +356,7 @@ def generate(
     max_len: int | None = None,
     weights_owner: str = "alice",
     prompt_owner: str = "bob",
+    approx: bool = False,
 ) -> Generation:
     """Greedy generation of ``max_new_tokens`` ids after ``prompt_ids`` in a session.
 
@@ -366,6 +370,9 @@ def generate(
 
     Under MPC the logits are fixed-point approximations: where torch's top-1 margin is
     below the logits' error the greedy token can differ from torch's (a near-tie).
+    ``approx=True`` adds MPC-friendly approximations that change the numbers (PUMA's
+    piecewise GeLU, up to 2e-2 from GPT-2's; docs/generation.md has their cost and
+    fidelity); without it every replacement is exact (the argmax, the matrix layouts).
 
     Every input is checked before any conversion or sharing (one-line
     :class:`GenerationError`).
@@ -377,6 +384,8 @@ def generate(
     check_lengths(arr.shape[1], max_new_tokens, positions_of(module), max_len)
     if route not in ROUTES:
         raise GenerationError(f"route {route!r} is unknown; use {' or '.join(ROUTES)}")
+    if not isinstance(approx, bool):
+        raise GenerationError(f"approx must be True or False, got {approx!r}")
     opened, owned = _open(session)
     backend = opened.backend if owned else opened.config.backend
     if route == "graph" and backend == "secretflow":  # before Ray starts
@@ -396,6 +405,7 @@ def generate(
             max_len=max_len,
             weights_owner=weights_owner,
             prompt_owner=prompt_owner,
+            approx=approx,
         )
         try:
             return dec.generate(arr)
