@@ -61,7 +61,14 @@ def child(a) -> dict:
             from ppml_torch.generation import Decoder
 
             t0 = time.perf_counter()
-            dec = Decoder(model, s, prompt_len=a.prompt_len, max_new_tokens=a.tokens, route=a.route)
+            dec = Decoder(
+                model,
+                s,
+                prompt_len=a.prompt_len,
+                max_new_tokens=a.tokens,
+                route=a.route,
+                approx=getattr(a, "approx", False),
+            )
             out["prepare_s"] = time.perf_counter() - t0
             g = dec.generate(prompt)
             out.update(
@@ -148,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {k: [] for k in a.approaches}
     for _ in range(a.repeats):
         for name in a.approaches:
-            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout
+            env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": root}
             proc = subprocess.run(
                 [*base, "--child", name], capture_output=True, text=True, env=env, check=False
             )
