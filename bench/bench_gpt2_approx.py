@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         random_gpt2,
         torch_greedy,
     )
-    from ppml_torch.generation import decode as dec_mod
     from ppml_torch.runspec import parse_run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -112,18 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             "approx": (True, False),
         }
         seen: dict[str, list] = {k: [] for k in modes}
-        orig = dec_mod._argmax
         for _ in range(a.repeats):
             for name, (approx, spu_argmax) in modes.items():
-                if spu_argmax:
-                    import jax.numpy as jnp
-
-                    dec_mod._argmax = lambda lg: jnp.argmax(lg, axis=-1).astype(jnp.int32)
-                try:
-                    d = Decoder(model, s, prompt_len=a.prompt_len, max_new_tokens=N,
-                                route=a.route, approx=approx)  # fmt: skip
-                finally:
-                    dec_mod._argmax = orig
+                d = Decoder(model, s, prompt_len=a.prompt_len, max_new_tokens=N, route=a.route,
+                            approx=approx, argmax="spu" if spu_argmax else "first")  # fmt: skip
                 g = d.generate(prompts[:1])
                 d.close()
                 per = [r.comm.send_bytes for r in g.steps if r.comm]

@@ -68,6 +68,7 @@ def child(a) -> dict:
                 max_new_tokens=a.tokens,
                 route=a.route,
                 approx=getattr(a, "approx", False),
+                argmax=a.argmax,
             )
             out["prepare_s"] = time.perf_counter() - t0
             g = dec.generate(prompt)
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--run", default="spu:ABY3:FM64")
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
+    p.add_argument("--argmax", choices=("first", "spu"), default="first", help="cached's argmax")
     p.add_argument(
         "--approaches", nargs="+", choices=("cached", "simple"), default=["cached", "simple"]
     )
@@ -145,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     base = [sys.executable, os.path.abspath(__file__)]
-    for k in ("layers", "width", "heads", "vocab", "prompt_len", "tokens", "run", "route"):
+    for k in (
+        "layers",
+        "width",
+        "heads",
+        "vocab",
+        "prompt_len",
+        "tokens",
+        "run",
+        "route",
+        "argmax",
+    ):
         base += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     print(
         f"{a.run}, GPT-2 {a.layers} layers x {a.width} wide, {a.heads} heads, vocabulary "

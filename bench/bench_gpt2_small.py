@@ -37,7 +37,7 @@ def _run(a, name: str, layers: int, width: int, heads: int, tokens: int) -> dict
     cmd = [sys.executable, os.path.join(HERE, "bench_gpt2_generate.py"), "--child", name]
     cmd += ["--layers", str(layers), "--width", str(width), "--heads", str(heads)]
     cmd += ["--vocab", str(a.vocab), "--prompt-len", "7", "--tokens", str(tokens)]
-    cmd += ["--run", a.run, "--route", a.route]
+    cmd += ["--run", a.run, "--route", a.route, "--argmax", a.argmax]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's package
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": root}
     print(f"  running {name} ({layers}x{width}, {tokens} tokens) ...", flush=True)
@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="part 2 repeats (alternating)")
     p.add_argument("--run", default="spu:ABY3:FM64")
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
+    p.add_argument(
+        "--argmax",
+        choices=("first", "spu"),
+        default="first",
+        help="ours: first_argmax (fewer bytes/rounds) or SPU's argmax (less simulator CPU)",
+    )
     a = p.parse_args(argv)
     small, mid = (12, 768, 12), (4, 256, 4)
     if a.layers or a.width or a.heads:
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = (a.layers or 2, w, a.heads or max(1, w // 64))
         small = mid = shape
     print(
-        f"{a.run}, route {a.route}, prompt 7 tokens, {a.tokens} new tokens, seeded random "
+        f"{a.run}, route {a.route}, argmax {a.argmax}, prompt 7 tokens, {a.tokens} new tokens, seeded random "
         "weights (costs only; the ids mean nothing); each approach in its own process"
     )
     if a.part in ("small", "both"):

@@ -84,3 +84,14 @@ def test_approx_runs_on_cpu_close_to_exact_and_refuses_a_non_bool(small, route):
     assert g.ids.shape == (1, 3)
     with pytest.raises(GenerationError, match="approx must be True or False"):
         generate(small, prompt, 3, session=s, route=route, approx="yes")
+
+
+def test_both_argmaxes_give_torchs_ids_under_aby3_and_a_bad_name_is_refused(small):
+    s = get_session("spu", "ABY3")
+    prompt = [[5, 17, 300, 2]]
+    ids_t, _ = torch_greedy(small, prompt, 2)
+    for how in ("first", "spu"):
+        g = generate(small, prompt, 2, session=s, route="flax", argmax=how)
+        np.testing.assert_array_equal(g.ids, ids_t)
+    with pytest.raises(GenerationError, match="argmax 'max' is unknown"):
+        generate(small, prompt, 2, session=s, route="flax", argmax="max")
