@@ -13,9 +13,8 @@ a seeded random GPT-2 (2 layers, 128 wide, GPT-2's vocabulary; says so).  Prompt
   mean absolute logits error, and how many disagreements are near-ties (torch's top-1
   margin below twice the largest logits error seen).
 * Cost, per mode, one prompt, alternating over ``--repeats``: median decode-step time and
-  bytes sent per step (``generate``, the private path, argmax included).  ``exact+spu-argmax``
-  is the exact mode with SPU's own ``jnp.argmax`` instead of ``first_argmax`` (what main ran
-  before).
+  bytes sent per step (``generate``, the private path, argmax included).  ``exact`` and
+  ``approx`` use ``argmax="first"``; ``exact+spu-argmax`` uses SPU's ``jnp.argmax``.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--argmax",
         choices=("first", "spu"),
-        default="first",
+        default="spu",
         help="ours: first_argmax (fewer bytes/rounds) or SPU's argmax (less simulator CPU)",
     )
     a = p.parse_args(argv)
