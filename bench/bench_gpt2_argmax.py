@@ -5,9 +5,11 @@
 For each vocabulary size, a tiny seeded random nanoGPT (``--layers``/``--width``/``--heads``)
 and, in ONE session (default spu:ABY3:FM64), alternating over ``--repeats``:
 
-* ``step+argmax``: the decode step ``ppml_torch.generate`` runs (logits -> argmax, secret);
+* ``step+argmax``: the decode step with SPU's ``jnp.argmax`` (logits -> argmax, secret);
 * ``step``: the same decode step returning the (secret) logits, no argmax;
-* ``argmax``: ``jnp.argmax`` alone on a secret ``(1, vocab)`` vector;
+* ``argmax``: SPU's ``jnp.argmax`` alone on a secret ``(1, vocab)`` vector;
+* ``first_argmax``: ``ppml_torch.generation.ops.first_argmax`` (the default since issue 9
+  item 4: the same index, ties to the first) alone on it;
 * ``max``: ``jnp.max`` alone on it (the comparisons an argmax needs at least).
 
 Median run time (compilation excluded) and bytes sent per call; the argmax's share of a step
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def am(logits):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    from ppml_torch.generation.ops import first_argmax
 
     def mx(logits):
         return jnp.max(logits, axis=-1)
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 "step+argmax": (step_argmax, (w, idx, kc, vc, pos)),
                 "step": (step, (w, idx, kc, vc, pos)),
                 "argmax": (am, (x,)),
+                "first_argmax": (first_argmax, (x,)),
                 "max": (mx, (x,)),
             }
             seen: dict[str, list] = {k: [] for k in calls}

@@ -61,7 +61,15 @@ def child(a) -> dict:
             from ppml_torch.generation import Decoder
 
             t0 = time.perf_counter()
-            dec = Decoder(model, s, prompt_len=a.prompt_len, max_new_tokens=a.tokens, route=a.route)
+            dec = Decoder(
+                model,
+                s,
+                prompt_len=a.prompt_len,
+                max_new_tokens=a.tokens,
+                route=a.route,
+                approx=getattr(a, "approx", False),
+                argmax=a.argmax,
+            )
             out["prepare_s"] = time.perf_counter() - t0
             g = dec.generate(prompt)
             out.update(
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--run", default="spu:ABY3:FM64")
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
+    p.add_argument("--argmax", choices=("first", "spu"), default="spu", help="cached's argmax")
     p.add_argument(
         "--approaches", nargs="+", choices=("cached", "simple"), default=["cached", "simple"]
     )
@@ -138,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     base = [sys.executable, os.path.abspath(__file__)]
-    for k in ("layers", "width", "heads", "vocab", "prompt_len", "tokens", "run", "route"):
+    for k in (
+        "layers",
+        "width",
+        "heads",
+        "vocab",
+        "prompt_len",
+        "tokens",
+        "run",
+        "route",
+        "argmax",
+    ):
         base += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     print(
         f"{a.run}, GPT-2 {a.layers} layers x {a.width} wide, {a.heads} heads, vocabulary "
@@ -148,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {k: [] for k in a.approaches}
     for _ in range(a.repeats):
         for name in a.approaches:
-            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout
+            env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": root}
             proc = subprocess.run(
                 [*base, "--child", name], capture_output=True, text=True, env=env, check=False
             )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 HELP = "greedy GPT-2 generation (KV cache, weights shared once) on torch, cpu, spu, secretflow"
 DEFAULT_RUNS = ("torch", "cpu", "spu:ABY3")
 DEFAULT_PROMPT = "I enjoy walking with my cute dog"
 RANDOM_SHAPE = {"layers": 2, "width": 64, "heads": 4}
+# built by `make tiny-gpt2` (examples/train_tiny_gpt2.py); used when present and no shape given
+TRAINED = Path(__file__).resolve().parents[2] / "models" / "tiny-gpt2"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=["graph"],
         help="graph (ppml_torch.convert) and/or flax (Flax twin); default: graph",
     )
-    p.add_argument("--checkpoint", metavar="DIR", help="a local GPT-2 save_pretrained directory")
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="a local GPT-2 save_pretrained directory (default: models/tiny-gpt2 when `make "
+        "tiny-gpt2` has built it and no --layers/--width/--heads/--init-std is given)",
+    )
+    p.add_argument(
+        "--approx",
+        action="store_true",
+        help="MPC-friendly approximations that change the numbers (PUMA's piecewise GeLU); "
+        "ids may differ from torch where its top-1 margin is small",
+    )
     for name, v in RANDOM_SHAPE.items():
         p.add_argument(f"--{name}", type=int, help=f"random model's {name} (default {v})")
     p.add_argument("--seed", type=int, default=0, help="seed of the random model")
@@ -52,6 +66,8 @@ def _model(args: argparse.Namespace):
     given = [f"--{k}" for k in RANDOM_SHAPE if getattr(args, k) is not None]
     if args.init_std is not None:
         given.append("--init-std")
+    if not args.checkpoint and not given and (TRAINED / "config.json").is_file():
+        args.checkpoint = str(TRAINED)
     if args.checkpoint:
         if given:
             raise GenerationError(
@@ -104,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         "weights: alice's secret, shared once; prompt: bob's secret; KV cache secret, its "
         "position public; argmax under MPC; ids revealed to bob only, at the end"
     )
+    if args.approx:
+        print("approx: PUMA's piecewise GeLU in every session run (torch runs are exact)")
     head = (
         f"{'run':<16} {'route':<6} {'agree':<6} {'share':>6} {'prompt':>7} {'token':>7} "
         f"{'compile':>8}  communication"
@@ -132,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         with spec.open() as s:
             for route in args.route:
-                g = generate(model, prompt, args.tokens, session=s, route=route)
+                g = generate(model, prompt, args.tokens, session=s, route=route, approx=args.approx)
                 comp = "n/a" if g.compile_s is None else f"{g.compile_s:.1f}s"
                 step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
                 comm = g.comm.describe() if g.comm else "-"

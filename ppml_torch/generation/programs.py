@@ -33,6 +33,7 @@ class StepPrograms:
     prompt_len: int
     max_len: int  # cache slots
     params: Any  # what the weights' owner puts (numpy pytree; tied weights once)
+    approx: bool
     prefill: Callable[..., Any]
     decode: Callable[..., Any] | None  # None when no token is fed back (1 new token)
 
@@ -42,14 +43,19 @@ class StepPrograms:
         return (c.n_layer, self.batch, c.n_head, self.max_len, c.n_embd // c.n_head)
 
 
-def build(gpt: GPT, route: str, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
-    """Prefill and decode programs for ``gpt`` (a nanoGPT ``GPT``) on the chosen route."""
+def build(
+    gpt: GPT, route: str, batch: int, prompt_len: int, max_len: int, approx: bool = False
+) -> StepPrograms:
+    """Prefill and decode programs for ``gpt`` (a nanoGPT ``GPT``) on the chosen route.
+
+    ``approx``: MPC-friendly approximations that change the numbers (PUMA's piecewise GeLU).
+    """
     if route == "graph":
-        return _graph(gpt, batch, prompt_len, max_len)
-    return _flax(gpt, batch, prompt_len, max_len)
+        return _graph(gpt, batch, prompt_len, max_len, approx)
+    return _flax(gpt, batch, prompt_len, max_len, approx)
 
 
-def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
+def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int, approx: bool) -> StepPrograms:
     import jax.numpy as jnp
     import torch
 
@@ -57,7 +63,7 @@ def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
     from ppml_torch.models.nanogpt_cache import CachedGPT
 
     was_training = gpt.training  # CachedGPT shares gpt's modules: restore the user's mode
-    cached = CachedGPT(gpt, max_len).eval()
+    cached = CachedGPT(gpt, max_len, approx).eval()
     kz, vz = cached.empty_cache(batch)
     shape = tuple(kz.shape)
     with (
@@ -91,7 +97,15 @@ def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
         return tuple(dec.apply(full(p), idx, kc, vc, pos))
 
     return StepPrograms(
-        "graph", gpt.config, batch, prompt_len, max_len, params, prefill, decode if dec else None
+        "graph",
+        gpt.config,
+        batch,
+        prompt_len,
+        max_len,
+        params,
+        approx,
+        prefill,
+        decode if dec else None,
     )
 
 
@@ -103,17 +117,18 @@ def _restore_mode(module: Any, training: bool):
         module.train(training)
 
 
-def _flax(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
+def _flax(gpt: GPT, batch: int, prompt_len: int, max_len: int, approx: bool) -> StepPrograms:
     import jax
     import jax.numpy as jnp
 
     from ppml_torch.converters.flax import to_flax
-    from ppml_torch.models.flax_nanogpt_cache import CachedGPT
+    from ppml_torch.models.flax_nanogpt_cache import CachedGPT, kernels_out_in
 
     fm = to_flax(gpt)
-    model = CachedGPT(gpt.config, max_len)
+    model = CachedGPT(gpt.config, max_len, approx)
     shape = model.cache_shape(batch)
-    params = jax.tree_util.tree_map(np.asarray, fm.params)
+    # kernels (out, in): the layout CachedGPT multiplies fast under SPU (a copy, made once)
+    params = jax.tree_util.tree_map(np.ascontiguousarray, kernels_out_in(fm.params))
 
     def prefill(p, idx):
         zeros = jnp.zeros(shape, jnp.float32)
@@ -129,6 +144,7 @@ def _flax(gpt: GPT, batch: int, prompt_len: int, max_len: int) -> StepPrograms:
         prompt_len,
         max_len,
         params,
+        approx,
         prefill,
         decode if max_len > prompt_len else None,
     )

@@ -158,7 +158,7 @@ def test_train_example_writes_a_checkpoint_generate_loads(tmp_path, capsys):
     spec.loader.exec_module(mod)
     argv = ["--out", str(tmp_path), "--layers", "1", "--width", "16", "--heads", "2"]
     assert mod.main([*argv, "--context", "8", "--batch", "2", "--steps", "2"]) == 0
-    assert "2 steps; saved to" in capsys.readouterr().out
+    assert "2 steps in" in capsys.readouterr().out
     model, tok = load_checkpoint(tmp_path), gpt2_tokenizer(tmp_path)
     check_tokenizer(tok, model.config.vocab_size)
     prompt = [tok.encode("The class")]
