@@ -14,13 +14,16 @@ from ppml_torch.models.flax_nanogpt_cache import CachedGPT
 from tests.models.test_nanogpt_cache import CFG, tiny_gpt, tokens
 
 
-def test_param_tree_is_flax_nanogpt_tree():
+def test_param_tree_is_flax_nanogpt_tree_with_kernels_out_in():
+    """The same tree as flax_nanogpt.GPT (to_flax's params), every kernel read as (out, in)."""
+    from ppml_torch.models.flax_nanogpt_cache import kernels_out_in
+
     init = jnp.zeros((1, 1), jnp.int32)
     plain = flax_nanogpt.GPT(CFG).init(jax.random.PRNGKey(0), init)
     model = CachedGPT(CFG, 6)
     z = jnp.zeros(model.cache_shape(1))
     cached = model.init(jax.random.PRNGKey(0), init, z, z, 0)
-    shapes = jax.tree_util.tree_map(jnp.shape, plain)
+    shapes = jax.tree_util.tree_map(jnp.shape, kernels_out_in(plain))
     assert jax.tree_util.tree_map(jnp.shape, cached) == shapes
 
 
@@ -32,13 +35,16 @@ def test_incremental_equals_full_recomputation():
     with torch.no_grad():
         want = gpt(idx).numpy()
     full_flax = np.asarray(fm.apply(fm.params, jnp.asarray(idx.numpy())))
+    from ppml_torch.models.flax_nanogpt_cache import kernels_out_in
+
+    params = kernels_out_in(fm.params)  # the layout the cached model reads
     z = jnp.zeros(model.cache_shape(2))
     x = jnp.asarray(idx.numpy())
-    lg, k, v = model.apply(fm.params, x[:, :4], z, z, 0)
+    lg, k, v = model.apply(params, x[:, :4], z, z, 0)
     errs = [np.abs(np.asarray(lg) - want[:, 3]).max()]
     step = jax.jit(model.apply)  # one compiled step for every position
     for t in range(4, 10):
-        lg, k, v = step(fm.params, x[:, t : t + 1], k, v, jnp.int32(t))
+        lg, k, v = step(params, x[:, t : t + 1], k, v, jnp.int32(t))
         errs.append(np.abs(np.asarray(lg) - want[:, t]).max())
         assert np.abs(np.asarray(lg) - full_flax[:, t]).max() < 1e-5
     assert max(errs) < 1e-5, errs
