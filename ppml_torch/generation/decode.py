@@ -355,6 +355,18 @@ def _open(session: Any) -> tuple[Session, bool]:
     )
 
 
+def _gate(calibration: Any, opened: Any, owned: bool) -> None:
+    """A ``ppml_torch.calibrate`` report that predicts an overflow refuses the run, before
+    anything is shared (judged at the session's field and fraction bits; not in plaintext)."""
+    if calibration is None:
+        return
+    from ppml_torch.runners.config import resolve, session_fraction_bits
+
+    cfg = resolve(opened.backend, opened.protocol, opened.field) if owned else opened.config
+    if cfg.backend != "cpu":
+        calibration.check(field=cfg.field, fraction_bits=session_fraction_bits(cfg))
+
+
 def generate(
     module: nn.Module,
     prompt_ids: Any,
@@ -367,6 +379,7 @@ def generate(
     prompt_owner: str = "bob",
     approx: bool = False,
     argmax: str = "spu",
+    calibration: Any = None,
 ) -> Generation:
     """Greedy generation of ``max_new_tokens`` ids after ``prompt_ids`` in a session.
 
@@ -402,6 +415,7 @@ def generate(
     if argmax not in ARGMAXES:
         raise GenerationError(f"argmax {argmax!r} is unknown; use 'first' or 'spu'")
     opened, owned = _open(session)
+    _gate(calibration, opened, owned)
     s = opened.open() if owned else opened
     try:
         dec = Decoder(

@@ -126,6 +126,18 @@ def _fixed_point(session: Session | str, spec: Any) -> tuple[str, int] | None:
     return cfg.field, session_fraction_bits(cfg)
 
 
+def _gate(calibration: Any, fixed_point: tuple[str, int] | None) -> None:
+    """Refuse, before any session work, a run a calibration predicts will overflow.
+
+    ``calibration``: a :class:`~ppml_torch.calibration.CalibrationReport` (``ppml_torch.calibrate``
+    of the model, or ``calibrate_function`` of a training step: gradients and updates have
+    products of their own), judged against the session's field and fraction bits; plaintext
+    runs are not judged.
+    """
+    if calibration is not None and fixed_point is not None:
+        calibration.check(field=fixed_point[0], fraction_bits=fixed_point[1])
+
+
 def _map_loss(losses: Any, loss_fn: Any) -> Any:
     """torch's losses map directly; a user's own function goes through the graph converter,
     which needs an example (output, target): traced on one batch of the module's output."""
@@ -346,6 +358,7 @@ def fit(
     drop_last: bool = False,
     progress: bool = True,
     reveal_loss: bool | str = False,
+    calibration: Any = None,
 ) -> tuple[Any, History]:
     """Train ``module`` inside ``session``; return the same module with the trained weights.
 
@@ -365,6 +378,8 @@ def fit(
       drop_last: drop the last partial batch (torch's ``DataLoader(drop_last=True)``).  By
         default it is kept as one more, smaller step of the same epoch program.
       progress: a tqdm bar over epochs.
+      calibration: a ``ppml_torch.calibrate`` report (of the model, or ``calibrate_function`` of
+        a training step); a run it predicts will overflow is refused before any session work.
       reveal_loss: reveal each epoch's mean loss: ``True`` to the label owner (horizontal: to
         every party, they all hold labels), or a party name.  A disclosure under MPC (see the
         module docstring); off by default, and the history's losses are then ``None``.
@@ -389,7 +404,9 @@ def fit(
         raise FitError(f"batch_size must be a positive int, got {batch_size!r}")
     parties, spec = _session_parties(session)
     _check_module_params(optimizer, module)
-    topt = optim.from_torch(optimizer, module, None, fixed_point=_fixed_point(session, spec))
+    fixed_point = _fixed_point(session, spec)
+    _gate(calibration, fixed_point)
+    topt = optim.from_torch(optimizer, module, None, fixed_point=fixed_point)
     tx = topt.tx  # over {torch name: array} of the trained names (frozen ones stay in `fixed`)
     trainable = [name for g in topt.groups for name in g["names"]]
     loss = _map_loss(losses, loss_fn)
@@ -562,6 +579,7 @@ def predict(
     reveal_to: str | None = None,
     owner: str | None = None,
     weights_owner: str | None = None,
+    calibration: Any = None,
 ) -> np.ndarray:
     """``module(inputs)`` computed inside ``session``, revealed only to ``reveal_to``.
 
@@ -569,9 +587,12 @@ def predict(
     puts the weights) or one array owned by ``owner`` (default: the session's first party).
     ``reveal_to``: the party that receives the outputs (default: every party).  The module's
     current weights are put by ``weights_owner`` (default: the data's, else ``owner``).
+    ``calibration``: a ``ppml_torch.calibrate`` report; a run it predicts will overflow is
+    refused before anything is put.
     """
     _check_route(route)
     parties, spec = _session_parties(session)
+    _gate(calibration, _fixed_point(session, spec))
     if not isinstance(inputs, Data):
         from .data import vertical
 
