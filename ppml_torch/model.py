@@ -139,6 +139,12 @@ class ConvertedModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Plaintext convenience: ``apply`` with the converted weights."""
+        if self.__dict__.get("_shipped"):
+            raise InputError(
+                f"{self._name}: this copy was shipped to SecretFlow's workers without its "
+                "weights (they stay with their owner); call apply(params, ...) with the weights "
+                "put into the session"
+            )
         self.check_inputs(*args, **kwargs)
         return self.apply_fn(self.params, *args, **kwargs)
 
@@ -227,8 +233,46 @@ class ConvertedModel:
     def __repr__(self) -> str:
         import jax
 
-        n = sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(self.params))
+        n = sum(
+            int(np.prod(getattr(x, "shape", np.shape(x))))
+            for x in jax.tree_util.tree_leaves(self.params)
+        )
         return f"ConvertedModel(route={self.route!r}, source={self.source!r}, parameters={n})"
+
+
+# -- shipping a model inside a program (SecretFlow's workers) -----------------------------------
+
+# extras that are not part of the program: torch's ExportedProgram does not survive pickling
+# (torch 2.13 re-traces its GraphModule on load and fails), and it holds the weights
+NOT_SHIPPED = ("exported_program",)
+
+
+def shipping_state(model: ConvertedModel) -> dict[str, Any]:
+    """What a program that uses ``model`` needs of it on another process: ``apply_fn``, the
+    checks, ``params_to_torch``, the extras but :data:`NOT_SHIPPED`; ``params`` travel as
+    shapes and dtypes only (``jax.ShapeDtypeStruct``).
+
+    A program calls ``model.apply(params, ...)`` with the params as its input, so the weights
+    are never needed there; shipping them would hand a party's private weights in plaintext to
+    whichever process compiles the program.  :func:`from_shipping_state` rebuilds the model.
+    """
+    import jax
+
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    fields["params"] = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(tuple(np.shape(x)), np.dtype(x.dtype)), model.params
+    )
+    fields["extras"] = {k: v for k, v in model.extras.items() if k not in NOT_SHIPPED}
+    return {"fields": fields, "param_specs": model._param_specs}
+
+
+def from_shipping_state(state: dict[str, Any]) -> ConvertedModel:
+    """The model :func:`shipping_state` describes: ``apply`` and its checks work as in the
+    original; calling it with its own weights (``model(x)``) is refused in one line."""
+    model = ConvertedModel(**state["fields"])
+    model.__dict__["_param_specs"] = state["param_specs"]  # the cached_property, precomputed
+    model.__dict__["_shipped"] = True
+    return model
 
 
 def _few(keys: list[str], n: int = 5) -> str:

@@ -6,6 +6,14 @@ process at a time).  Ray is given more logical CPUs than the machine has (on 2 c
 ``num_cpus=2`` deadlocks: the SPU actors wait for CPUs forever) and its log noise is kept off
 the console.  Each party's SPU runtime logs to its own file, so communication is reported per
 party.
+
+Functions are compiled inside SecretFlow's workers, so they travel there pickled.  A
+:class:`~ppml_torch.model.ConvertedModel` inside one (``cm.apply`` of ``fit``, ``predict``,
+``generate``, a user's program) travels as its program only (:func:`ppml_torch.model.
+shipping_state`): its weights as shapes and dtypes (the program takes them as an input; the
+plaintext copy must not reach another party's process) and without torch's
+``ExportedProgram`` (torch cannot unpickle it).  Calling such a model on its own weights
+(``cm(x)``) inside a program is refused in one line; pass the weights as an input.
 """
 
 from __future__ import annotations
@@ -88,6 +96,21 @@ def _ship_by_value(fn: Callable[..., Any]) -> None:
         pass  # already registered
 
 
+def _ship_models_as_programs(on: bool) -> None:
+    """While a session is open, Ray pickles a ``ConvertedModel`` as its program only (see the
+    module docstring); Ray's registry of serializers is per process."""
+    import ray
+
+    from ..model import ConvertedModel, from_shipping_state, shipping_state
+
+    if on:
+        ray.util.register_serializer(
+            ConvertedModel, serializer=shipping_state, deserializer=from_shipping_state
+        )
+    else:
+        ray.util.deregister_serializer(ConvertedModel)
+
+
 class SecretFlowSession(Session):
     _active: SecretFlowSession | None = None
 
@@ -100,6 +123,9 @@ class SecretFlowSession(Session):
         super().__init__(config)
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # SecretFlow's objects free their shares when garbage-collected; one collected after
+        # shutdown (e.g. held by a traceback) would make Ray start a new local cluster
+        os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
         with _quiet():
             import secretflow as sf
             from secretflow.distributed import primitive as sfd
@@ -116,9 +142,11 @@ class SecretFlowSession(Session):
             )
         self._sf = sf
         try:
+            _ship_models_as_programs(True)
             self._start_devices(config, profile, libspu, sfd)
         except BaseException:
             # Ray is up: stop it, or the process keeps a cluster nobody can reach or close.
+            _ship_models_as_programs(False)
             with _quiet():
                 sf.shutdown()
             raise
@@ -224,6 +252,7 @@ class SecretFlowSession(Session):
     def _close(self) -> None:
         self._objects.clear()
         try:
+            _ship_models_as_programs(False)
             with _quiet():
                 self._sf.shutdown()
         finally:
