@@ -103,11 +103,6 @@ def run(args: argparse.Namespace) -> int:
     from ..runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field)  # every input checked before any work
-    if "graph" in args.route and any(r.backend == "secretflow" for r in runs):
-        raise GenerationError(
-            "--route graph does not run on secretflow yet (SecretFlow's SPU actors fail on the "
-            "converted program); use --route flax with secretflow runs"
-        )
     if args.tokens < 1:
         raise GenerationError(f"--tokens must be at least 1, got {args.tokens}")
     if not args.prompt:

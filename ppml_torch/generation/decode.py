@@ -415,12 +415,6 @@ def generate(
     if argmax not in ARGMAXES:
         raise GenerationError(f"argmax {argmax!r} is unknown; use 'first' or 'spu'")
     opened, owned = _open(session)
-    backend = opened.backend if owned else opened.config.backend
-    if route == "graph" and backend == "secretflow":  # before Ray starts
-        raise GenerationError(
-            "route 'graph' does not run on secretflow yet (SecretFlow's SPU actors fail on the "
-            "converted program, measured with fit); use route='flax' there"
-        )
     _gate(calibration, opened, owned)
     s = opened.open() if owned else opened
     try:

@@ -59,20 +59,7 @@ def test_cheetah_one_epoch_both_routes(tmp_path):
 
 
 @pytest.mark.secretflow
-@pytest.mark.parametrize(
-    "route",
-    [
-        pytest.param(
-            "graph",
-            marks=pytest.mark.xfail(
-                reason="measured: SecretFlow's SPU actor fails with RaySystemError on the graph "
-                "route's epoch program (the converted apply pickles alone; the epoch does not)",
-                strict=False,
-            ),
-        ),
-        "flax",
-    ],
-)
+@pytest.mark.parametrize("route", ["graph", "flax"])
 def test_secretflow(route):
     run = parse_runs(["secretflow:SEMI2K"])
     session = get_session("secretflow", "SEMI2K", "FM64")

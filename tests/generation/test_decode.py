@@ -49,12 +49,30 @@ def hf_generate(hf: GPT2LMHeadModel, prompt: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("route", ["graph", "flax"])
 def test_spu_aby3_tokens_equal_torch_generate(hf, route):
-    s = get_session("spu", "ABY3", "FM64")
+    check_tokens(hf, get_session("spu", "ABY3", "FM64"), route, PROMPTS, "ABY3")
+
+
+@pytest.mark.secretflow
+@pytest.mark.parametrize("route", ["graph", "flax"])
+def test_secretflow_tokens_equal_torch_generate(hf, route):
+    """SecretFlow compiles in its workers: the converted program travels there (pickled)."""
+    s = get_session("secretflow", "SEMI2K", "FM64")
+    prompt = PROMPTS[1]  # torch's top-1 margins >= 0.12 at every step: no near-tie
+    (upto,) = check_tokens(hf, s, route, [prompt], "sf SEMI2K")
+    assert upto == N
+    g = generate(hf, prompt, 2, session=s, route=route)  # the entry point users call
+    np.testing.assert_array_equal(g.ids, hf_generate(hf, prompt)[:, :2])
+
+
+def check_tokens(hf, s, route, prompts, label) -> list[int]:
+    """Private and teacher-forced paths against torch's greedy ids (see the module docstring).
+
+    Returns, per prompt, how many leading steps are decisive (before the first near-tie)."""
     dec = Decoder(hf, s, prompt_len=T, max_new_tokens=N, route=route)
     first = len(s.reports)
-    compared, skips, worst = 0, [], 0.0
+    compared, skips, worst, uptos = 0, [], 0.0, []
     try:
-        for p, prompt in enumerate(PROMPTS):
+        for p, prompt in enumerate(prompts):
             want = hf_generate(hf, prompt)
             ref_ids, ref_logits = torch_greedy(hf, prompt, N)
             np.testing.assert_array_equal(ref_ids, want)  # our torch reference is HF's generate
@@ -77,17 +95,19 @@ def test_spu_aby3_tokens_equal_torch_generate(hf, route):
             upto = int(np.argmin(decisive)) if not decisive.all() else N
             assert np.array_equal(got[:, :upto], want[:, :upto]), (p, got, want, upto)
             compared += int(decisive.sum())
+            uptos.append(upto)
     finally:
         dec.close()
-    record_error(f"generate {route} ABY3 logits", worst)
-    skipped[route] = skips
-    print(f"{route}: {compared} steps compared, near-ties skipped (prompt, step): {skips}")
-    assert compared >= len(PROMPTS) * N // 2, f"too few decisive steps to mean much: {skips}"
+    record_error(f"generate {route} {label} logits", worst)
+    skipped[f"{route} {label}"] = skips
+    print(f"{route} {label}: {compared} steps compared, near-ties skipped (prompt, step): {skips}")
+    assert compared >= len(prompts) * N // 2, f"too few decisive steps to mean much: {skips}"
     # weights put once for all prompts: one alice put; bob's prompt + forced tokens; positions
     puts = [r.what for r in s.reports[first:] if r.what.startswith("put")]
     owners = [o for _, o in dec._puts]
     assert owners.count("alice") == 1
     assert sorted(puts) == sorted(w for w, _ in dec._puts)  # every put of the session is ours
+    return uptos
 
 
 def test_weights_put_once_per_generation_through_session_record(hf):

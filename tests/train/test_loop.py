@@ -335,29 +335,46 @@ def test_a_failure_frees_every_share(monkeypatch):
 
 
 @pytest.mark.secretflow
-def test_fit_on_secretflow():
+@pytest.mark.parametrize("route", ROUTES)
+def test_fit_on_secretflow(route):
+    """Both routes: SecretFlow compiles in its workers, so the epoch program (and the converted
+    model inside it) travels there pickled.  Checked against torch eager and against the same
+    fit on backend ``spu`` (same protocol and field)."""
     x, y = tiny_data(n=12)
-    module = tiny_mlp()
     rng = np.random.default_rng(5)
     orders = [rng.permutation(12) for _ in range(2)]
     ref, ref_losses = torch_eager(
         tiny_mlp(), nn.MSELoss(), x, y, lr=0.2, epochs=2, batch_size=5, orders=orders
     )
-    s = get_session("secretflow", "SEMI2K", "FM64")
-    start = len(s.record)
-    _, history = ppml_torch.fit(
-        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), split(x, y),
-        route="flax", session=s, epochs=2, batch_size=5, shuffle=True, seed=5, progress=False,
-        reveal_loss=True,
-    )  # fmt: skip
-    assert_close(
-        [v.numpy() for v in module.state_dict().values()],
+    trained, losses = {}, {}
+    for backend in ("spu", "secretflow"):
+        s = get_session(backend, "SEMI2K", "FM64")
+        module = tiny_mlp()
+        start = len(s.record)
+        _, history = ppml_torch.fit(
+            module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), split(x, y),
+            route=route, session=s, epochs=2, batch_size=5, shuffle=True, seed=5,
+            progress=False, reveal_loss=True,
+        )  # fmt: skip
+        assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob", "bob", "alice"]
+        trained[backend] = [v.numpy() for v in module.state_dict().values()]
+        losses[backend] = np.array(history.loss)
+    err = assert_close(
+        trained["secretflow"],
         [v.detach().numpy() for v in ref.state_dict().values()],
         protocol="SEMI2K",
-        what="secretflow fit",
+        what=f"secretflow fit ({route})",
     )
-    assert_close(np.array(history.loss), np.array(ref_losses), protocol="SEMI2K", what="losses")
-    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob", "bob", "alice"]
+    record_error(f"fit secretflow {route} vs torch", err)
+    assert_close(losses["secretflow"], np.array(ref_losses), protocol="SEMI2K", what="losses")
+    err = assert_close(
+        trained["secretflow"],
+        trained["spu"],
+        protocol="SEMI2K",
+        what=f"secretflow vs spu ({route})",
+    )
+    record_error(f"fit secretflow {route} vs spu", err)
+    print(f"\n{route}: max |secretflow - spu| weights {err:.2e}")
 
 
 @pytest.fixture(scope="module")

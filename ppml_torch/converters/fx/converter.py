@@ -131,10 +131,15 @@ def convert(
     expected = list(state)
 
     out_spec = ep.call_spec.out_spec  # not `ep`: apply_fn must pickle (SecretFlow ships it)
+    # apply_fn reads the example's structure and fixed values, never its tensors' data: those
+    # may be a party's private inputs, and apply_fn travels to SecretFlow's workers
+    ex_args, ex_kwargs = pytree.tree_map_only(
+        torch.Tensor, lambda t: t.detach().to("meta"), (example_args, ordered)
+    )
 
     def apply_fn(params: Mapping[str, Any], *args: Any, **kw: Any) -> Any:
         _check_keys(params, expected, root, "apply")
-        flat = _flatten_inputs(program, in_spec, example_args, ordered, args, kw, root)
+        flat = _flatten_inputs(program, in_spec, ex_args, ex_kwargs, args, kw, root)
         outs = program.run(params, flat)
         return _rebuild(out_spec, iter(outs))
 
