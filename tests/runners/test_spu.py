@@ -60,3 +60,34 @@ def test_bad_inputs_are_refused_before_sharing(exported):
         run_exported(s, exported, {"args[0]": x}, **kw)
     assert "\n" not in str(e.value)
     assert len(s.reports) == n_reports, "nothing may be put before the checks pass"
+
+
+@pytest.mark.parametrize("owner", ["alice", "public"])
+def test_a_leaf_put_in_pieces_is_the_same_value(monkeypatch, owner):
+    """A leaf above ``PUT_PIECE`` elements is shared in pieces joined inside SPU: the joined
+    value, its visibility and what a program computes on it equal a leaf put whole."""
+    import ppml_torch.runners.spu as spu_runner
+
+    rng = np.random.default_rng(3)
+    big = rng.normal(size=(5, 6)).astype(np.float32)  # 30 elements: pieces of 7, last of 2
+    small = rng.normal(size=(6,)).astype(np.float32)
+    s = get_session("spu", "SEMI2K", "FM64")
+    whole = s.put({"w": big, "v": small}, owner=owner)
+    monkeypatch.setattr(spu_runner, "PUT_PIECE", 7)
+    pieces = s.put({"w": big, "v": small}, owner=owner)
+    try:
+        assert s._vis[pieces.key] == s._vis[whole.key]
+
+        def f(p):
+            return p["w"] @ p["v"]
+
+        got = s.reveal(s.call(f, pieces))
+        want = s.reveal(s.call(f, whole))
+        assert_close(got, want, protocol="SEMI2K", field="FM64")  # truncation's randomness: ~1 ulp
+        assert_close(got, big @ small, protocol="SEMI2K", field="FM64")
+        back = s.reveal(pieces)  # the encoded values themselves are bit-identical
+        np.testing.assert_array_equal(back["w"], s.reveal(whole)["w"])
+        np.testing.assert_array_equal(back["v"], s.reveal(whole)["v"])
+    finally:
+        s.free(whole)
+        s.free(pieces)
