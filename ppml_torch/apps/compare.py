@@ -153,7 +153,7 @@ def _train_row(hw, session, data, run, route, n, reference, auc) -> CompareRow:
 
 
 HEADER = (
-    f"{'run':<19} {'route':<5} {'epochs':>6} {'AUC':>7} {'|dAUC|':>7} {'max|dW|':>9} "
+    f"{'run':<24} {'route':<5} {'epochs':>6} {'AUC':>7} {'|dAUC|':>7} {'max|dW|':>9} "
     f"{'train':>7}  communication"
 )
 NOTE = (
@@ -174,10 +174,10 @@ def setup_line(epochs: int, cheetah_epochs: int) -> str:
 
 def line(row: CompareRow) -> str:
     if row.error is not None:
-        return f"{row.run:<19} {row.route:<5} {row.epochs:>6} FAILED: {row.error}"
+        return f"{row.run:<24} {row.route:<5} {row.epochs:>6} FAILED: {row.error}"
     comm = row.comm.describe() if row.comm is not None else "-"
     return (
-        f"{row.run:<19} {row.route:<5} {row.epochs:>6} {row.auc:>7.4f} "
+        f"{row.run:<24} {row.route:<5} {row.epochs:>6} {row.auc:>7.4f} "
         f"{abs(row.auc - row.reference_auc):>7.4f} {row.max_weight_diff:>9.2e} "
         f"{row.train_s:>6.1f}s  {comm}"
     )

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.approx:
         print("approx: PUMA's piecewise GeLU in every session run (torch runs are exact)")
     head = (
-        f"{'run':<16} {'route':<6} {'agree':<6} {'share':>6} {'prompt':>7} {'token':>7} "
+        f"{'run':<24} {'route':<6} {'agree':<6} {'share':>6} {'prompt':>7} {'token':>7} "
         f"{'compile':>8}  communication"
     )
     print(head)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             out, _ = torch_greedy(model, prompt, args.tokens)
             per = (time.perf_counter() - t0) / args.tokens
             print(
-                f"{'torch':<16} {'-':<6} {agree(out):<6} {'-':>6} {'-':>7} {per:>6.3f}s {'-':>8}  -"
+                f"{'torch':<24} {'-':<6} {agree(out):<6} {'-':>6} {'-':>7} {per:>6.3f}s {'-':>8}  -"
             )
             results.append(("torch", "-", out))
             continue
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
                 comm = g.comm.describe() if g.comm else "-"
                 print(
-                    f"{str(spec):<16} {route:<6} {agree(g.ids):<6} {g.weights_put.run_s if g.weights_put else 0.0:>5.2f}s "
+                    f"{str(spec):<24} {route:<6} {agree(g.ids):<6} {g.weights_put.run_s if g.weights_put else 0.0:>5.2f}s "
                     f"{g.prefill.run_s:>6.2f}s {step:>7} {comp:>8}  {comm}",
                     flush=True,
                 )
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, route, out in results:
         label = name if route == "-" else f"{name} {route}"
-        print(f"{label:<20} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}")
+        print(f"{label:<31} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}")
     same = all(np.array_equal(out, results[0][2]) for _, _, out in results)
     print(f"all runs agree: {'yes' if same else 'NO'}")
     return 0
