@@ -5,9 +5,11 @@
 
 Rows: in-process ``spu`` (SPU's runtime, one thread per party, in-memory links), in-process
 ``secretflow`` (SecretFlow's simulation on one Ray), and one process per party on loopback
-(SecretFlow production mode, ``open_session(..., cluster=, party=)``).  Start-up (importing
-SecretFlow, opening the session) and run (the 10 epochs + scoring the test set + revealing
-the scores to bob) are timed apart.  Bytes: SPU's own count (its per-run link statistics)
+(SecretFlow production mode, ``open_session(..., cluster=, party=)``).  Each runs the homework
+as ``homework-mlp`` does: ``ppml_torch.fit`` (flax route), then ``ppml_torch.predict`` of the
+test set.  Start-up (importing SecretFlow, opening the session) and run (the 10 epochs, the
+weights revealed to alice, scoring the test set and revealing the scores to bob) are timed
+apart.  Bytes: SPU's own count (its per-run link statistics)
 and, for the multi-process run, what the kernel says each party's TCP sockets sent
 (``ss -tinp``: ``bytes_sent`` of the party's connections, SPU link and cross-silo channel).
 """
@@ -45,27 +47,37 @@ def socket_bytes_sent(pid: int) -> int:
     return total
 
 
+def _homework(session, data, epochs: int, module=None):
+    """The homework as ``homework-mlp`` runs it: ``fit``, then ``predict`` of the test set."""
+    from ppml_torch.apps.homework import train as hw
+
+    module = hw.torch_mlp() if module is None else module
+    trained, history = hw.train(session, data, module=module, epochs=epochs)
+    scores = hw.predict_test(session, trained if trained is not None else module, data)
+    return history, scores
+
+
 def party_main(cluster: str, party: str, epochs: int) -> int:
     t0 = time.perf_counter()
     import secretflow  # noqa: F401 - timed apart: it is most of a party's start-up
 
-    from ppml_torch import homework as hw
+    from ppml_torch.apps.homework.data import load_data
+    from ppml_torch.apps.homework.evaluate import auc
     from ppml_torch.runners import open_session
 
     t_import = time.perf_counter() - t0
-    apply_fn, params = hw.init_flax_mlp()
-    data = hw.load_data().for_party(party)
+    data = load_data().for_party(party)
     t1 = time.perf_counter()
     s = open_session("secretflow", "SEMI2K", cluster=cluster, party=party)
     t_open = time.perf_counter() - t1
     t2 = time.perf_counter()
-    fit = hw.fit(s, apply_fn, params, data, epochs=epochs)
-    scores = hw.predict_test(s, apply_fn, fit.params, data)
+    history, scores = _homework(s, data, epochs)
     run_s = time.perf_counter() - t2
     comm = [r.comm for r in s.reports if r.comm is not None]
     spu_bytes = sum(c.send_bytes for c in comm)
+    spu_actions = sum(c.send_actions for c in comm)
     os_bytes = socket_bytes_sent(os.getpid())
-    epochs_s = [r.run_s for r in s.reports if r.what == "epoch"]
+    epochs_s = [e.run_s for e in history.epochs]
     s.close()
     out = {
         "party": party,
@@ -75,8 +87,10 @@ def party_main(cluster: str, party: str, epochs: int) -> int:
         "first_epoch_s": epochs_s[0],
         "later_epoch_s": sum(epochs_s[1:]) / max(1, len(epochs_s) - 1),
         "spu_bytes": spu_bytes,
+        "spu_actions": spu_actions,
+        "epoch_actions": (history.epochs[-1].comm.send_actions if history.epochs[-1].comm else 0),
         "os_bytes": os_bytes,
-        "auc": None if scores is None else hw.auc(scores, data),
+        "auc": None if scores is None else auc(scores, data),
         "rss_mb": _rss_mb(),
     }
     print("RESULT " + json.dumps(out), flush=True)
@@ -92,11 +106,11 @@ def _rss_mb() -> float:
 
 
 def in_process(backend: str, epochs: int) -> dict:
-    from ppml_torch import homework as hw
+    from ppml_torch.apps.homework.data import load_data
+    from ppml_torch.apps.homework.evaluate import auc
     from ppml_torch.runners import open_session
 
-    apply_fn, params = hw.init_flax_mlp()
-    data = hw.load_data()
+    data = load_data()
     t0 = time.perf_counter()
     if backend == "secretflow":
         import secretflow  # noqa: F401
@@ -105,8 +119,7 @@ def in_process(backend: str, epochs: int) -> dict:
     s = open_session(backend, "SEMI2K")
     t_open = time.perf_counter() - t1
     t2 = time.perf_counter()
-    fit = hw.fit(s, apply_fn, params, data, epochs=epochs)
-    scores = hw.predict_test(s, apply_fn, fit.params, data)
+    _, scores = _homework(s, data, epochs)
     run_s = time.perf_counter() - t2
     comm = [r.comm for r in s.reports if r.comm is not None]
     s.close()
@@ -115,7 +128,7 @@ def in_process(backend: str, epochs: int) -> dict:
         "open_s": t_open,
         "run_s": run_s,
         "spu_bytes": sum(c.send_bytes for c in comm),
-        "auc": hw.auc(scores, data),
+        "auc": auc(scores, data),
     }
 
 
@@ -183,7 +196,11 @@ def main() -> int:
     print(
         f"run time, 2 processes / spu in-process: {bob['run_s'] / spu['run_s']:.2f}x; "
         f"first epoch {bob['first_epoch_s']:.1f} s (compiles), later epochs "
-        f"{bob['later_epoch_s']:.2f} s each; peak RSS per party "
+        f"{bob['later_epoch_s']:.2f} s each, {bob['epoch_actions']} SPU sends per party per "
+        f"epoch ({1000 * bob['later_epoch_s'] / max(1, bob['epoch_actions']):.2f} ms a send); "
+        "load average "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+        + "; peak RSS per party "
         + ", ".join(f"{r['party']} {r['rss_mb']:.0f} MB" for r in mp)
     )
     print(
