@@ -14,30 +14,12 @@ import time
 import numpy as np
 
 
-def _homework_loop():
-    """The homework's hand-written Flax loop, the one run across processes
-    (ppml_torch/apps/homework/parties.py)."""
-    from types import SimpleNamespace
-
-    from ppml_torch.apps.homework import data, evaluate, flax_loop
-
-    return SimpleNamespace(
-        init_flax_mlp=flax_loop.init_flax_mlp,
-        fit=flax_loop.fit,
-        predict_test=flax_loop.predict_test,
-        load_data=data.load_data,
-        auc=evaluate.auc,
-    )
-
-
 def main() -> int:
     scenario, cluster, party = sys.argv[1:4]
     import jax
 
     from ppml_torch.runners import open_session
 
-    if scenario == "homework":
-        return homework(cluster, party)
     with open_session("secretflow", cluster=cluster, party=party) as s:
         from secretflow.distributed.fed.global_context import get_global_context
 
@@ -94,31 +76,6 @@ def main() -> int:
         ),
         flush=True,
     )
-    return 0
-
-
-def homework(cluster: str, party: str) -> int:
-    """One epoch of the homework; the weights revealed to alice, the test scores to bob."""
-    hw = _homework_loop()
-    from ppml_torch.runners import open_session
-
-    apply_fn, params = hw.init_flax_mlp()
-    data = hw.load_data().for_party(party)
-    with open_session("secretflow", cluster=cluster, party=party) as s:
-        fit = hw.fit(s, apply_fn, params, data, epochs=1)
-        scores = hw.predict_test(s, apply_fn, fit.params, data)
-        weights = s.reveal(fit.params, to="alice")
-    import jax
-
-    out = {
-        "party": party,
-        "weights": None
-        if weights is None
-        else jax.tree_util.tree_map(lambda a: a.tolist(), weights),
-        "scores": None if scores is None else scores.tolist(),
-        "has_labels": not isinstance(data.y_test, jax.ShapeDtypeStruct),
-    }
-    print("RESULT " + json.dumps(out), flush=True)
     return 0
 
 
