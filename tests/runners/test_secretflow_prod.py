@@ -527,3 +527,76 @@ def test_homework_cluster_file_checked_before_any_work(tmp_path, capsys):
         assert main(["homework-mlp", "--runs", "secretflow:SEMI2K", *extra]) == 2
         out = capsys.readouterr()
         assert out.out == "" and message in out.err and len(out.err.splitlines()) == 1
+
+
+# -- fit, predict and generate across processes ------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_fit_loss_weights_to_bob_and_predict_to_alice_across_processes(tmp_path):
+    """fit with reveal_loss (to bob, the label owner) and weights_to=bob, then predict with
+    bob's trained weights revealed to alice: each value in its receiver's process only, and
+    equal to the same calls in one process (spu) within twice the tolerance table."""
+    import torch
+
+    from ppml_torch.runners import open_session
+    from ppml_torch.testing import tolerance
+    from ppml_torch.train import fit, predict, vertical
+
+    out = _run_parties(tmp_path, "fit_loss", timeout_s=20)
+    assert out["alice"]["loss"] == [None, None] and out["bob"]["loss"][0] is not None
+    assert out["alice"]["weights"] is None and out["bob"]["weights"] is not None
+    assert out["bob"]["scores"] is None and out["alice"]["scores"] is not None
+    assert out["alice"]["weights_to"] == out["bob"]["weights_to"] == "bob"
+
+    rng = np.random.default_rng(0)  # the scenario's data (tests/runners/prod_party.py)
+    x = rng.uniform(-1, 1, (24, 4)).astype(np.float32)
+    y = (x @ np.array([[0.5], [-1.0], [0.25], [1.0]], np.float32)).astype(np.float32)
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    data = vertical(
+        {"alice": (range(0, 2), x[:, :2]), "bob": (range(2, 4), x[:, 2:])},
+        labels=("bob", y), weights_owner="alice", weights_to="bob",
+    )  # fmt: skip
+    with open_session("spu", "SEMI2K") as s:
+        trained, hist = fit(
+            module, torch.nn.MSELoss(), opt, data, route="flax", session=s, epochs=2,
+            batch_size=8, reveal_loss=True, progress=False,
+        )  # fmt: skip
+        test = vertical(
+            {"alice": (range(0, 2), x[:4, :2]), "bob": (range(2, 4), x[:4, 2:])},
+            weights_owner="bob",
+        )
+        scores = predict(trained, test, route="flax", session=s, reveal_to="alice")
+    tol = tolerance("SEMI2K", "FM64")
+    atol, rtol = 2 * tol.atol, 2 * tol.rtol
+    np.testing.assert_allclose(out["bob"]["loss"], hist.loss, atol=atol, rtol=rtol)
+    for k, v in trained.state_dict().items():
+        np.testing.assert_allclose(out["bob"]["weights"][k], v.numpy(), atol=atol, rtol=rtol)
+    np.testing.assert_allclose(out["alice"]["scores"], scores, atol=atol, rtol=rtol)
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_generate_aby3_three_processes_ids_to_bob_only(tmp_path):
+    """ABY3, one process per party: alice's weights (bob and carol build the model from
+    another seed: their weights are never read), bob's prompt (alice gives a placeholder,
+    carol None); the ids reach bob alone and equal the in-process spu generation's."""
+    from ppml_torch.generation import generate, torch_greedy
+    from ppml_torch.runners import open_session
+    from tests.runners.prod_party import NEW_TOKENS, PROMPT, tiny_gpt2
+
+    out = _run_parties(tmp_path, "generate", parties=("alice", "bob", "carol"), protocol="ABY3")
+    assert out["alice"]["ids"] is None and out["carol"]["ids"] is None
+    for p in ("alice", "bob", "carol"):  # weights by alice, prompt by bob, public positions
+        assert out[p]["puts"] == ["alice", "bob"] + ["public"] * (NEW_TOKENS - 1)
+    model = tiny_gpt2(0)
+    with open_session("spu", "ABY3") as s:
+        ref = generate(model, PROMPT, NEW_TOKENS, session=s, route="flax").ids
+    torch_ids, _ = torch_greedy(model, PROMPT, NEW_TOKENS)
+    print(
+        f"bob's ids {out['bob']['ids']}, in-process spu {ref.tolist()}, torch {torch_ids.tolist()}"
+    )
+    np.testing.assert_array_equal(np.asarray(out["bob"]["ids"]), ref)
