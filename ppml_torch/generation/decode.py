@@ -495,6 +495,11 @@ def generate(
                 f"({', '.join(opened.parties)})"
             )
         arr = _prompt_of(opened, prompt_ids, prompt_owner, vocab)  # one process per party
+    elif _is_placeholder(prompt_ids):
+        raise GenerationError(
+            "prompt_ids is a shape-only placeholder, which only a process without the prompt "
+            "gives (one process per party); in one process give the ids"
+        )
     else:
         arr = check_prompt(prompt_ids, vocab)
     check_lengths(arr.shape[1], max_new_tokens, positions_of(module), max_len)
