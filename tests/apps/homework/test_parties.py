@@ -5,7 +5,8 @@ with its own data only; the training goes through ``ppml_torch.fit`` and the sco
 ``ppml_torch.predict``, like the one-process homework.  Checked: the trained weights reach
 alice's process only, the test scores bob's only, each party's output says what it got, and
 both agree with the same training in one process (``spu``) within twice the tolerance table
-(two fixed-point runs, each within the table of plaintext).
+(two fixed-point runs, each within the table of plaintext), on both conversion routes (the
+graph route runs across processes, unlike in SecretFlow's one-process simulation).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ EPOCHS = 1
 
 @pytest.mark.slow
 @pytest.mark.secretflow
-def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch):
+@pytest.mark.parametrize("route", ["flax", "graph"])
+def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route):
     from ppml_torch.apps.homework import train
     from ppml_torch.apps.homework.data import load_data
     from ppml_torch.apps.homework.evaluate import auc
@@ -34,7 +36,15 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     save = tmp_path / "got"
     out = io.StringIO()
-    argv = ["homework-mlp", "--runs", "secretflow:SEMI2K", "--epochs", str(EPOCHS)]
+    argv = [
+        "homework-mlp",
+        "--runs",
+        "secretflow:SEMI2K",
+        "--epochs",
+        str(EPOCHS),
+        "--route",
+        route,
+    ]
     result = launch(["alice", "bob"], [*argv, "--save", str(save)], timeout_s=30, out=out)
     text = out.getvalue()
     assert result.returncode == 0, text[-4000:]
@@ -55,14 +65,14 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch):
 
     data = load_data()
     with open_session("spu", "SEMI2K") as s:
-        module, _ = train.train(s, data, epochs=EPOCHS)
-        scores = train.predict_test(s, module, data)
+        module, _ = train.train(s, data, epochs=EPOCHS, route=route)
+        scores = train.predict_test(s, module, data, route=route)
     want_w = {f"weight:{k}": v.detach().numpy() for k, v in module.state_dict().items()}
     assert sorted(want_w) == sorted(a.files)
     tol = tolerance("SEMI2K", "FM64")
     err_w = max_abs_error([a[k] for k in sorted(want_w)], [want_w[k] for k in sorted(want_w)])
     err_s = max_abs_error(b["scores"], scores)
-    print(f"largest error vs in-process spu: weights {err_w:.2e}, scores {err_s:.2e}")
+    print(f"{route}: largest error vs in-process spu: weights {err_w:.2e}, scores {err_s:.2e}")
     for k, v in want_w.items():
         np.testing.assert_allclose(a[k], v, atol=2 * tol.atol, rtol=2 * tol.rtol)
     np.testing.assert_allclose(b["scores"], scores, atol=2 * tol.atol, rtol=2 * tol.rtol)
