@@ -160,7 +160,13 @@ def fit_loss(cluster: str, party: str) -> int:
             {"alice": (range(0, 2), block("alice", x[:4, :2])), "bob": (range(2, 4), block("bob", x[:4, 2:]))},
             weights_owner="bob",
         )  # fmt: skip
-        scores = predict(trained or module, test, route="flax", session=s, reveal_to="alice")
+        scores = predict(
+            trained if trained is not None else module,
+            test,
+            route="flax",
+            session=s,
+            reveal_to="alice",
+        )
     out = {
         "party": party,
         "loss": hist.loss,
