@@ -171,6 +171,24 @@ def _foreign_handle(action: str) -> Callable[[], Any]:
 
 
 F32 = np.float32
+
+
+def _load_vertical(block: Any) -> Any:
+    from ppml_torch.train import vertical
+    from ppml_torch.train.data import load
+
+    return load(vertical({"alice": (range(2), block)}, weights_owner="alice"), ("alice", "bob"),
+                need_labels=False)  # fmt: skip
+
+
+def _generate_placeholder_prompt() -> Any:
+    from ppml_torch.generation import generate
+    from ppml_torch.models.nanogpt import GPT, GPTConfig
+
+    gpt = GPT(GPTConfig(block_size=8, vocab_size=20, n_layer=1, n_head=1, n_embd=8))
+    return generate(gpt, jax.ShapeDtypeStruct((1, 3), np.int32), 2, session="cpu")
+
+
 CASES = [
     # -- owner-side checks in put (issue 10, item 1) -------------------------------------------
     Case("put-nan", _put(np.array([1, np.nan], F32)), InputError, "put(owner=alice): value: 1 NaN"),
@@ -417,6 +435,24 @@ CASES = [
         lambda: convert(nn.Linear(2, 2), torch.ones(1, 2)),
         TypeError,
         "example_args must be a tuple",
+    ),
+    Case(
+        "data-owner-gives-placeholder",
+        lambda: _load_vertical(jax.ShapeDtypeStruct((4, 2), np.float32)),
+        PpmlError,
+        "alice's block is a shape-only placeholder in alice's own process",
+    ),
+    Case(
+        "data-loader-fails",
+        lambda: _load_vertical(lambda: open("/nonexistent/alice.npy")),  # noqa: SIM115
+        PpmlError,
+        "alice's loader failed: FileNotFoundError",
+    ),
+    Case(
+        "generate-placeholder-prompt-in-one-process",
+        lambda: _generate_placeholder_prompt(),
+        PpmlError,
+        "prompt_ids is a shape-only placeholder",
     ),
     Case(
         "to-flax-unknown-family",

@@ -35,6 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "see `ppml-torch launch` for one machine)",
     )
     p.add_argument("--party", help="this process's party in --cluster (alice, bob, carol)")
+    p.add_argument(
+        "--save",
+        metavar="DIR",
+        help="with --cluster: write what this party received to DIR/<party>.npz (alice: the "
+        "trained weights, by torch name; bob: the test scores)",
+    )
 
 
 def check_launch(args: argparse.Namespace) -> None:
@@ -67,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--cluster and --party go together (or use `ppml-torch launch`)")
     if args.cluster is not None:
         return _run_party(args, runs[0])
+    if args.save is not None:
+        raise ConfigError(
+            "--save writes what one party received: use it with --cluster/--party or launch"
+        )
     print(report.setup_line(args.epochs, args.normalise, args.route))
     print(report.LOSS_NOTE)
     table = report.Table()
@@ -85,15 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_party(args: argparse.Namespace, run) -> int:
     """One party's process of a multi-process run: its own data, its own figures."""
+    import os
+
     from ..apps.homework import parties, report
     from ..runners.cluster import check_party, load_cluster
 
     check_launch(args)
     check_party(load_cluster(args.cluster), args.party)  # before any data or runtime
-    print(
-        f"breast-cancer MLP [30, 15, 8, 1] ReLU, {args.epochs} epochs, batch 10, SGD 0.01 "
-        "(the homework's Flax loop); alice: features 0-14 + weights, bob: features 15-29 + labels"
-    )
+    print(report.setup_line(args.epochs, args.normalise, args.route))
     print(
         f"this process is party {args.party} ({args.cluster}); its own data only, "
         "timings and bytes sent are this party's"
@@ -101,9 +110,15 @@ def _run_party(args: argparse.Namespace, run) -> int:
     table = report.Table()
     print(table.header)
     print("-" * len(table.header))
-    r = parties.run_party(
-        run, cluster=args.cluster, party=args.party, epochs=args.epochs, normalise=args.normalise
+    res = parties.run_party(
+        run,
+        cluster=args.cluster,
+        party=args.party,
+        epochs=args.epochs,
+        normalise=args.normalise,
+        route=args.route,
     )
+    r = res.row
     if r.auc is None:  # not bob's process: the scores went to bob
         comm = r.report.comm.describe() if r.report.comm else "-"
         print(
@@ -111,7 +126,34 @@ def _run_party(args: argparse.Namespace, run) -> int:
             f"{r.report.run_s:>7.1f}s  {comm}",
             flush=True,
         )
-        print(f"{args.party}: the test scores were revealed to bob only; no AUC here")
     else:
         print(table.line(r), flush=True)
+    got = []
+    if res.module is not None:
+        got.append("the trained weights (fit returned the trained module)")
+    if res.scores is not None:
+        got.append(f"the test scores ({len(res.scores)}), hence the AUC")
+    missing = []
+    if res.module is None:
+        missing.append("the trained weights went to alice")
+    if res.scores is None:
+        missing.append("the test scores were revealed to bob only, no AUC here")
+    print(
+        f"{args.party} received: {', '.join(got) or 'nothing revealed'}"
+        + (f"; {'; '.join(missing)}" if missing else "")
+    )
+    if args.save is not None:
+        import numpy as np
+
+        os.makedirs(args.save, exist_ok=True)
+        out = {}
+        if res.module is not None:
+            out.update(
+                {f"weight:{k}": v.detach().numpy() for k, v in res.module.state_dict().items()}
+            )
+        if res.scores is not None:
+            out["scores"] = np.asarray(res.scores)
+        path = os.path.join(args.save, f"{args.party}.npz")
+        np.savez(path, **out)
+        print(f"{args.party}: wrote {path} ({', '.join(sorted(out)) or 'nothing received'})")
     return 0

@@ -46,12 +46,13 @@ if TYPE_CHECKING:
 class Generation:
     """What one generation produced and cost.
 
-    ``ids``: the new token ids ``(B, N)`` (revealed to the prompt's owner).  ``reports``: the
+    ``ids``: the new token ids ``(B, N)`` (revealed to the prompt's owner; ``None`` in every
+    other party's process when each party runs in its own process).  ``reports``: the
     session's records of this generation, in order (puts, prefill, steps).  ``puts``: the
     ``(report what, owner)`` of every value put in (``"public"`` for cache positions).
     """
 
-    ids: np.ndarray
+    ids: np.ndarray | None
     route: str
     session: str
     reports: tuple[RunReport, ...]
@@ -244,13 +245,35 @@ class Decoder:
         return h
 
     def weights(self) -> Handle:
-        """The weights' handle, put by their owner on the first call only."""
+        """The weights' handle, put by their owner on the first call only.
+
+        One process per party: the module's weights are read in the owner's process only;
+        elsewhere the put takes their shapes."""
         if self._weights is None:
-            self._weights = self._put(self.programs.params, self.weights_owner)
+            params = self.programs.params
+            if self.weights_owner not in self.session.local_parties:
+                params = _shapes(params)
+            self._weights = self._put(params, self.weights_owner)
         return self._weights
 
-    def _checked(self, prompt_ids: Any) -> np.ndarray:
+    def _checked(self, prompt_ids: Any) -> Any:
         p = self.programs
+        if _is_placeholder(prompt_ids):  # another party's prompt (one process per party)
+            if self.prompt_owner in self.session.local_parties:
+                raise GenerationError(
+                    f"the prompt is {self.prompt_owner}'s: give the ids in its own process, "
+                    "not a shape-only placeholder"
+                )
+            shape = tuple(prompt_ids.shape)
+            shape = (1, *shape) if len(shape) == 1 else shape
+            if shape != (p.batch, p.prompt_len):
+                raise GenerationError(
+                    f"this decoder was built for prompts of shape {(p.batch, p.prompt_len)}, "
+                    f"got a placeholder of shape {shape}"
+                )
+            import jax
+
+            return jax.ShapeDtypeStruct(shape, np.int32)
         arr = check_prompt(prompt_ids, p.config.vocab_size)
         if arr.shape != (p.batch, p.prompt_len):
             raise GenerationError(
@@ -278,7 +301,8 @@ class Decoder:
             state = nxt
         out = s.call(_ids_of, state, name="ids")
         s.free(state)
-        ids = np.asarray(s.reveal(out, to=self.prompt_owner))
+        got = s.reveal(out, to=self.prompt_owner)  # None in another party's process
+        ids = None if got is None else np.asarray(got)
         s.free(out)
         wall = time.perf_counter() - t0
         puts = tuple(self._puts[first_put:])
@@ -334,6 +358,55 @@ class Decoder:
         if self._weights is not None:
             self.session.free(self._weights)
             self._weights = None
+
+
+def _is_placeholder(value: Any) -> bool:
+    import jax
+
+    return isinstance(value, jax.ShapeDtypeStruct)
+
+
+def _shapes(tree: Any) -> Any:
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+
+
+def _prompt_of(session: Session, prompt_ids: Any, owner: str, vocab: int) -> Any:
+    """One process per party: the owner checks its prompt and announces its shape (public
+    metadata: the program's shapes are public anyway); every process gets the owner's ids or
+    a placeholder of their shape.  A bad prompt is the same one-line error in every process."""
+    import jax
+
+    mine, meta = None, None
+    if owner in session.local_parties:
+        try:
+            value = prompt_ids() if callable(prompt_ids) else prompt_ids
+            if _is_placeholder(value):
+                raise GenerationError(
+                    f"the prompt is {owner}'s: give the ids in its own process, not a "
+                    "shape-only placeholder"
+                )
+            mine = check_prompt(value, vocab)
+            meta = {"shape": tuple(int(d) for d in mine.shape)}
+        except GenerationError as e:
+            meta = {"error": str(e)}
+    every = session.announce(lambda p: meta if p == owner else None)
+    got = every[owner]
+    if "error" in got:
+        raise GenerationError(got["error"])
+    shape = tuple(got["shape"])
+    if mine is not None:
+        return mine
+    if _is_placeholder(prompt_ids):
+        declared = tuple(prompt_ids.shape)
+        declared = (1, *declared) if len(declared) == 1 else declared
+        if declared != shape:
+            raise GenerationError(
+                f"this process describes {owner}'s prompt as {list(declared)} but {owner} holds "
+                f"{list(shape)} token ids; describe it exactly (or pass None)"
+            )
+    return jax.ShapeDtypeStruct(shape, np.int32)
 
 
 def _open(session: Any) -> tuple[Session, bool]:
@@ -400,13 +473,35 @@ def generate(
     simulator) or ``"first"`` (``first_argmax``: 33% fewer bytes per step and 3.3x fewer
     sends in the argmax, for a real network); both give torch's index, ties to the first.
 
+    One process per party (a production session, ``open_session(..., cluster=, party=)``):
+    every party calls ``generate`` the same way.  ``prompt_ids`` is the ids in
+    ``prompt_owner``'s process (or a loader of them) and ``None`` or a
+    ``jax.ShapeDtypeStruct`` placeholder elsewhere: the owner checks its prompt and announces
+    its shape (public, like the program's shapes).  ``module`` gives the architecture
+    everywhere; its weights are read in ``weights_owner``'s process only.  The ids are
+    returned in ``prompt_owner``'s process; elsewhere ``Generation.ids`` is ``None``.
+
     Every input is checked before any conversion or sharing (one-line
     :class:`GenerationError`).
     """
     vocab = vocab_size_of(module) if hasattr(module, "config") else None
     if vocab is None:
         as_nanogpt(module)  # raises the "not a GPT-2" error
-    arr = check_prompt(prompt_ids, vocab)
+    opened, owned = _open(session)
+    if not owned and not set(opened.local_parties) >= set(opened.parties):
+        if prompt_owner not in opened.parties:
+            raise GenerationError(
+                f"prompt_owner {prompt_owner!r} is not a party of the session "
+                f"({', '.join(opened.parties)})"
+            )
+        arr = _prompt_of(opened, prompt_ids, prompt_owner, vocab)  # one process per party
+    elif _is_placeholder(prompt_ids):
+        raise GenerationError(
+            "prompt_ids is a shape-only placeholder, which only a process without the prompt "
+            "gives (one process per party); in one process give the ids"
+        )
+    else:
+        arr = check_prompt(prompt_ids, vocab)
     check_lengths(arr.shape[1], max_new_tokens, positions_of(module), max_len)
     if route not in ROUTES:
         raise GenerationError(f"route {route!r} is unknown; use {' or '.join(ROUTES)}")
@@ -414,7 +509,6 @@ def generate(
         raise GenerationError(f"approx must be True or False, got {approx!r}")
     if argmax not in ARGMAXES:
         raise GenerationError(f"argmax {argmax!r} is unknown; use 'first' or 'spu'")
-    opened, owned = _open(session)
     _gate(calibration, opened, owned)
     s = opened.open() if owned else opened
     try:

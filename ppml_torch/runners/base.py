@@ -231,6 +231,22 @@ class Session(abc.ABC):
     def parties(self) -> tuple[str, ...]:
         return self.config.parties
 
+    @property
+    def local_parties(self) -> tuple[str, ...]:
+        """The parties whose data this process holds: every party in a one-process session,
+        this process's own party in a production session (one process per party)."""
+        return self.parties
+
+    def announce(self, fn: Callable[[str], Any]) -> dict[str, Any]:
+        """Public metadata from every party: ``{party: fn(party)}``.
+
+        ``fn(party)`` runs only where ``party``'s data is (:attr:`local_parties`) and its
+        result (a small picklable value, e.g. shapes) is sent to every party: use it for what
+        every party may learn.  In a one-process session it is called for every party here.
+        """
+        self._check_open()
+        return {p: fn(p) for p in self.parties}
+
     def put(self, value: Any, owner: str | None, visibility: str | None = None) -> Handle:
         """Give the session a pytree of arrays.
 

@@ -541,6 +541,24 @@ class ProductionSession(Session):
                     )
 
     # -- values --------------------------------------------------------------------------------
+    @property
+    def local_parties(self) -> tuple[str, ...]:
+        return (self.party,)
+
+    def announce(self, fn: Callable[[str], Any]) -> dict[str, Any]:
+        """``fn(party)`` runs in ``party``'s process only; every party gets every result."""
+        self._check_open()
+
+        def one(party: str) -> Callable[[], Any]:
+            def announced() -> Any:
+                return fn(party)
+
+            return announced
+
+        objs = {p: self._pyus[p](one(p), num_returns=1)() for p in self.parties}
+        with self._guard("announcing public metadata (shapes)"):
+            return dict(self._sf.reveal(objs))
+
     def put(self, value: Any, owner: str | None, visibility: str | None = None) -> Handle:
         """``value`` in the owner's process; a ShapeDtypeStruct pytree or a loader elsewhere."""
         self._check_open()

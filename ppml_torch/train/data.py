@@ -15,8 +15,18 @@ Two splits:
       data = horizontal({"alice": (x_a, y_a), "bob": (x_b, y_b)}, weights_owner="alice")
 
 A block is an array (numpy or torch) or a **loader**: a function of no arguments that returns
-the array, called only when that party's value is put into the session (once per ``fit``).  A
-later version runs one process per party; there only the owner's process calls its loaders.
+the array, called only when that party's value is put into the session (once per ``fit``).
+
+**One process per party** (a production session, ``open_session(..., cluster=, party=)``):
+every party runs the same program, but each process holds only its own data.  There a block
+of another party is never loaded: give it as a loader (not called outside its owner's
+process), or as a shape-only placeholder, ``jax.ShapeDtypeStruct((rows, cols), np.float32)``.
+The shapes are **sent as public metadata**: each owner loads its blocks and announces their
+shapes and dtypes to every party before any MPC work (:meth:`Session.announce`), so that
+every process checks the description and converts the model for the same shapes.  A
+placeholder is checked against what its owner announced (one line if it differs); a loader
+needs no shapes at all.  A loader that fails, or a block that is not an array, is reported
+in every party's process with the same one-line error.
 
 ``weights_owner`` puts the initial weights in; ``weights_to`` (default: the owner) is the one
 party that receives the trained weights at the end.
@@ -25,6 +35,7 @@ party that receives the trained weights at the end.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +64,18 @@ class Block:
 
     def load(self) -> np.ndarray:
         """The owner's array (calls the loader)."""
-        value = self.value() if callable(self.value) else self.value
+        try:
+            value = self.value() if callable(self.value) else self.value
+        except Exception as e:  # noqa: BLE001 - the user's loader: one line, every party
+            text = " ".join(str(e).split())[:200]
+            raise DataError(
+                f"data: {self.owner}'s loader failed: {type(e).__name__}: {text}"
+            ) from e
+        if _is_placeholder(value):
+            raise DataError(
+                f"data: {self.owner}'s block is a shape-only placeholder in {self.owner}'s own "
+                "process; the owner gives the array (or a loader of it)"
+            )
         if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
             value = value.detach().cpu().numpy()
         arr = np.asarray(value)
@@ -209,8 +231,10 @@ class Loaded:
     """The arrays of a :class:`Data`, loaded by their owners, and the public shapes."""
 
     data: Data
-    features: tuple[np.ndarray, ...]  # one per feature block, in data.features order
-    labels: tuple[np.ndarray, ...]
+    # one per feature block, in data.features order; another process's block (one process per
+    # party) is a jax.ShapeDtypeStruct of the shape its owner announced
+    features: tuple[Any, ...]
+    labels: tuple[Any, ...]
     n_rows: int
     n_features: int
     column_order: tuple[int, ...] | None  # vertical: model column of each concatenated column
@@ -220,10 +244,95 @@ class Loaded:
         return (self.n_features,) if self.features[0].ndim == 2 else self.features[0].shape[1:]
 
 
-def load(data: Data, parties: Sequence[str], *, need_labels: bool) -> Loaded:
+def _is_placeholder(value: Any) -> bool:
+    """A shape-only stand-in (``jax.ShapeDtypeStruct`` or alike): shape and dtype, no data."""
+    return (
+        not callable(value)
+        and hasattr(value, "shape")
+        and hasattr(value, "dtype")
+        and not hasattr(value, "__array__")
+        and not hasattr(value, "numpy")
+    )
+
+
+def _placeholder(shape: tuple[int, ...], dtype: str) -> Any:
+    import jax
+
+    return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+
+
+def local_blocks(
+    blocks: Sequence[Block], local: Sequence[str]
+) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """Load the blocks of the ``local`` parties: ``({block index: array}, {party: metadata})``,
+    the metadata being ``{block index: (shape, dtype)}`` or ``{"error": one line}``."""
+    arrays: dict[int, np.ndarray] = {}
+    meta: dict[str, Any] = {p: {} for p in local}
+    for i, b in enumerate(blocks):
+        if b.owner not in local or "error" in meta[b.owner]:
+            continue
+        try:
+            arrays[i] = b.load()
+        except DataError as e:
+            meta[b.owner] = {"error": str(e)}
+            continue
+        meta[b.owner][i] = (tuple(int(d) for d in arrays[i].shape), arrays[i].dtype.str)
+    return arrays, meta
+
+
+def _owners_blocks(
+    blocks: Sequence[Block], local: Sequence[str], announce: Callable[[Callable], dict] | None
+) -> list[Any]:
+    """Each block as an array where its owner's process is this one, else as a placeholder
+    with the shape and dtype its owner announced (public metadata)."""
+    arrays, meta = local_blocks(blocks, local)
+    if announce is None:
+        every = meta
+    else:
+        every = announce(functools.partial(_meta_of, meta))
+    for b in blocks:  # the first error in block order, the same line in every process
+        err = (every.get(b.owner) or {}).get("error")
+        if err:
+            raise DataError(err)
+    out = []
+    for i, b in enumerate(blocks):
+        if i in arrays:
+            out.append(arrays[i])
+            continue
+        shape, dtype = every[b.owner][i]
+        out.append(_placeholder(shape, dtype))
+        if not callable(b.value):  # a placeholder (or an array): its shape must match
+            _check_declared(b, shape, dtype)
+    return out
+
+
+def _meta_of(meta: dict[str, Any], party: str) -> dict[int, Any]:
+    return meta.get(party, {})
+
+
+def _check_declared(block: Block, shape: tuple[int, ...], dtype: str) -> None:
+    from ppml_torch.dtypes import jax_dtype_name
+
+    v = block.value
+    if hasattr(v, "detach"):  # a torch tensor given outside its owner's process
+        v = v.detach().cpu().numpy()
+    got_shape = tuple(int(d) for d in np.shape(v)) if not _is_placeholder(v) else tuple(v.shape)
+    got_dtype = np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype)
+    if got_shape != tuple(shape) or jax_dtype_name(got_dtype) != jax_dtype_name(dtype):
+        raise DataError(
+            f"data: this process describes {block.owner}'s block as {jax_dtype_name(got_dtype)}"
+            f"{list(got_shape)} but {block.owner} holds {jax_dtype_name(dtype)}{list(shape)}; "
+            "describe the owner's data exactly (or give a loader)"
+        )
+
+
+def load(data: Data, parties: Sequence[str], *, need_labels: bool, session: Any = None) -> Loaded:
     """Check ``data`` against the session's ``parties`` and load every block (owners' loaders).
 
-    Every check is cheap and runs before any MPC work.
+    With a ``session`` that holds only some parties' data (one process per party), only the
+    blocks of :attr:`Session.local_parties` are loaded; the others are
+    ``jax.ShapeDtypeStruct`` placeholders of the shapes their owners announced.  Every check
+    is cheap and runs before any MPC work, on the same shapes in every process.
     """
     if not isinstance(data, Data):
         raise DataError(
@@ -241,8 +350,14 @@ def load(data: Data, parties: Sequence[str], *, need_labels: bool) -> Loaded:
             "data: the labels are owned by no party; pass labels=(owner, y) (vertical) or "
             "(features, labels) per party (horizontal)"
         )
-    feats = tuple(b.load() for b in data.features)
-    labs = tuple(b.load() for b in data.labels)
+    local = tuple(parties) if session is None else tuple(session.local_parties)
+    blocks = (*data.features, *data.labels)
+    if session is None or set(local) >= set(session.parties):
+        everything = [b.load() for b in blocks]  # one process holds every party's data
+    else:
+        everything = _owners_blocks(blocks, local, session.announce)
+    feats = tuple(everything[: len(data.features)])
+    labs = tuple(everything[len(data.features) :])
     column_order = None
     if data.split == "vertical":
         rows = {b.owner: a.shape[0] for b, a in zip(data.features, feats, strict=True)}

@@ -73,6 +73,7 @@ class History:
     dropped_rows: int  # rows left out each epoch (drop_last=True)
     reports: list[RunReport]  # every session report of this fit (puts, calls, reveals)
     wall_s: float = 0.0
+    weights_to: str | None = None  # the party that received the trained weights
 
     @property
     def loss(self) -> list[float | None]:
@@ -388,6 +389,14 @@ def fit(
       ``(module, history)``: ``module`` with the trained weights loaded
       (``load_state_dict(strict=True)``), and a :class:`History`.
 
+    One process per party (a production session, ``open_session(..., cluster=, party=)``):
+    every party calls ``fit`` the same way, each with its own data; another party's blocks are
+    loaders or ``jax.ShapeDtypeStruct`` placeholders (:mod:`ppml_torch.train.data`: their
+    owners announce the shapes).  The module's weights are read in ``weights_owner``'s process
+    only.  The trained weights reach ``weights_to``'s process only: there ``fit`` returns the
+    trained module; every other process gets ``(None, history)`` (``history.weights_to`` names
+    the receiver).  A revealed loss is ``None`` outside its receiver's process.
+
     Raises:
       DataError, FitError, OptimizerMappingError, LossMappingError: bad input, one line,
         before any session work.
@@ -410,7 +419,7 @@ def fit(
     tx = topt.tx  # over {torch name: array} of the trained names (frozen ones stay in `fixed`)
     trainable = [name for g in topt.groups for name in g["names"]]
     loss = _map_loss(losses, loss_fn)
-    loaded = load(data, parties, need_labels=True)
+    loaded = load(data, parties, need_labels=True, session=None if spec else session)
     n = loaded.n_rows
     if batch_size > n:
         raise FitError(
@@ -463,7 +472,13 @@ def fit(
     bar = _progress(epochs, progress)
     try:
         first = len(owned.reports)
-        w = sc.put(init_params, data.weights_owner)
+        local = owned.local_parties
+        # the module's weights are read in weights_owner's process only (one process per party:
+        # elsewhere the module gives its architecture, and the put takes the shapes)
+        w = sc.put(
+            init_params if data.weights_owner in local else _shapes(init_params),
+            data.weights_owner,
+        )
         blocks = [sc.put(a, b.owner) for b, a in zip(data.features, loaded.features, strict=True)]
         blocks += [sc.put(a, b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)]
         state = sc.call(init, w, name="init")
@@ -482,7 +497,8 @@ def fit(
             else:  # split (state, loss): two cheap calls, then the loss is revealed
                 state = sc.call(_first, out, name="state")
                 lh = sc.call(_second, out, name="loss")
-                value = float(owned.reveal(lh, to=receiver))
+                got = owned.reveal(lh, to=receiver)  # None in another party's process
+                value = None if got is None else float(got)
                 sc.free(lh, out)
             records.append(EpochRecord(e, value, report.compile_s, report.run_s, report.comm))
             if bar is not None:
@@ -499,10 +515,19 @@ def fit(
         sc.free_all()  # only after a failure: a shared session keeps no stray shares
         if spec is not None:
             owned.close()
-    module.load_state_dict(model_full.state_dict(trained), strict=True)
     history = History(records, n_full, partial, rest - partial, reports)
+    history.weights_to = data.weights_to
     history.wall_s = time.perf_counter() - t_start
+    if trained is None:  # one process per party: the weights went to weights_to's process
+        return None, history
+    module.load_state_dict(model_full.state_dict(trained), strict=True)
     return module, history
+
+
+def _shapes(tree: Any) -> Any:
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
 
 
 def _loss_receiver(reveal_loss: bool | str, data: Data, parties: tuple[str, ...]):
@@ -580,7 +605,7 @@ def predict(
     owner: str | None = None,
     weights_owner: str | None = None,
     calibration: Any = None,
-) -> np.ndarray:
+) -> np.ndarray | None:
     """``module(inputs)`` computed inside ``session``, revealed only to ``reveal_to``.
 
     ``inputs``: a :class:`~ppml_torch.train.Data` (labels optional; its ``weights_owner``
@@ -589,15 +614,26 @@ def predict(
     current weights are put by ``weights_owner`` (default: the data's, else ``owner``).
     ``calibration``: a ``ppml_torch.calibrate`` report; a run it predicts will overflow is
     refused before anything is put.
+
+    One process per party (a production session): every party calls ``predict`` the same way,
+    each with its own data (another party's blocks as loaders or ``jax.ShapeDtypeStruct``
+    placeholders, see :mod:`ppml_torch.train.data`); the module's weights are read in the
+    weights owner's process only.  The outputs are returned in ``reveal_to``'s process and
+    ``None`` in every other one.
     """
     _check_route(route)
     parties, spec = _session_parties(session)
     _gate(calibration, _fixed_point(session, spec))
     if not isinstance(inputs, Data):
-        from .data import vertical
+        from .data import _is_placeholder, vertical
 
         o = owner or parties[0]
-        arr = inputs.detach().cpu().numpy() if hasattr(inputs, "detach") else np.asarray(inputs)
+        if _is_placeholder(inputs):  # another party's inputs, shapes only (one process per party)
+            arr = inputs
+        elif hasattr(inputs, "detach"):
+            arr = inputs.detach().cpu().numpy()
+        else:
+            arr = np.asarray(inputs)
         if arr.ndim < 2:
             raise FitError(f"predict: inputs must have rows first, got shape {arr.shape}")
         if arr.ndim == 2:
@@ -609,7 +645,7 @@ def predict(
     if reveal_to is not None and reveal_to not in parties:
         raise FitError(f"reveal_to={reveal_to!r} is not a party ({', '.join(parties)})")
     inputs = dataclasses.replace(inputs, labels=())  # labels are not needed: never loaded
-    loaded = load(inputs, parties, need_labels=False)
+    loaded = load(inputs, parties, need_labels=False, session=None if spec else session)
     w_owner = weights_owner or inputs.weights_owner
     cache = conversions(module, route)
     model = cache.get([((loaded.n_rows, *loaded.example_row_shape), loaded.features[0].dtype)])
@@ -622,7 +658,7 @@ def predict(
     owned = spec.open() if spec is not None else session
     sc = _Scope(owned)
     try:
-        w = sc.put(params, w_owner)
+        w = sc.put(params if w_owner in owned.local_parties else _shapes(params), w_owner)
         blocks = [sc.put(a, b.owner) for b, a in zip(inputs.features, loaded.features, strict=True)]
         out = sc.call(program, w, *blocks, name="predict")
         value = owned.reveal(out, to=reveal_to)
@@ -631,4 +667,4 @@ def predict(
         sc.free_all()
         if spec is not None:
             owned.close()
-    return np.asarray(value)
+    return None if value is None else np.asarray(value)

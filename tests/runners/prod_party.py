@@ -14,30 +14,17 @@ import time
 import numpy as np
 
 
-def _homework_loop():
-    """The homework's hand-written Flax loop, the one run across processes
-    (ppml_torch/apps/homework/parties.py)."""
-    from types import SimpleNamespace
-
-    from ppml_torch.apps.homework import data, evaluate, flax_loop
-
-    return SimpleNamespace(
-        init_flax_mlp=flax_loop.init_flax_mlp,
-        fit=flax_loop.fit,
-        predict_test=flax_loop.predict_test,
-        load_data=data.load_data,
-        auc=evaluate.auc,
-    )
-
-
 def main() -> int:
     scenario, cluster, party = sys.argv[1:4]
     import jax
 
     from ppml_torch.runners import open_session
 
-    if scenario == "homework":
-        return homework(cluster, party)
+    if scenario == "generate":
+        return generate(cluster, party)
+    if scenario == "fit_loss":
+        return fit_loss(cluster, party)
+
     with open_session("secretflow", cluster=cluster, party=party) as s:
         from secretflow.distributed.fed.global_context import get_global_context
 
@@ -97,26 +84,97 @@ def main() -> int:
     return 0
 
 
-def homework(cluster: str, party: str) -> int:
-    """One epoch of the homework; the weights revealed to alice, the test scores to bob."""
-    hw = _homework_loop()
-    from ppml_torch.runners import open_session
+def tiny_gpt2(seed: int):
+    """A tiny HF GPT-2 (2 layers, width 32, vocabulary 300, wide init: varied greedy ids)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    apply_fn, params = hw.init_flax_mlp()
-    data = hw.load_data().for_party(party)
-    with open_session("secretflow", cluster=cluster, party=party) as s:
-        fit = hw.fit(s, apply_fn, params, data, epochs=1)
-        scores = hw.predict_test(s, apply_fn, fit.params, data)
-        weights = s.reveal(fit.params, to="alice")
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=300, n_positions=32, initializer_range=0.3
+    )
+    return GPT2LMHeadModel(cfg).eval()
+
+
+PROMPT = np.array([[11, 250, 7, 99, 42]], np.int32)
+NEW_TOKENS = 4
+
+
+def generate(cluster: str, party: str) -> int:
+    """generate across processes: alice's weights, bob's prompt, the ids to bob only.
+
+    alice builds the model from seed 0 (the weights); bob and carol from seed 1: their
+    module gives the architecture only, its weights are never read.  bob passes the ids,
+    alice a shape-only placeholder, carol None."""
     import jax
 
+    from ppml_torch.generation import generate as gen
+    from ppml_torch.runners import open_session
+
+    model = tiny_gpt2(0 if party == "alice" else 1)
+    prompt = {
+        "bob": PROMPT,
+        "alice": jax.ShapeDtypeStruct(PROMPT.shape, np.int32),
+        "carol": None,
+    }[party]
+    with open_session("secretflow", cluster=cluster, party=party) as s:
+        g = gen(model, prompt, NEW_TOKENS, session=s, route="flax")
+        puts = [o for _, o in g.puts]
+    out = {"party": party, "ids": None if g.ids is None else g.ids.tolist(), "puts": puts}
+    print("RESULT " + json.dumps(out), flush=True)
+    return 0
+
+
+def fit_loss(cluster: str, party: str) -> int:
+    """fit with reveal_loss=True (to bob, the label owner), 2 epochs of a tiny regression:
+    alice's features 0-1 and weights, bob's features 2-3 and labels; weights_to=bob."""
+    import jax
+    import torch
+
+    from ppml_torch.train import fit, predict, vertical
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (24, 4)).astype(np.float32)
+    y = (x @ np.array([[0.5], [-1.0], [0.25], [1.0]], np.float32)).astype(np.float32)
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+
+    def block(owner, value):
+        return value if party == owner else jax.ShapeDtypeStruct(value.shape, value.dtype)
+
+    data = vertical(
+        {"alice": (range(0, 2), block("alice", x[:, :2])), "bob": (range(2, 4), lambda: x[:, 2:])},
+        labels=("bob", block("bob", y)),
+        weights_owner="alice",
+        weights_to="bob",
+    )
+    from ppml_torch.runners import open_session
+
+    with open_session("secretflow", cluster=cluster, party=party) as s:
+        trained, hist = fit(
+            module, torch.nn.MSELoss(), opt, data, route="flax", session=s, epochs=2,
+            batch_size=8, reveal_loss=True, progress=False,
+        )  # fmt: skip
+        test = vertical(
+            {"alice": (range(0, 2), block("alice", x[:4, :2])), "bob": (range(2, 4), block("bob", x[:4, 2:]))},
+            weights_owner="bob",
+        )  # fmt: skip
+        scores = predict(
+            trained if trained is not None else module,
+            test,
+            route="flax",
+            session=s,
+            reveal_to="alice",
+        )
     out = {
         "party": party,
+        "loss": hist.loss,
         "weights": None
-        if weights is None
-        else jax.tree_util.tree_map(lambda a: a.tolist(), weights),
+        if trained is None
+        else {k: v.detach().numpy().tolist() for k, v in trained.state_dict().items()},
         "scores": None if scores is None else scores.tolist(),
-        "has_labels": not isinstance(data.y_test, jax.ShapeDtypeStruct),
+        "weights_to": hist.weights_to,
     }
     print("RESULT " + json.dumps(out), flush=True)
     return 0
