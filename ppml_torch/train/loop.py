@@ -4,8 +4,10 @@ How a ``fit`` runs (every check first, then the session work):
 
 1. the data description, the loss and the optimizer are checked and mapped (one-line errors);
    the owners' loaders are called; the model is converted through the conversion cache
-   (:mod:`ppml_torch.cache`) for the shapes it will run: the batch and, if kept, the partial
-   batch;
+   (:mod:`ppml_torch.cache`) for the batch shape, once.  The graph route runs a kept partial
+   batch in that program, padded with the rows before it, when that is exact (the model is
+   row-wise, checked in plaintext: :mod:`ppml_torch.train.rows`), else converts its shape too;
+   the Flax route has no fixed shapes;
 2. ``weights_owner`` puts the initial weights, each party puts its blocks: once, for the whole
    training.  Everything stays inside the session (secret-shared under MPC);
 3. each epoch is ONE call of ONE compiled program: the model input is assembled inside it
@@ -15,8 +17,10 @@ How a ``fit`` runs (every check first, then the session work):
    number of batches), then the last partial batch of ``n % batch_size`` rows as one more
    step in the same program, like torch's ``DataLoader(drop_last=False)``; ``drop_last=True``
    drops it instead.  The weights and the optimizer state stay in the session between epochs;
-4. at the end the trained weights are revealed ONCE, to ``weights_to``, and loaded into the
-   module with ``load_state_dict(strict=True)``.
+   the state starts with the visibility an epoch gives it, so SPU compiles the program once;
+4. at the end the trained weights (only those: frozen parameters and buffers never change)
+   are revealed ONCE, to ``weights_to``, and loaded into the module with
+   ``load_state_dict(strict=True)``; everything else keeps the module's own values.
 
 **Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
 label owner by default).  Under MPC that is a value computed from every party's data: opt in
@@ -445,7 +449,9 @@ def fit(
         order is public (it reveals nothing about the values).  Default off: batches in data
         order.
       drop_last: drop the last partial batch (torch's ``DataLoader(drop_last=True)``).  By
-        default it is kept as one more, smaller step of the same epoch program.
+        default it is kept as one more step of the same epoch program; on the graph route it
+        runs padded to the batch shape (loss on its own rows only) when the model is row-wise,
+        which gives the unpadded numbers (module docstring); ``History`` says which.
       progress: a tqdm bar over epochs.
       calibration: a ``ppml_torch.calibrate`` report (of the model, or ``calibrate_function`` of
         a training step); a run it predicts will overflow is refused before any session work.
@@ -734,6 +740,11 @@ def predict(
     current weights are put by ``weights_owner`` (default: the data's, else ``owner``).
     ``calibration``: a ``ppml_torch.calibrate`` report; a run it predicts will overflow is
     refused before anything is put.
+
+    Graph route: a number of rows with no conversion of its own runs through a cached
+    conversion of the same rows (e.g. ``fit``'s batch) in chunks, padded with real rows whose
+    outputs are dropped, when the model is row-wise (checked in plaintext first,
+    :func:`~ppml_torch.train.rows.chunks_are_exact`); else that shape is converted once.
     """
     _check_route(route)
     parties, spec = _session_parties(session)
