@@ -5,8 +5,9 @@ features 15-29 and the labels), same hyper-parameters (10 epochs, batch 10, SGD 
 ``mean((y - p)**2 / 2)``; ``fit`` gets ``nn.MSELoss`` at lr 0.005, the same steps), the same
 initial weights (the homework's Flax init, seed 1), one SPU session, side by side:
 
-* ``fit``: :func:`ppml_torch.apps.homework.train.train` (the torch MLP, graph route): one
-  compiled epoch program (``lax.scan`` over 45 batches of 10, then the partial batch of 5),
+* ``fit``: :func:`ppml_torch.apps.homework.train.train` (the torch MLP, graph and flax
+  routes): one compiled epoch program (``lax.scan`` over 45 batches of 10, then the partial
+  batch of 5; on the graph route padded into the batch-of-10 program, one conversion),
   called once per epoch;
 * ``homework``: the SecretFlow homework's ``train_auto_grad`` rebuilt as it was written: the
   batches (``array_split``: 5 of 11 rows, 40 of 10) unrolled in Python inside a
@@ -48,6 +49,7 @@ class Result:
     comm_bytes: int
     comm_sends: int
     auc: float
+    detail: str = ""
 
 
 def _loss(apply_fn, params, x, y):
@@ -104,7 +106,14 @@ def run_fit(session, data, epochs, route="graph") -> Result:
     module, history = train.train(session, data, module=module, epochs=epochs, route=route)
     wall = time.perf_counter() - t0
     comp, b, a = _totals(history.reports)
-    return Result(f"fit ({route})", wall, comp, b, a, torch_auc(module, data))
+    run = sum(r.run_s for r in history.reports)
+    detail = (
+        f"{history.conversions} conversion(s), partial batch "
+        f"{'padded' if history.partial_padded else 'at its own shape'}; setup (checks, "
+        f"conversion, padding check) {history.setup_s:.2f}s, compile {comp:.2f}s, run {run:.2f}s, "
+        f"rest {wall - history.setup_s - comp - run:.2f}s"
+    )
+    return Result(f"fit ({route})", wall, comp, b, a, torch_auc(module, data), detail)
 
 
 def run_fit_flax(session, data, epochs) -> Result:
@@ -230,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = load_data()
     # once-per-process start-up, untimed: JAX's, and torch's lazy imports (torch.optim pulls in
-    # torch._dynamo, ~6 s here, on the first optimizer; torch.export on the first conversion)
+    # torch._dynamo, ~6 s here, on the first optimizer; torch.export and its _trace module on
+    # the first conversion)
     jax.jit(lambda a: a + 1)(jnp.ones(2)).block_until_ready()
     import torch._dynamo  # noqa: F401
     import torch.export  # noqa: F401
+    import torch.export._trace  # noqa: F401  (imported by the first torch.export call, ~0.6 s)
 
     with open_session("spu", "SEMI2K", "FM64") as s:
         sides = (run_hand, run_homework, run_fit, run_fit_flax)
@@ -264,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'met' if ok[-1] else 'NOT met'})"
             )
         print("  (fit keeps the partial batch of 5 rows; the other two use array_split's batches)")
+        for fit in results[2:]:
+            print(f"  {fit.name}: {fit.detail}")
 
         big = synthetic(args.scale)
         fit_small, fit_small_w, hw_small, hw_small_w = one_epoch(s, data)

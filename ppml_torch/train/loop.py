@@ -82,6 +82,7 @@ class History:
     # why it did not, when the graph route converted the partial batch's shape instead
     padding_refused: str | None = None
     conversions: int = 0  # conversions of the module this fit made (0 when all were cached)
+    setup_s: float = 0.0  # before any session work: checks, conversion, padding check, mapping
 
     @property
     def loss(self) -> list[float | None]:
@@ -547,6 +548,7 @@ def fit(
     )
     rng = np.random.default_rng(seed)
 
+    setup_s = time.perf_counter() - t_start
     owned = spec.open() if spec is not None else session
     sc = _Scope(owned)
     bar = _progress(epochs, progress)
@@ -592,7 +594,7 @@ def fit(
     history = History(
         records, n_full, partial, rest - partial, reports,
         partial_padded=padded, padding_refused=refused,
-        conversions=cache.conversions - converted,
+        conversions=cache.conversions - converted, setup_s=setup_s,
     )  # fmt: skip
     history.wall_s = time.perf_counter() - t_start
     return module, history
