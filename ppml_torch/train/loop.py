@@ -501,14 +501,6 @@ def fit(
     converted = cache.conversions
     model_full = cache.get([((batch_size, *row), dtype)])
     init_params = cache.params(model_full)
-    padded, refused, model_part = False, None, None
-    if partial and route == "graph":  # one conversion when padding is exact (rows.py)
-        from .rows import padding_is_exact
-
-        refused = padding_is_exact(module, model_full, init_params, batch_size, partial, row, dtype)
-        padded = refused is None
-    if partial and not padded:
-        model_part = cache.get([((partial, *row), dtype)])
     names = _leaf_names(model_full)
     missing = [t for t in trainable if t not in names]
     if missing:
@@ -518,6 +510,14 @@ def fit(
         )
     treedef = jax.tree_util.tree_structure(init_params)
     _check_loss_shapes(model_full, loss, init_params, loaded, batch_size, row, dtype)
+    padded, refused, model_part = False, None, None
+    if partial and route == "graph":  # one conversion when padding is exact (rows.py)
+        from .rows import padding_is_exact
+
+        refused = padding_is_exact(module, model_full, init_params, batch_size, partial, row, dtype)
+        padded = refused is None
+    if partial and not padded:
+        model_part = cache.get([((partial, *row), dtype)])
     plan = _Plan(
         data.split,
         n,
