@@ -1,8 +1,10 @@
 """Conversions of one torch module, cached by input shapes, so users never convert by hand.
 
-The graph route fixes every shape at conversion (``torch.export``): a training batch, a kept
-partial batch and ``predict`` on a test set of another size each need their own
-:class:`~ppml_torch.model.ConvertedModel`.  :func:`conversions` keeps them per module and
+The graph route fixes every shape at conversion (``torch.export``): a training batch and a
+generation's prompt and decode steps each need their own
+:class:`~ppml_torch.model.ConvertedModel`; ``fit`` runs a kept partial batch, and ``predict``
+a test set of another size, through a cached batch shape when the model is row-wise
+(:mod:`ppml_torch.train.rows`), else they convert their own shape.  :func:`conversions` keeps them per module and
 route; ``fit``, ``predict`` (and text generation: prompt and decode steps) ask it for the
 shapes they run.  The Flax route is shape-polymorphic: one transfer serves every shape.
 
@@ -49,17 +51,40 @@ class ConversionCache:
 
     def get(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> ConvertedModel:
         """The conversion for positional inputs of these ``(shape, dtype)``s (converting once)."""
-        import numpy as np
-
-        sig: Signature = tuple((tuple(int(d) for d in s), np.dtype(t).name) for s, t in inputs)
         module = self.module
-        key = (module.training, sig if self.route == "graph" else ())
+        key = self._key(inputs)
         model = self._models.get(key)
         if model is None:
-            model = self._convert(module, sig)
+            model = self._convert(module, _signature(inputs))
             self._models[key] = model
             self.conversions += 1
         return model
+
+    def has(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> bool:
+        """Whether :meth:`get` of these inputs would reuse a conversion (no conversion)."""
+        return self._key(inputs) in self._models
+
+    def _key(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> tuple[bool, Signature]:
+        return (self.module.training, _signature(inputs) if self.route == "graph" else ())
+
+    def same_rows(self, row_shape: tuple[int, ...], dtype: Any) -> list[tuple[int, ConvertedModel]]:
+        """The cached one-input conversions whose rows have ``row_shape`` and ``dtype``, as
+        ``(batch size, model)`` (largest batch first; no conversion).  ``predict`` runs a new
+        number of rows through one of them in chunks when the model is row-wise."""
+        import numpy as np
+
+        row = tuple(int(d) for d in row_shape)
+        name = np.dtype(dtype).name
+        found = [
+            (sig[0][0][0], model)
+            for (training, sig), model in self._models.items()
+            if training == self.module.training
+            and len(sig) == 1
+            and len(sig[0][0]) >= 1
+            and sig[0][0][1:] == row
+            and sig[0][1] == name
+        ]
+        return sorted(found, key=lambda bm: -bm[0])
 
     def _convert(self, module: torch.nn.Module, sig: Signature) -> ConvertedModel:
         if self.route == "flax":
@@ -89,6 +114,12 @@ class ConversionCache:
                 "the module's state_dict keys changed since it was converted; build a new module"
             )
         return {k: jnp.asarray(to_numpy(state[k])) for k in model.params}
+
+
+def _signature(inputs: Sequence[tuple[tuple[int, ...], Any]]) -> Signature:
+    import numpy as np
+
+    return tuple((tuple(int(d) for d in s), np.dtype(t).name) for s, t in inputs)
 
 
 def _torch_dtype(name: str):

@@ -4,8 +4,10 @@ How a ``fit`` runs (every check first, then the session work):
 
 1. the data description, the loss and the optimizer are checked and mapped (one-line errors);
    the owners' loaders are called; the model is converted through the conversion cache
-   (:mod:`ppml_torch.cache`) for the shapes it will run: the batch and, if kept, the partial
-   batch;
+   (:mod:`ppml_torch.cache`) for the batch shape, once.  The graph route runs a kept partial
+   batch in that program, padded with the rows before it, when that is exact (the model is
+   row-wise, checked in plaintext: :mod:`ppml_torch.train.rows`), else converts its shape too;
+   the Flax route has no fixed shapes;
 2. ``weights_owner`` puts the initial weights, each party puts its blocks: once, for the whole
    training.  Everything stays inside the session (secret-shared under MPC);
 3. each epoch is ONE call of ONE compiled program: the model input is assembled inside it
@@ -15,8 +17,10 @@ How a ``fit`` runs (every check first, then the session work):
    number of batches), then the last partial batch of ``n % batch_size`` rows as one more
    step in the same program, like torch's ``DataLoader(drop_last=False)``; ``drop_last=True``
    drops it instead.  The weights and the optimizer state stay in the session between epochs;
-4. at the end the trained weights are revealed ONCE, to ``weights_to``, and loaded into the
-   module with ``load_state_dict(strict=True)``.
+   the state starts with the visibility an epoch gives it, so SPU compiles the program once;
+4. at the end the trained weights (only those: frozen parameters and buffers never change)
+   are revealed ONCE, to ``weights_to``, and loaded into the module with
+   ``load_state_dict(strict=True)``; everything else keeps the module's own values.
 
 **Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
 label owner by default).  Under MPC that is a value computed from every party's data: opt in
@@ -74,6 +78,12 @@ class History:
     reports: list[RunReport]  # every session report of this fit (puts, calls, reveals)
     wall_s: float = 0.0
     weights_to: str | None = None  # the party that received the trained weights
+    # the kept partial batch ran in the batch-shape program (graph route: no second conversion)
+    partial_padded: bool = False
+    # why it did not, when the graph route converted the partial batch's shape instead
+    padding_refused: str | None = None
+    conversions: int = 0  # conversions of the module this fit made (0 when all were cached)
+    setup_s: float = 0.0  # before any session work: checks, conversion, padding check, mapping
 
     @property
     def loss(self) -> list[float | None]:
@@ -215,6 +225,7 @@ class _Plan:
     n_feature_blocks: int
     n_label_blocks: int
     shuffle: bool
+    padded: bool = False  # the partial batch runs in the batch-shape program (see rows.py)
 
 
 def _assemble(plan: _Plan, blocks: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -235,8 +246,14 @@ def _assemble(plan: _Plan, blocks: tuple[Any, ...]) -> tuple[Any, Any]:
 
 
 def _make_programs(
-    plan: _Plan, apply_full, apply_part, loss, tx, names, treedef, trainable, with_loss
+    plan: _Plan, apply_full, apply_part, loss, tx, names, treedef, trainable, with_loss, secret_opt
 ):
+    """``init(params) -> state``, ``epoch(state, *blocks) -> state[, loss]`` and
+    ``weights(state) -> trained leaves`` (``{torch name: array}``, the trained names only).
+
+    ``secret_opt``: per leaf of the optimizer state, whether an epoch makes it secret (see
+    :func:`_secret_opt_leaves`); ``init`` makes those secret from the start.
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -258,11 +275,28 @@ def _make_programs(
 
     def init(params):
         train, fixed = split(params)
-        return {"train": train, "fixed": fixed, "opt": tx.init(train)}
+        opt = tx.init(train)
+        if any(secret_opt):
+            # SPU compiles per input visibility: an optimizer state that starts public (zeros,
+            # constants) and comes out of epoch 1 secret would compile epoch 2 again.  ``t - t``
+            # is an exact secret zero (a local subtraction of shares, no communication).
+            t = jax.tree_util.tree_leaves(train)[0].reshape(-1)[0]
+            zero = t - t
+            leaves, opt_def = jax.tree_util.tree_flatten(opt)
+            leaves = [
+                leaf + zero.astype(leaf.dtype) if s else leaf
+                for leaf, s in zip(leaves, secret_opt, strict=True)
+            ]
+            opt = jax.tree_util.tree_unflatten(opt_def, leaves)
+        return {"train": train, "fixed": fixed, "opt": opt}
 
-    def step(apply_fn, train, fixed, opt, xb, yb):
+    def step(apply_fn, train, fixed, opt, xb, yb, rows=0):
+        # rows > 0: the loss reads only the last ``rows`` outputs (a padded partial batch)
         def objective(tr):
-            return loss(apply_fn(merge(tr, fixed), xb), yb)
+            out = apply_fn(merge(tr, fixed), xb)
+            if rows:
+                return loss(out[-rows:], yb[-rows:])
+            return loss(out, yb)
 
         value, grads = jax.value_and_grad(objective)(train)
         updates, opt = tx.update(grads, opt, train)
@@ -287,19 +321,59 @@ def _make_programs(
         total = jnp.sum(losses) * bs
         if plan.partial:
             a = nf * bs
-            train, opt, value = step(
-                apply_part, train, fixed, opt, x[a : a + plan.partial], y[a : a + plan.partial]
-            )
+            if plan.padded:  # the last bs rows: the partial batch last, the rows before it pad
+                end = a + plan.partial
+                train, opt, value = step(
+                    apply_full, train, fixed, opt, x[end - bs : end], y[end - bs : end],
+                    rows=plan.partial,
+                )  # fmt: skip
+            else:
+                train, opt, value = step(
+                    apply_part, train, fixed, opt, x[a : a + plan.partial], y[a : a + plan.partial]
+                )
             total = total + value * plan.partial
         new_state = {"train": train, "fixed": fixed, "opt": opt}
         if not with_loss:  # the loss is computed anyway (value_and_grad) but not returned
             return new_state
         return new_state, total / (nf * bs + plan.partial)
 
-    def weights(state):
-        return merge(state["train"], state["fixed"])
+    def weights(state):  # only the trained leaves are revealed: the frozen ones never change
+        return state["train"]
 
     return init, epoch, weights
+
+
+def _secret_opt_leaves(tx: Any, train_struct: Any) -> list[bool]:
+    """Per leaf of ``tx``'s state, whether training makes it secret under MPC.
+
+    A value computed from a secret is secret; SPU decides this per operation, as JAX's
+    partial evaluation decides which outputs depend on "unknown" inputs.  So: the gradients and
+    the trained weights are unknown (secret), and an optimizer-state leaf is secret once an
+    update makes it depend on them (the moments do; step counts and ``beta ** t`` do not),
+    repeated until nothing changes (a leaf may become secret through another one).
+    """
+    import jax
+    from jax._src.interpreters import partial_eval as pe
+
+    opt_struct = jax.eval_shape(tx.init, train_struct)
+    n_opt = len(jax.tree_util.tree_leaves(opt_struct))
+    if not n_opt:
+        return []
+    n_train = len(jax.tree_util.tree_leaves(train_struct))
+
+    def update(grads, opt, params):
+        return tx.update(grads, opt, params)[1]
+
+    closed = jax.make_jaxpr(update)(train_struct, opt_struct, train_struct)
+    secret = [False] * n_opt
+    for _ in range(n_opt + 1):
+        unknowns = [True] * n_train + secret + [True] * n_train
+        _, _, out_unknown, _ = pe.partial_eval_jaxpr_nounits(closed, unknowns, instantiate=False)
+        new = [a or bool(b) for a, b in zip(secret, out_unknown, strict=True)]
+        if new == secret:
+            break
+        secret = new
+    return secret
 
 
 class _Scope:
@@ -377,7 +451,9 @@ def fit(
         order is public (it reveals nothing about the values).  Default off: batches in data
         order.
       drop_last: drop the last partial batch (torch's ``DataLoader(drop_last=True)``).  By
-        default it is kept as one more, smaller step of the same epoch program.
+        default it is kept as one more step of the same epoch program; on the graph route it
+        runs padded to the batch shape (loss on its own rows only) when the model is row-wise,
+        which gives the unpadded numbers (module docstring); ``History`` says which.
       progress: a tqdm bar over epochs.
       calibration: a ``ppml_torch.calibrate`` report (of the model, or ``calibrate_function`` of
         a training step); a run it predicts will overflow is refused before any session work.
@@ -431,8 +507,9 @@ def fit(
     dtype = loaded.features[0].dtype
     row = loaded.example_row_shape
     cache = conversions(module, route)
+    converted = cache.conversions
     model_full = cache.get([((batch_size, *row), dtype)])
-    model_part = cache.get([((partial, *row), dtype)]) if partial else None
+    init_params = cache.params(model_full)
     names = _leaf_names(model_full)
     missing = [t for t in trainable if t not in names]
     if missing:
@@ -440,9 +517,16 @@ def fit(
             f"parameters {missing[:4]} are trained by the optimizer but the {route} route's "
             "weights do not include them"
         )
-    init_params = cache.params(model_full)
     treedef = jax.tree_util.tree_structure(init_params)
     _check_loss_shapes(model_full, loss, init_params, loaded, batch_size, row, dtype)
+    padded, refused, model_part = False, None, None
+    if partial and route == "graph":  # one conversion when padding is exact (rows.py)
+        from .rows import padding_is_exact
+
+        refused = padding_is_exact(module, model_full, init_params, batch_size, partial, row, dtype)
+        padded = refused is None
+    if partial and not padded:
+        model_part = cache.get([((partial, *row), dtype)])
     plan = _Plan(
         data.split,
         n,
@@ -453,7 +537,12 @@ def fit(
         len(loaded.features),
         len(loaded.labels),
         bool(shuffle),
+        padded,
     )
+    named = dict(zip(names, jax.tree_util.tree_leaves(init_params), strict=True))
+    train_struct = {
+        n: jax.ShapeDtypeStruct(np.shape(named[n]), named[n].dtype) for n in names if n in trainable
+    }
     init, epoch, weights = _make_programs(
         plan,
         model_full.apply,
@@ -464,9 +553,11 @@ def fit(
         treedef,
         trainable,
         receiver is not False,
+        _secret_opt_leaves(tx, train_struct),
     )
     rng = np.random.default_rng(seed)
 
+    setup_s = time.perf_counter() - t_start
     owned = spec.open() if spec is not None else session
     sc = _Scope(owned)
     bar = _progress(epochs, progress)
@@ -515,12 +606,16 @@ def fit(
         sc.free_all()  # only after a failure: a shared session keeps no stray shares
         if spec is not None:
             owned.close()
-    history = History(records, n_full, partial, rest - partial, reports)
+    history = History(
+        records, n_full, partial, rest - partial, reports,
+        partial_padded=padded, padding_refused=refused,
+        conversions=cache.conversions - converted, setup_s=setup_s,
+    )  # fmt: skip
     history.weights_to = data.weights_to
     history.wall_s = time.perf_counter() - t_start
     if trained is None:  # one process per party: the weights went to weights_to's process
         return None, history
-    module.load_state_dict(model_full.state_dict(trained), strict=True)
+    _load_trained(module, model_full, init_params, names, trained)
     return module, history
 
 
@@ -528,6 +623,42 @@ def _shapes(tree: Any) -> Any:
     import jax
 
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+
+
+def _load_trained(module: Any, model: Any, init_params: Any, names: list[str], trained) -> None:
+    """Load the revealed trained leaves into ``module``; everything else stays the module's own.
+
+    Only the trained leaves were revealed.  The torch names they feed (a tied weight feeds
+    several) are found as in :func:`_leaf_names`; every other entry of the state dict (frozen
+    parameters, buffers) is loaded back from the module itself, bit for bit.
+    """
+    import jax
+
+    leaves = jax.tree_util.tree_leaves(init_params)
+    full = [np.asarray(trained[n]) if n in trained else leaves[i] for i, n in enumerate(names)]
+    new = model.state_dict(
+        jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(init_params), full)
+    )
+    fed = _torch_names_of(model, {i for i, n in enumerate(names) if n in trained})
+    state = module.state_dict()
+    for k in fed:
+        state[k] = new[k]
+    module.load_state_dict(state, strict=True)
+
+
+def _torch_names_of(model: Any, leaf_ids: set[int]) -> set[str]:
+    """The torch names whose values come from the leaves ``leaf_ids`` of ``model.params``."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(model.params)
+    marked = [np.full(np.shape(x), i + 1, np.float32) for i, x in enumerate(leaves)]
+    out = set()
+    for name, arr in model.params_to_torch(jax.tree_util.tree_unflatten(treedef, marked)).items():
+        a = np.asarray(arr)
+        if a.size and np.issubdtype(a.dtype, np.floating):
+            if any(int(v) - 1 in leaf_ids for v in np.unique(a)):
+                out.add(name)
+    return out
 
 
 def _loss_receiver(reveal_loss: bool | str, data: Data, parties: tuple[str, ...]):
@@ -595,6 +726,28 @@ def _predict_program(plan: _Plan, apply_fn: Callable[..., Any]):
     return run
 
 
+def _predict_model(module: Any, cache: Any, n: int, row: tuple[int, ...], dtype: Any):
+    """``(model, apply_fn)`` for ``n`` rows: the cached conversion of that shape; else (graph
+    route) a cached conversion of the same rows run in chunks, when that is exact for this
+    model (:func:`~ppml_torch.train.rows.chunks_are_exact`); else a new conversion."""
+    key = [((n, *row), dtype)]
+    if cache.route == "graph" and not cache.has(key):
+        from .rows import chunked, chunks_are_exact
+
+        for batch, model in cache.same_rows(row, dtype):
+            params = cache.params(model)
+            if chunks_are_exact(module, model, params, batch, n, row, dtype) is None:
+                return model, _chunked_apply(model.apply, batch, n, chunked)
+            break  # the largest cached batch is the one tried: one plaintext check at most
+    model = cache.get(key)
+    return model, model.apply
+
+
+@functools.cache
+def _chunked_apply(apply_fn: Callable[..., Any], batch: int, n: int, chunked: Any):
+    return chunked(apply_fn, batch, n)  # cached: the session's compiled programs key on it
+
+
 def predict(
     module: Any,
     inputs: Data | ArrayLike,
@@ -620,6 +773,11 @@ def predict(
     placeholders, see :mod:`ppml_torch.train.data`); the module's weights are read in the
     weights owner's process only.  The outputs are returned in ``reveal_to``'s process and
     ``None`` in every other one.
+
+    Graph route: a number of rows with no conversion of its own runs through a cached
+    conversion of the same rows (e.g. ``fit``'s batch) in chunks, padded with real rows whose
+    outputs are dropped, when the model is row-wise (checked in plaintext first,
+    :func:`~ppml_torch.train.rows.chunks_are_exact`); else that shape is converted once.
     """
     _check_route(route)
     parties, spec = _session_parties(session)
@@ -648,13 +806,15 @@ def predict(
     loaded = load(inputs, parties, need_labels=False, session=None if spec else session)
     w_owner = weights_owner or inputs.weights_owner
     cache = conversions(module, route)
-    model = cache.get([((loaded.n_rows, *loaded.example_row_shape), loaded.features[0].dtype)])
+    model, apply_fn = _predict_model(
+        module, cache, loaded.n_rows, loaded.example_row_shape, loaded.features[0].dtype
+    )
     params = cache.params(model)
     plan = _Plan(
         inputs.split, loaded.n_rows, loaded.n_rows, 1, 0, loaded.column_order,
         len(loaded.features), 0, False,
     )  # fmt: skip
-    program = _predict_program(plan, model.apply)
+    program = _predict_program(plan, apply_fn)
     owned = spec.open() if spec is not None else session
     sc = _Scope(owned)
     try:

@@ -6,6 +6,8 @@ lands).  Weights are compared with the tolerance table of ppml_torch/testing.py.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,10 @@ def test_fit_matches_torch_eager(route, backend, protocol):
     )  # fmt: skip
     assert out is module
     assert (history.batches_per_epoch, history.partial_batch, history.dropped_rows) == (2, 4, 0)
+    # graph: the partial batch of 4 runs padded in the batch-of-8 program (one conversion);
+    # flax is shape-polymorphic and runs it at its own 4 rows
+    assert history.partial_padded == (route == "graph") and history.padding_refused is None
+    assert history.conversions == 1
     err = assert_close(
         {k: v.numpy() for k, v in module.state_dict().items()},
         {k: v.detach().numpy() for k, v in ref.state_dict().items()},
@@ -249,25 +255,89 @@ def test_predict_reveals_only_to_receiver(route, backend, protocol):
 
 
 def test_conversions_are_cached_by_shape():
+    """One conversion per module and training mode: the partial batch and predict on other
+    row counts reuse the batch shape (the MLP is row-wise)."""
     from ppml_torch.cache import conversions
 
     x, y = tiny_data(n=20)
     module = tiny_mlp()
     opt = torch.optim.SGD(module.parameters(), lr=0.1)
     kw = dict(session="cpu", epochs=1, batch_size=8, progress=False)
-    ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
+    _, history = ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
     cache = conversions(module, "graph")
-    assert cache.conversions == 2  # the batch of 8 and the kept partial batch of 4
-    ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
-    ppml_torch.predict(module, x[:8], session="cpu")  # a batch shape: reused
-    assert cache.conversions == 2
-    out = ppml_torch.predict(module, x[:5], session="cpu")  # a new shape: converted once
-    assert cache.conversions == 3
-    with torch.no_grad():  # predict uses the module's current (trained) weights
-        assert_close(out, module(torch.as_tensor(x[:5])).numpy())
+    assert cache.conversions == 1  # the batch of 8; the kept partial batch of 4 is padded
+    assert (history.conversions, history.partial_padded, history.partial_batch) == (1, True, 4)
+    _, history = ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
+    assert history.conversions == 0
+    ppml_torch.predict(module, x[:8], session="cpu")  # the batch shape: reused
+    for n in (5, 20, 3):  # other row counts: chunks of the batch shape, no conversion
+        out = ppml_torch.predict(module, x[:n], session="cpu")
+        with torch.no_grad():  # predict uses the module's current (trained) weights
+            assert_close(out, module(torch.as_tensor(x[:n])).numpy(), what=f"predict {n} rows")
+    assert cache.conversions == 1
     ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), route="flax", **kw)
     ppml_torch.predict(module, x[:7], route="flax", session="cpu")
     assert conversions(module, "flax").conversions == 1  # the Flax route has no fixed shapes
+
+
+class BatchCentered(nn.Module):
+    """Subtracts the batch mean of its hidden layer: the rows of a batch mix."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(6, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h - h.mean(dim=0, keepdim=True))
+
+
+@pytest.mark.parametrize("backend,protocol", RUNS)
+def test_row_mixing_module_converts_its_partial_batch(backend, protocol):
+    """Padding would change this model's numbers: fit converts the partial shape instead, and
+    predict converts new row counts; both still equal torch eager."""
+    from ppml_torch.cache import conversions
+
+    x, y = tiny_data(n=20)
+    module, ref = BatchCentered(), BatchCentered()
+    ref, _ = torch_eager(ref, nn.MSELoss(), x, y, lr=0.2, epochs=2, batch_size=8)
+    _, history = ppml_torch.fit(
+        module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.2), split(x, y),
+        session=session_of(backend, protocol), epochs=2, batch_size=8, progress=False,
+    )  # fmt: skip
+    assert not history.partial_padded and history.conversions == 2
+    assert "changes with the other rows" in history.padding_refused
+    assert_close(
+        [v.numpy() for v in module.state_dict().values()],
+        [v.detach().numpy() for v in ref.state_dict().values()],
+        protocol=protocol, what="row-mixing fit",
+    )  # fmt: skip
+    out = ppml_torch.predict(module, x[:5], session="cpu")
+    with torch.no_grad():
+        assert_close(out, module(torch.as_tensor(x[:5])).numpy(), what="row-mixing predict")
+    assert conversions(module, "graph").conversions == 3
+
+
+def test_padded_partial_step_gradient_equals_unpadded():
+    """The padded step's gradient is the gradient on the partial batch alone (plaintext)."""
+    import jax
+
+    from ppml_torch.cache import conversions
+
+    x, y = tiny_data(n=8)
+    module = tiny_mlp()
+    cache = conversions(module, "graph")
+    full, part = cache.get([((8, 6), np.float32)]), cache.get([((3, 6), np.float32)])
+    params = cache.params(full)
+
+    def mse(o, t):
+        return jax.numpy.mean((o - t) ** 2)
+
+    padded = jax.grad(lambda p: mse(full.apply(p, x)[-3:], y[-3:]))(params)
+    alone = jax.grad(lambda p: mse(part.apply(p, x[-3:]), y[-3:]))(params)
+    for k in params:
+        np.testing.assert_allclose(padded[k], alone[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 def test_run_spec_session_is_opened_and_closed():
@@ -311,6 +381,76 @@ def test_parameters_outside_the_optimizer_stay_fixed(route):
         [v.detach().numpy() for v in ref.state_dict().values()],
         what="partly frozen fit",
     )
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_frozen_parameters_are_bit_identical_under_mpc(route):
+    """Frozen parameters are not revealed (they never change): they come back bit for bit,
+    not rounded through fixed point; only the trained ones are revealed, once."""
+    x, y = tiny_data()
+    module = tiny_mlp()
+    module[0].weight.requires_grad_(False)
+    module[2].bias.requires_grad_(False)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    s = session_of("spu", "SEMI2K")
+    start = len(s.record)
+    opt = torch.optim.SGD(module.parameters(), lr=0.2, momentum=0.9)  # frozen ones in the group
+    ppml_torch.fit(
+        module, nn.MSELoss(), opt, split(x, y), route=route, session=s, epochs=2, batch_size=8,
+        progress=False,
+    )  # fmt: skip
+    after = module.state_dict()
+    assert torch.equal(after["0.weight"], before["0.weight"])
+    assert torch.equal(after["2.bias"], before["2.bias"])
+    assert not torch.equal(after["0.bias"], before["0.bias"])
+    assert not torch.equal(after["2.weight"], before["2.weight"])
+    reveals = [(e.party, len(e.handle.avals)) for e in s.record[start:] if e.kind == "reveal"]
+    assert reveals == [("alice", 2)]  # 0.bias and 2.weight
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("kind", ["Adam", "SGD-momentum"])
+def test_every_epoch_reuses_the_first_compiled_program(route, kind):
+    """The optimizer state starts with the visibility an epoch gives it (the moments secret),
+    so SPU compiles the epoch program once."""
+    from ppml_torch.train.optim import MpcAdamWarning
+
+    x, y = tiny_data()
+    module = tiny_mlp()
+    if kind == "Adam":
+        opt = torch.optim.Adam(module.parameters(), lr=0.01)
+    else:
+        opt = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    with pytest.warns(MpcAdamWarning) if kind == "Adam" else contextlib.nullcontext():
+        _, history = ppml_torch.fit(
+            module, nn.MSELoss(), opt, split(x, y), route=route,
+            session=session_of("spu", "SEMI2K"), epochs=3, batch_size=8, progress=False,
+        )  # fmt: skip
+    assert history.epochs[0].compile_s > 0
+    assert [e.compile_s for e in history.epochs[1:]] == [0.0, 0.0]
+
+
+def test_secret_optimizer_leaves():
+    """Which optimizer-state leaves training makes secret: the moments, not the counts."""
+    import jax
+
+    from ppml_torch.train.loop import _secret_opt_leaves
+    from ppml_torch.train.optim import from_torch
+
+    module = tiny_mlp()
+    train = {
+        k: jax.ShapeDtypeStruct(tuple(v.shape), np.float32) for k, v in module.state_dict().items()
+    }
+    for opt, n_secret in [
+        (torch.optim.SGD(module.parameters(), lr=0.1), 0),
+        (torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9), 4),  # buffers; count public
+        (torch.optim.Adam(module.parameters()), 8),  # mu, nu; beta powers public
+    ]:
+        tx = from_torch(opt, module).tx
+        mask = _secret_opt_leaves(tx, train)
+        n_leaves = len(jax.tree_util.tree_leaves(jax.eval_shape(tx.init, train)))
+        assert sum(mask) == n_secret, mask
+        assert n_leaves > n_secret or n_secret == 0, n_leaves  # some leaves stay public
 
 
 def test_a_failure_frees_every_share(monkeypatch):
