@@ -1,14 +1,15 @@
 """Where the time and bytes of one cached GPT-2 decode step go under MPC: SPU's per-op profile.
 
-    .venv/bin/python bench/bench_gpt2_profile.py [--route flax] [--approx] [--spu-argmax]
+    .venv/bin/python bench/bench_gpt2_profile.py [--route flax] [--approx] [--argmax spu]
         [--layers 2 --width 128 --heads 4 --vocab 50257] [--run spu:ABY3:FM64]
 
 A seeded random nanoGPT, one decode step at position 7 with the greedy argmax (what
 ``ppml_torch.generate`` runs per token), compiled once, then run once more with the SPU log
 tapped (``enable_pphlo_profile`` is on in sessions; ``runners.comm.SpuLogTap``).  Prints the
 step's run time and bytes (all parties), then the 12 dearest pphlo ops by time (the
-slowest party's) with the bytes all parties sent in them.  ``--spu-argmax``: SPU's own
-``jnp.argmax`` instead of ``first_argmax`` (main before issue 9 item 4).
+slowest party's) with the bytes all parties sent in them.  ``--argmax``: which greedy argmax
+(``generate``'s ``argmax=``: ``spu``, SPU's own ``jnp.argmax``, the default; ``tree``;
+``first``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
     p.add_argument("--approx", action="store_true")
-    p.add_argument("--spu-argmax", action="store_true")
+    p.add_argument("--argmax", choices=dec_mod.ARGMAXES, default="spu")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--heads", type=int, default=4)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                     n_embd=a.width)  # fmt: skip
     T = 7
     progs = build(GPT(cfg).eval(), a.route, 1, T, T + 3, a.approx)
-    how = "spu" if a.spu_argmax else "first"
+    how = a.argmax
 
     def step(params, idx, kc, vc, pos):
         logits, kc, vc = progs.decode(params, idx, kc, vc, pos)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     comm = rep.comm
     print(
         f"{a.run}, {a.route} route, {a.layers}x{a.width}, vocab {a.vocab}, approx {a.approx}, "
-        f"{'SPU argmax' if a.spu_argmax else 'first_argmax'}: decode step {rep.run_s:.3f}s, "
+        f"argmax {a.argmax}: decode step {rep.run_s:.3f}s, "
         f"{comm.send_bytes / 2**20 if comm else float('nan'):.2f} MiB sent (all parties)"
     )
     ops: dict[str, list] = {}  # op -> [calls, max time over parties, bytes sent by all]
