@@ -137,6 +137,25 @@ def check_lengths(prompt_len: int, new: Any, positions: int, max_len: int | None
     return max_len if max_len is not None else need
 
 
+def check_candidates(candidates: Any, vocab_size: int, argmax: str) -> np.ndarray | None:
+    """Candidate token ids as a sorted int32 array (or None); one-line errors otherwise."""
+    if candidates is None:
+        return None
+    arr = np.asarray(candidates)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise GenerationError("candidates must be a non-empty 1-D list of integer token ids")
+    if arr.min() < 0 or arr.max() >= vocab_size:
+        bad = int(arr[(arr < 0) | (arr >= vocab_size)][0])
+        raise GenerationError(
+            f"candidate token id {bad} is outside the model's vocabulary 0..{vocab_size - 1}"
+        )
+    if np.any(np.diff(arr) <= 0):
+        raise GenerationError("candidates must be strictly increasing token ids (sort, dedupe)")
+    if argmax != "tree":
+        raise GenerationError(f"candidates need argmax='tree' (got argmax={argmax!r})")
+    return arr.astype(np.int32)
+
+
 def _ids_of(state):
     """The first output of a step: the ids (or the logits), without the caches."""
     return state[0]
@@ -183,6 +202,7 @@ class Decoder:
         prompt_owner: str = "bob",
         approx: bool = False,
         argmax: str = "tree",
+        candidates: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         if route not in ROUTES:
             raise GenerationError(f"route {route!r} is unknown; use {' or '.join(ROUTES)}")
@@ -198,6 +218,7 @@ class Decoder:
         if argmax not in ARGMAXES:
             raise GenerationError(f"argmax {argmax!r} is unknown; use {', '.join(ARGMAXES)}")
         self.argmax = argmax
+        self.candidates = check_candidates(candidates, vocab_size_of(module), argmax)
         self.max_len = check_lengths(prompt_len, max_new_tokens, positions_of(module), max_len)
         self.session = session
         self.new = int(max_new_tokens)
@@ -216,11 +237,18 @@ class Decoder:
         import jax.numpy as jnp
 
         progs, n, T = self.programs, self.new, self.programs.prompt_len
-        how = self.argmax
+        how, cand = self.argmax, self.candidates
+
+        def pick(logits):  # (B, V) -> (B,) token ids
+            if cand is None:
+                return _argmax(logits, how)
+            from ppml_torch.generation.ops import tree_argmax
+
+            return tree_argmax(jnp.take(logits, cand, axis=-1), ids=cand)  # public columns
 
         def prefill(params, prompt):
             logits, kc, vc = progs.prefill(params, prompt)
-            first = _argmax(logits, how)  # (B,)
+            first = pick(logits)  # (B,)
             slots = jnp.arange(n)[None, :]  # (1, N)
             return jnp.where(slots == 0, first[:, None], 0), kc, vc  # ids (B, N)
 
@@ -230,7 +258,7 @@ class Decoder:
             j = pos - T  # slot of the token fed now (public)
             cur = jnp.sum(jnp.where(slots == j, ids, 0), axis=1, keepdims=True)  # (B, 1)
             logits, kc, vc = progs.decode(params, cur, kc, vc, pos)
-            return jnp.where(slots == j + 1, _argmax(logits, how)[:, None], ids), kc, vc
+            return jnp.where(slots == j + 1, pick(logits)[:, None], ids), kc, vc
 
         def prefill_logits(params, prompt):
             return progs.prefill(params, prompt)
@@ -330,6 +358,8 @@ class Decoder:
             out = nxt
         s.free(out)
         stacked = np.stack(logits)
+        if self.candidates is not None:  # the argmax generate() computes: over candidates
+            return stacked, self.candidates[stacked[..., self.candidates].argmax(-1)]
         return stacked, stacked.argmax(-1)
 
     def close(self) -> None:
@@ -382,6 +412,7 @@ def generate(
     prompt_owner: str = "bob",
     approx: bool = False,
     argmax: str = "tree",
+    candidates: Sequence[int] | np.ndarray | None = None,
     calibration: Any = None,
 ) -> Generation:
     """Greedy generation of ``max_new_tokens`` ids after ``prompt_ids`` in a session.
@@ -404,6 +435,13 @@ def generate(
     ``"spu"`` (SPU's ``jnp.argmax``) or ``"first"`` (``ops.first_argmax``); all give torch's
     index exactly, ties to the first.
 
+    ``candidates``: token ids (strictly increasing, public: they shape the program) that the
+    greedy argmax chooses among, instead of the whole vocabulary: an approximation declared
+    by the weights' owner (e.g. the tokens her model was trained to emit; ``make tiny-gpt2``
+    writes them to ``candidates.json``).  The tokens outside are never chosen, even when
+    their logit is the largest; the argmax's cost falls with their number (5,170 of GPT-2's
+    50,257 for the trained small model).  Needs ``argmax="tree"``.
+
     Every input is checked before any conversion or sharing (one-line
     :class:`GenerationError`).
     """
@@ -418,6 +456,7 @@ def generate(
         raise GenerationError(f"approx must be True or False, got {approx!r}")
     if argmax not in ARGMAXES:
         raise GenerationError(f"argmax {argmax!r} is unknown; use {', '.join(ARGMAXES)}")
+    check_candidates(candidates, vocab, argmax)
     opened, owned = _open(session)
     backend = opened.backend if owned else opened.config.backend
     if route == "graph" and backend == "secretflow":  # before Ray starts
@@ -440,6 +479,7 @@ def generate(
             prompt_owner=prompt_owner,
             approx=approx,
             argmax=argmax,
+            candidates=candidates,
         )
         try:
             return dec.generate(arr)

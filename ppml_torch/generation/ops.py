@@ -10,6 +10,8 @@ prefix count with public matrices and a second comparison round (23 MiB).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -63,8 +65,11 @@ def first_argmax(logits: jax.Array) -> jax.Array:
     return jnp.sum(first.astype(jnp.int32) * jnp.arange(V, dtype=jnp.int32), axis=-1)
 
 
-def tree_argmax(logits: jax.Array) -> jax.Array:
+def tree_argmax(logits: jax.Array, ids: Any = None) -> jax.Array:
     """``argmax`` over the last axis, ties to the first index (torch's), as int32 (...,).
+
+    ``ids``: public int labels of the ``V`` columns (default ``0..V-1``), returned instead of
+    the position (e.g. the token ids of a vocabulary subset); ties go to the first column.
 
     A knockout tournament that carries each survivor's index: at every round, neighbours
     ``(2j, 2j+1)`` meet and the right one survives only if STRICTLY greater; an odd one out
@@ -77,7 +82,10 @@ def tree_argmax(logits: jax.Array) -> jax.Array:
     """
     V, lead = logits.shape[-1], logits.shape[:-1]
     vals = logits
-    idx = jnp.broadcast_to(jnp.arange(V, dtype=jnp.int32), logits.shape)  # public at first
+    labels = jnp.arange(V, dtype=jnp.int32) if ids is None else jnp.asarray(ids, jnp.int32)
+    if labels.shape != (V,):
+        raise ValueError(f"tree_argmax: {labels.shape[0]} ids for {V} columns")
+    idx = jnp.broadcast_to(labels, logits.shape)  # public at first
     while vals.shape[-1] > 1:
         n = vals.shape[-1]
         h = n // 2

@@ -76,6 +76,14 @@ def test_tree_argmax_equals_numpy_and_torch_with_planted_ties(V):
     np.testing.assert_array_equal(b, x.argmax(-1).reshape(2, 5))
 
 
+def test_tree_argmax_returns_the_given_ids_of_the_first_maximal_column():
+    x = _planted_ties(37, 5)
+    ids = np.sort(np.random.default_rng(0).choice(1000, 37, replace=False)).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(tree_argmax(jnp.asarray(x), ids)), ids[x.argmax(-1)])
+    with pytest.raises(ValueError, match="36 ids for 37 columns"):
+        tree_argmax(jnp.asarray(x), ids[:-1])
+
+
 @pytest.mark.parametrize("V", [2, 9, 37, 300])
 def test_tree_argmax_under_aby3_equals_numpy_with_planted_ties(V):
     s = get_session("spu", "ABY3", "FM64")
