@@ -8,9 +8,9 @@ a seeded random GPT-2 (2 layers, 128 wide, GPT-2's vocabulary; says so).  Prompt
 7-token windows of ``pydoc_data.topics`` at seeded offsets (the trained model's own domain).
 
 Modes: ``exact`` (the default of ``generate``: exact argmax ``"tree"``), ``approx``
-(``approx=True``: PUMA's piecewise GeLU), ``approx+cand`` (also ``candidates=`` the
-checkpoint's ``candidates.json``: the argmax over the tokens it was trained to emit; only
-when the checkpoint has the file), and for reference ``exact/spu`` (``argmax="spu"``, SPU's
+(``approx=True``: PUMA's piecewise GeLU), ``cand`` (``candidates=`` the checkpoint's
+``candidates.json``: the argmax over the tokens it was trained to emit, the network exact;
+only when the checkpoint has the file), ``approx+cand`` (both), and for reference ``exact/spu`` (``argmax="spu"``, SPU's
 own argmax, the default before ``tree_argmax``; same numbers as ``exact``).
 
 * Fidelity, per mode: teacher-forced decoding (``Decoder.forced``: every step is fed torch's
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "approx": {"approx": True},
     }
     if cand is not None:
+        modes["cand"] = {"candidates": cand}
         modes["approx+cand"] = {"approx": True, "candidates": cand}
         print(f"candidates.json: {len(cand)} of {c.vocab_size} tokens")
     cost_modes = {"exact/spu": {"argmax": "spu"}, **modes}
