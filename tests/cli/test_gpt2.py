@@ -26,7 +26,8 @@ def test_torch_and_cpu_runs_agree(capsys):
     [
         (["--prompt", ""], "--prompt is empty"),
         (["--tokens", "0"], "--tokens must be at least 1"),
-        (["--tokens", "2000"], "positions; the model's position table has 1024"),
+        # --layers: the random model (1024 positions), also when models/tiny-gpt2 is built
+        (["--tokens", "2000", "--layers", "1"], "positions; the model's position table has 1024"),
         (["--checkpoint", "/nonexistent/dir"], "does not exist"),
         (["--checkpoint", "/tmp", "--layers", "2"], "--layers set the random model's shape"),
         (["--width", "30", "--heads", "4"], "--width 30 is not a multiple of --heads 4"),
