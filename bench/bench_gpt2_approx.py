@@ -1,4 +1,4 @@
-"""Fidelity and cost of ``approx=True`` (and of the exact argmax) in cached GPT-2 decoding.
+"""Fidelity and cost of the approximations in cached GPT-2 decoding, next to exact.
 
     .venv/bin/python bench/bench_gpt2_approx.py [--checkpoint models/tiny-gpt2] [--prompts 8]
         [--tokens 6] [--run spu:ABY3:FM64] [--route flax] [--repeats 2]
@@ -7,14 +7,19 @@ Model: ``--checkpoint`` (default ``models/tiny-gpt2`` when ``make tiny-gpt2`` bu
 a seeded random GPT-2 (2 layers, 128 wide, GPT-2's vocabulary; says so).  Prompts: ``--prompts``
 7-token windows of ``pydoc_data.topics`` at seeded offsets (the trained model's own domain).
 
-* Fidelity, per mode (exact / approx): teacher-forced decoding (``Decoder.forced``: every
-  step is fed torch's greedy token, the logits are revealed) over all prompts as one batch;
-  top-1 agreement with torch's plaintext argmax over every (prompt, step), the largest and
-  mean absolute logits error, and how many disagreements are near-ties (torch's top-1
-  margin below twice the largest logits error seen).
+Modes: ``exact`` (the default of ``generate``: exact argmax ``"tree"``), ``approx``
+(``approx=True``: PUMA's piecewise GeLU), ``cand`` (``candidates=`` the checkpoint's
+``candidates.json``: the argmax over the tokens it was trained to emit, the network exact;
+only when the checkpoint has the file), ``approx+cand`` (both), and for reference ``exact/spu`` (``argmax="spu"``, SPU's
+own argmax, the default before ``tree_argmax``; same numbers as ``exact``).
+
+* Fidelity, per mode: teacher-forced decoding (``Decoder.forced``: every step is fed torch's
+  greedy token, the logits are revealed, the mode's argmax applied to them) over all prompts
+  as one batch; top-1 agreement with torch's plaintext argmax over the WHOLE vocabulary for
+  every (prompt, step), the largest and mean absolute logits error, and how many
+  disagreements are near-ties (torch's top-1 margin below twice the largest error seen).
 * Cost, per mode, one prompt, alternating over ``--repeats``: median decode-step time and
-  bytes sent per step (``generate``, the private path, argmax included).  ``exact`` and
-  ``approx`` use ``argmax="first"``; ``exact+spu-argmax`` uses SPU's ``jnp.argmax``.
+  bytes sent per step (``generate``, the private path, argmax included).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from ppml_torch.generation import (
         Decoder,
         gpt2_tokenizer,
+        load_candidates,
         load_checkpoint,
         random_gpt2,
         torch_greedy,
@@ -83,14 +89,28 @@ def main(argv: list[str] | None = None) -> int:
         f"{np.median(margin):.3f}, min {margin.min():.4f}; {a.run}, route {a.route}"
     )
 
+    import os
+
+    cand = load_candidates(a.checkpoint) if (Path(a.checkpoint) / "config.json").is_file() else None
+    modes: dict[str, dict] = {
+        "exact": {},
+        "approx": {"approx": True},
+    }
+    if cand is not None:
+        modes["cand"] = {"candidates": cand}
+        modes["approx+cand"] = {"approx": True, "candidates": cand}
+        print(f"candidates.json: {len(cand)} of {c.vocab_size} tokens")
+    cost_modes = {"exact/spu": {"argmax": "spu"}, **modes}
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
     spec = parse_run(a.run)
     with spec.open() as s:
         print(
-            f"\n{'mode':<8} {'top-1 agree':>12} {'max |err|':>10} {'mean |err|':>11}  disagreements"
+            f"\n{'mode':<12} {'top-1 agree':>12} {'max |err|':>10} {'mean |err|':>11}  disagreements"
         )
-        for mode in ("exact", "approx"):
+        for mode, kw in modes.items():
             d = Decoder(model, s, prompt_len=a.prompt_len, max_new_tokens=N, batch=B,
-                        route=a.route, approx=mode == "approx")  # fmt: skip
+                        route=a.route, **kw)  # fmt: skip
             logits, am = d.forced(prompts, ids_t[:, :-1])
             d.close()
             err = np.abs(logits - logits_t)
@@ -98,27 +118,22 @@ def main(argv: list[str] | None = None) -> int:
             bad = np.argwhere(~ok)
             near = sum(margin[i, j] < 2 * err.max() for i, j in bad)
             print(
-                f"{mode:<8} {ok.mean():>11.1%} {err.max():>10.2e} {err.mean():>11.2e}  "
+                f"{mode:<12} {ok.mean():>11.1%} {err.max():>10.2e} {err.mean():>11.2e}  "
                 f"{len(bad)} of {ok.size} ({near} near-ties)"
             )
 
         print(f"\ncost of one decode step (batch 1, median of {a.repeats} generations, "
               f"argmax included)")  # fmt: skip
-        modes = {
-            "exact+spu-argmax": (False, True),
-            "exact": (False, False),
-            "approx": (True, False),
-        }
-        seen: dict[str, list] = {k: [] for k in modes}
+        seen: dict[str, list] = {k: [] for k in cost_modes}
         for _ in range(a.repeats):
-            for name, (approx, spu_argmax) in modes.items():
+            for name, kw in cost_modes.items():
                 d = Decoder(model, s, prompt_len=a.prompt_len, max_new_tokens=N, route=a.route,
-                            approx=approx, argmax="spu" if spu_argmax else "first")  # fmt: skip
+                            **kw)  # fmt: skip
                 g = d.generate(prompts[:1])
                 d.close()
                 per = [r.comm.send_bytes for r in g.steps if r.comm]
                 seen[name].append((g.step_s, statistics.median(per) if per else None))
-        print(f"{'mode':<17} {'step':>8} {'sent/step':>11} {'speed-up':>9} {'bytes saved':>12}")
+        print(f"{'mode':<12} {'step':>8} {'sent/step':>11} {'speed-up':>9} {'bytes saved':>12}")
         base_t = statistics.median(t for t, _ in seen["exact"])
         base_b = (
             statistics.median(b for _, b in seen["exact"] if b) if seen["exact"][0][1] else None
@@ -129,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             sp = base_t / t
             saved = "-" if b is None or base_b is None else f"{1 - b / base_b:.0%}"
             sent = "-" if b is None else f"{b / 2**20:.2f} MiB"
-            print(f"{name:<17} {t:>7.3f}s {sent:>11} {sp:>8.2f}x {saved:>12}")
-        print("speed-up and bytes saved are relative to exact (the default)")
+            print(f"{name:<12} {t:>7.3f}s {sent:>11} {sp:>8.2f}x {saved:>12}")
+        print("speed-up and bytes saved are relative to exact (the default, argmax 'tree')")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -8,8 +8,10 @@ and, in ONE session (default spu:ABY3:FM64), alternating over ``--repeats``:
 * ``step+argmax``: the decode step with SPU's ``jnp.argmax`` (logits -> argmax, secret);
 * ``step``: the same decode step returning the (secret) logits, no argmax;
 * ``argmax``: SPU's ``jnp.argmax`` alone on a secret ``(1, vocab)`` vector;
-* ``first_argmax``: ``ppml_torch.generation.ops.first_argmax`` (the default since issue 9
-  item 4: the same index, ties to the first) alone on it;
+* ``first_argmax``: ``ppml_torch.generation.ops.first_argmax`` (``argmax="first"``: the same
+  index, ties to the first, from a max and two element-wise comparisons) alone on it;
+* ``tree_argmax``: ``ppml_torch.generation.ops.tree_argmax`` (``argmax="tree"``: the same
+  index, a knockout tournament carrying the index) alone on it;
 * ``max``: ``jnp.max`` alone on it (the comparisons an argmax needs at least).
 
 Median run time (compilation excluded) and bytes sent per call; the argmax's share of a step
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     def am(logits):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-    from ppml_torch.generation.ops import first_argmax
+    from ppml_torch.generation.ops import first_argmax, tree_argmax
 
     def mx(logits):
         return jnp.max(logits, axis=-1)
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{spec}, {args.route} route, nanoGPT {args.layers} layers x {args.width} wide, "
         f"{args.heads} heads, prompt {args.prompt_len}; median of {args.repeats} runs"
     )
-    head = f"{'vocab':>6} {'call':<12} {'run':>8} {'sent':>12} {'sends':>7}"
+    head = f"{'vocab':>6} {'call':<13} {'run':>8} {'sent':>12} {'sends':>7}"
     print(head)
     print("-" * len(head))
     with spec.open() as s:
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "step": (step, (w, idx, kc, vc, pos)),
                 "argmax": (am, (x,)),
                 "first_argmax": (first_argmax, (x,)),
+                "tree_argmax": (tree_argmax, (x,)),
                 "max": (mx, (x,)),
             }
             seen: dict[str, list] = {k: [] for k in calls}
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 c = runs[-1].comm
                 sent = f"{c.send_bytes / 2**20:.2f} MiB" if c else "-"
                 sends = str(c.send_actions) if c else "-"
-                print(f"{V:>6} {name:<12} {med[name]:>7.3f}s {sent:>12} {sends:>7}")
+                print(f"{V:>6} {name:<13} {med[name]:>7.3f}s {sent:>12} {sends:>7}")
             full, bare = seen["step+argmax"][-1].comm, seen["step"][-1].comm
             if full and bare:
                 share_b = (full.send_bytes - bare.send_bytes) / full.send_bytes

@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--run", default="spu:ABY3:FM64")
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
-    p.add_argument("--argmax", choices=("first", "spu"), default="spu", help="cached's argmax")
+    p.add_argument(
+        "--argmax", choices=("tree", "spu", "first"), default="tree", help="cached's argmax"
+    )
     p.add_argument(
         "--approaches", nargs="+", choices=("cached", "simple"), default=["cached", "simple"]
     )

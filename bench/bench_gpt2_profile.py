@@ -1,14 +1,17 @@
 """Where the time and bytes of one cached GPT-2 decode step go under MPC: SPU's per-op profile.
 
-    .venv/bin/python bench/bench_gpt2_profile.py [--route flax] [--approx] [--spu-argmax]
+    .venv/bin/python bench/bench_gpt2_profile.py [--route flax] [--approx] [--argmax spu]
+        [--candidates K]
         [--layers 2 --width 128 --heads 4 --vocab 50257] [--run spu:ABY3:FM64]
 
 A seeded random nanoGPT, one decode step at position 7 with the greedy argmax (what
 ``ppml_torch.generate`` runs per token), compiled once, then run once more with the SPU log
 tapped (``enable_pphlo_profile`` is on in sessions; ``runners.comm.SpuLogTap``).  Prints the
 step's run time and bytes (all parties), then the 12 dearest pphlo ops by time (the
-slowest party's) with the bytes all parties sent in them.  ``--spu-argmax``: SPU's own
-``jnp.argmax`` instead of ``first_argmax`` (main before issue 9 item 4).
+slowest party's) with the bytes all parties sent in them.  ``--argmax``: which greedy argmax
+(``generate``'s ``argmax=``: ``tree``, the default; ``spu``, SPU's own ``jnp.argmax``;
+``first``).  ``--candidates K``: the argmax over K evenly spaced token ids (``generate``'s
+``candidates=``; the cost of the trained model's 5,170).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
     p.add_argument("--approx", action="store_true")
-    p.add_argument("--spu-argmax", action="store_true")
+    p.add_argument("--argmax", choices=dec_mod.ARGMAXES, default="tree")
+    p.add_argument("--candidates", type=int, default=0, help="K evenly spaced token ids")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--heads", type=int, default=4)
@@ -45,10 +49,19 @@ def main(argv: list[str] | None = None) -> int:
                     n_embd=a.width)  # fmt: skip
     T = 7
     progs = build(GPT(cfg).eval(), a.route, 1, T, T + 3, a.approx)
-    how = "spu" if a.spu_argmax else "first"
+    how = a.argmax
+
+    cand = None
+    if a.candidates:
+        cand = np.linspace(0, a.vocab - 1, a.candidates).round().astype(np.int32)
+        dec_mod.check_candidates(cand, a.vocab, how)
 
     def step(params, idx, kc, vc, pos):
         logits, kc, vc = progs.decode(params, idx, kc, vc, pos)
+        if cand is not None:
+            from ppml_torch.generation.ops import tree_argmax
+
+            return tree_argmax(logits[:, cand], ids=cand), kc, vc
         return dec_mod._argmax(logits, how), kc, vc
 
     with parse_run(a.run).open() as s:
@@ -67,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     comm = rep.comm
     print(
         f"{a.run}, {a.route} route, {a.layers}x{a.width}, vocab {a.vocab}, approx {a.approx}, "
-        f"{'SPU argmax' if a.spu_argmax else 'first_argmax'}: decode step {rep.run_s:.3f}s, "
+        f"argmax {a.argmax}{f' over {a.candidates} candidates' if cand is not None else ''}: "
+        f"decode step {rep.run_s:.3f}s, "
         f"{comm.send_bytes / 2**20 if comm else float('nan'):.2f} MiB sent (all parties)"
     )
     ops: dict[str, list] = {}  # op -> [calls, max time over parties, bytes sent by all]

@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
     p.add_argument(
         "--argmax",
-        choices=("first", "spu"),
-        default="spu",
-        help="ours: first_argmax (fewer bytes/rounds) or SPU's argmax (less simulator CPU)",
+        choices=("tree", "spu", "first"),
+        default="tree",
+        help="ours: tree_argmax (the default of generate), SPU's argmax or first_argmax",
     )
     a = p.parse_args(argv)
     small, mid = (12, 768, 12), (4, 256, 4)

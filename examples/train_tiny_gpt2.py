@@ -13,8 +13,9 @@ are never a target, so the full softmax would only push their logits down, and t
 50,257-wide output layer made a step 5-7x dearer (7 s per step on this shared machine).  The
 unused tokens keep their small random embeddings (the tied head gives them logits near 0,
 well below a trained top-1); :func:`unused_logit_gap` prints the margin.  Writes
-``save_pretrained`` output (fp16 safetensors) plus ``vocab.json``/``merges.txt`` into
-``--out``; it stops at ``--steps`` or ``--minutes``, whichever comes first.
+``save_pretrained`` output (fp16 safetensors) plus ``vocab.json``/``merges.txt`` and
+``candidates.json`` (the corpus's token ids: the tokens the model was trained to emit, for
+``generate(..., candidates=...)``) into ``--out``; it stops at ``--steps`` or ``--minutes``, whichever comes first.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         model = model.half()
     model.save_pretrained(a.out)
     tok.save_pretrained(a.out)
+    save_candidates(a.out, used.tolist())
     model = model.float()
     for prompt in ("The class", "A function", "The import statement"):
         ids = tok.encode(prompt)
@@ -115,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         "over 2048 corpus positions"
     )
     return 0
+
+
+def save_candidates(out: str, used: list[int]) -> None:
+    """``out/candidates.json``: the token ids the model was trained to emit (the corpus's), for
+    ``generate(..., candidates=load_candidates(out))`` (``ppml-torch gpt2 --approx``)."""
+    import json
+    from pathlib import Path
+
+    Path(out, "candidates.json").write_text(
+        json.dumps(
+            {"why": "token ids of the training corpus (pydoc_data.topics)", "token_ids": used}
+        )
+    )
 
 
 def unused_logit_gap(model, x, used) -> float:

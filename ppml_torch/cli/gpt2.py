@@ -40,8 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--approx",
         action="store_true",
-        help="MPC-friendly approximations that change the numbers (PUMA's piecewise GeLU); "
-        "ids may differ from torch where its top-1 margin is small",
+        help="MPC-friendly approximations that change the numbers (PUMA's piecewise GeLU; the "
+        "argmax over the checkpoint's candidates.json tokens when it has one); ids may differ "
+        "from torch where its top-1 margin is small",
     )
     for name, v in RANDOM_SHAPE.items():
         p.add_argument(f"--{name}", type=int, help=f"random model's {name} (default {v})")
@@ -94,6 +95,13 @@ def _model(args: argparse.Namespace):
     return model, tok, what
 
 
+def _candidates(args: argparse.Namespace):
+    """``--approx`` with a checkpoint that declares its tokens: their ids, else None."""
+    from ..generation import load_candidates
+
+    return load_candidates(args.checkpoint) if args.approx and args.checkpoint else None
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -120,8 +128,17 @@ def run(args: argparse.Namespace) -> int:
         "weights: alice's secret, shared once; prompt: bob's secret; KV cache secret, its "
         "position public; argmax under MPC; ids revealed to bob only, at the end"
     )
+    cand = _candidates(args)
     if args.approx:
-        print("approx: PUMA's piecewise GeLU in every session run (torch runs are exact)")
+        among = (
+            "the whole vocabulary"
+            if cand is None
+            else f"the checkpoint's {len(cand)} candidate tokens (candidates.json)"
+        )
+        print(
+            f"approx: PUMA's piecewise GeLU, argmax over {among}, in every session run (torch "
+            "runs are exact)"
+        )
     head = (
         f"{'run':<24} {'route':<6} {'agree':<6} {'share':>6} {'prompt':>7} {'token':>7} "
         f"{'compile':>8}  communication"
@@ -150,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         with spec.open() as s:
             for route in args.route:
-                g = generate(model, prompt, args.tokens, session=s, route=route, approx=args.approx)
+                g = generate(
+                    model, prompt, args.tokens, session=s, route=route, approx=args.approx,
+                    candidates=cand,
+                )  # fmt: skip
                 comp = "n/a" if g.compile_s is None else f"{g.compile_s:.1f}s"
                 step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
                 comm = g.comm.describe() if g.comm else "-"

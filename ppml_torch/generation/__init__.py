@@ -14,6 +14,7 @@ from .checkpoint import (
     as_nanogpt,
     check_tokenizer,
     gpt2_tokenizer,
+    load_candidates,
     load_checkpoint,
     random_gpt2,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "check_tokenizer",
     "generate",
     "gpt2_tokenizer",
+    "load_candidates",
     "load_checkpoint",
     "random_gpt2",
     "torch_greedy",

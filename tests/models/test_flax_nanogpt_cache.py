@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 import ppml_torch
@@ -49,3 +50,16 @@ def test_incremental_equals_full_recomputation():
         assert np.abs(np.asarray(lg) - full_flax[:, t]).max() < 1e-5
     assert max(errs) < 1e-5, errs
     assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_attend_and_mix_equal_the_matrix_products(T):
+    from ppml_torch.models.flax_nanogpt_cache import attend, mix
+
+    rng = np.random.default_rng(T)
+    q, k, v = (rng.normal(size=(2, 3, n, 8)).astype(np.float32) for n in (T, 5, 5))
+    att = attend(jnp.asarray(q), jnp.asarray(k))
+    np.testing.assert_allclose(np.asarray(att), q @ k.transpose(0, 1, 3, 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(mix(att, jnp.asarray(v))), np.asarray(att) @ v, rtol=1e-5, atol=1e-5
+    )
