@@ -33,11 +33,16 @@ def shipping():
     def reducer(model):
         return from_shipping_state, (shipping_state(model),)
 
-    cloudpickle.CloudPickler.dispatch[ConvertedModel] = reducer
+    dispatch = cloudpickle.CloudPickler.dispatch
+    before = dispatch.get(ConvertedModel)  # an open secretflow session (a shared one) has one
+    dispatch[ConvertedModel] = reducer
     try:
         yield cloudpickle
     finally:
-        cloudpickle.CloudPickler.dispatch.pop(ConvertedModel, None)
+        if before is None:
+            dispatch.pop(ConvertedModel, None)
+        else:
+            dispatch[ConvertedModel] = before
 
 
 def test_torch_exported_program_does_not_unpickle():
