@@ -64,26 +64,31 @@ def parse_input_spec(spec: str) -> InputSpec:
     return InputSpec(m["name"], m["dtype"], tuple(int(d) for d in parts if d))
 
 
-def import_object(path: str) -> Any:
-    """``'package.module:attr'`` -> the attribute (the current folder is searched, as by ``-m``)."""
+def import_object(
+    path: str, *, error: type[Exception] = ExportError, label: str = "module path"
+) -> Any:
+    """``'package.module:attr'`` -> the attribute (the current folder is searched, as by ``-m``).
+
+    Bad paths raise ``error`` with one line starting ``{label} {path!r}:``.
+    """
     mod_name, sep, attr = path.partition(":")
     if not sep or not mod_name or not attr:
-        raise ExportError(f"module path {path!r}: write package.module:factory_or_class")
+        raise error(f"{label} {path!r}: write package.module:factory_or_class")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        raise ExportError(
-            f"module path {path!r}: cannot import {e.name!r}; check the spelling, or run from "
+        raise error(
+            f"{label} {path!r}: cannot import {e.name!r}; check the spelling, or run from "
             "the folder that holds it"
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ExportError(f"module path {path!r}: {mod_name} has no attribute {attr!r}")
+            raise error(f"{label} {path!r}: {mod_name} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ExportError(f"module path {path!r}: {attr} is not callable; name a class or factory")
+        raise error(f"{label} {path!r}: {attr} is not callable; name a class or factory")
     return obj
 
 

@@ -16,10 +16,8 @@ expensive part where it can be known then.  Weights are read with safetensors or
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,24 +89,9 @@ def import_factory(path: str, kwargs: dict[str, Any] | None = None) -> nn.Module
     """
     import torch.nn as nn
 
-    mod_name, _, attr = path.partition(":")
-    if not mod_name or not attr:
-        raise InputFileError(f"--module {path!r}: write package.module:factory_or_class")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise InputFileError(
-            f"--module {path!r}: cannot import {mod_name!r} ({e}); check the name, or run from "
-            f"the folder that holds it"
-        ) from e
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InputFileError(f"--module {path!r}: {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise InputFileError(f"--module {path!r}: {attr!r} is not a class or function")
+    from ..torch_to_stablehlo import import_object
+
+    obj = import_object(path, error=InputFileError, label="--module")
     try:
         module = obj(**(kwargs or {}))
     except Exception as e:  # noqa: BLE001 - the user's factory; its message names the problem
