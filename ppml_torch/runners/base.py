@@ -273,10 +273,8 @@ class Session(abc.ABC):
         self.record.append(Event("put", handle, owner, time.time()))
         return handle
 
-    def call(self, fn: Callable[..., Any], *args: Handle, name: str | None = None) -> Handle:
-        """Run a pure JAX function on handles; the result stays in the session as a handle."""
-        self._check_open()
-        where = f"call({getattr(fn, '__name__', fn)})"
+    def _check_args(self, args: Sequence[Any], where: str) -> None:
+        """Every argument of a call is a live handle of this session (one-line errors)."""
         for i, a in enumerate(args):
             if not isinstance(a, Handle):
                 raise TypeError(
@@ -284,6 +282,11 @@ class Session(abc.ABC):
                     "not a Handle; put it in first with session.put(value, owner=...)"
                 )
             self._check_handle(a, f"{where}: argument {i}")
+
+    def call(self, fn: Callable[..., Any], *args: Handle, name: str | None = None) -> Handle:
+        """Run a pure JAX function on handles; the result stays in the session as a handle."""
+        self._check_open()
+        self._check_args(args, f"call({getattr(fn, '__name__', fn)})")
         handle, report = self._call(fn, args, name or getattr(fn, "__name__", "fn"))
         self._live.add(handle.key)
         self._record(report)

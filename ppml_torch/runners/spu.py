@@ -144,16 +144,11 @@ class SpuSession(Session):
         The join is a concatenation of each party's own shares: local, exact, no messages.
         """
         flat = arr.reshape(-1)
-        names = []
-        for j, start in enumerate(range(0, flat.size, PUT_PIECE)):
-            names.append(f"{name}.p{j}")
-            self._share(names[-1], flat[start : start + PUT_PIECE], vis, owner_rank)
-        program = self._join_program(
-            arr.shape,
-            arr.dtype,
-            [flat[s : s + PUT_PIECE].size for s in range(0, flat.size, PUT_PIECE)],
-            vis,
-        )
+        pieces = [flat[s : s + PUT_PIECE] for s in range(0, flat.size, PUT_PIECE)]
+        names = [f"{name}.p{j}" for j in range(len(pieces))]
+        for piece_name, piece in zip(names, pieces, strict=True):
+            self._share(piece_name, piece, vis, owner_rank)
+        program = self._join_program(arr.shape, arr.dtype, [p.size for p in pieces], vis)
         exe = self._pb.ExecutableProto(
             name=program.name, input_names=names, output_names=[name], code=program.code
         )
@@ -212,13 +207,7 @@ class SpuSession(Session):
         """
         self._check_open()
         where = f"run_program({program.name})"
-        for i, a in enumerate(args):
-            if not isinstance(a, Handle):
-                raise TypeError(
-                    f"{where}: argument {i} is a {type(a).__name__}, not a Handle; "
-                    "put it in first with session.put(value, owner=...)"
-                )
-            self._check_handle(a, f"{where}: argument {i}")
+        self._check_args(args, where)
         avals = [(v, a) for a in args for v in zip(a.avals, self._vis[a.key], strict=True)]
         if len(avals) != len(program.in_avals):
             raise ConfigError(
