@@ -12,6 +12,8 @@ DEFAULT_PROMPT = "I enjoy walking with my cute dog"
 RANDOM_SHAPE = {"layers": 2, "width": 64, "heads": 4}
 # built by `make tiny-gpt2` (examples/train_tiny_gpt2.py); used when present and no shape given
 TRAINED = Path(__file__).resolve().parents[2] / "models" / "tiny-gpt2"
+# one process per party (--cluster/--party): generate's owners
+WEIGHTS_OWNER, PROMPT_OWNER = "alice", "bob"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,9 +55,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="random model's initializer_range (default 0.02, GPT-2's; it tends to repeat one "
         "token, 0.1 gives varied ids)",
     )
+    p.add_argument(
+        "--cluster",
+        metavar="FILE",
+        help="run this process as one party of a multi-process secretflow run (cluster file; "
+        "see `ppml-torch launch` for one machine): alice's process reads the weights, bob's "
+        "the prompt, and only bob's gets the ids",
+    )
+    p.add_argument("--party", help="this process's party in --cluster (alice, bob, carol)")
 
 
-def _model(args: argparse.Namespace):
+def _model(args: argparse.Namespace, *, weights: bool = True, tokenizer: bool = True):
+    """``(model, tokenizer, description)``.  ``weights=False``: a checkpoint's architecture only
+    (its weights are not read); ``tokenizer=False``: no tokenizer (``None``)."""
     from ..generation import (
         GenerationError,
         check_tokenizer,
@@ -74,24 +86,27 @@ def _model(args: argparse.Namespace):
             raise GenerationError(
                 f"{', '.join(given)} set the random model's shape; a --checkpoint has its own"
             )
-        model = load_checkpoint(args.checkpoint)
-        tok = gpt2_tokenizer(args.checkpoint)
+        model = load_checkpoint(args.checkpoint, weights=weights)
+        tok = gpt2_tokenizer(args.checkpoint) if tokenizer else None
         c = model.config
         what = (
             f"checkpoint {args.checkpoint} ({c.n_layer} layers, {c.n_embd} wide, "
             f"{c.n_head} heads, vocabulary {c.vocab_size})"
         )
+        if not weights:
+            what += f": its architecture only (config.json), the weights are {WEIGHTS_OWNER}'s"
     else:
         shape = {k: getattr(args, k) or v for k, v in RANDOM_SHAPE.items()}
         std = 0.02 if args.init_std is None else args.init_std
         model = random_gpt2(**shape, seed=args.seed, init_std=std)
-        tok = gpt2_tokenizer()
+        tok = gpt2_tokenizer() if tokenizer else None
         what = (
             f"seeded random GPT-2 (seed {args.seed}, init std {std}; {shape['layers']} layers, "
             f"{shape['width']} wide, {shape['heads']} heads, GPT-2's vocabulary of "
             f"{model.config.vocab_size}): random weights, so the text is not meant to read"
         )
-    check_tokenizer(tok, model.config.vocab_size)
+    if tok is not None:
+        check_tokenizer(tok, model.config.vocab_size)
     return model, tok, what
 
 
@@ -102,15 +117,58 @@ def _candidates(args: argparse.Namespace):
     return load_candidates(args.checkpoint) if args.approx and args.checkpoint else None
 
 
+def _party_run(args: argparse.Namespace):
+    """The run of a one-process-per-party run and the public arguments every party checks."""
+    from ..generation import GenerationError
+    from ..runners.config import ConfigError
+    from ..runspec import parse_runs
+
+    runs = parse_runs(args.runs, args.field)
+    if any(r.is_torch for r in runs):
+        raise ConfigError(
+            f"run 'torch' needs {WEIGHTS_OWNER}'s weights and {PROMPT_OWNER}'s prompt in one "
+            "process; with one process per party use secretflow runs only, e.g. --runs "
+            "secretflow:ABY3"
+        )
+    single = [str(r) for r in runs if r.backend != "secretflow"]
+    if single:
+        raise ConfigError(
+            f"run(s) {', '.join(single)} keep every party in one process; with one process per "
+            "party use secretflow runs only, e.g. --runs secretflow:ABY3"
+        )
+    if len(runs) != 1:
+        raise ConfigError(
+            f"one process per party runs one run at a time, got {len(runs)}; give one --runs"
+        )
+    if args.tokens < 1:
+        raise GenerationError(f"--tokens must be at least 1, got {args.tokens}")
+    return runs[0]
+
+
+def check_launch(args: argparse.Namespace) -> None:
+    """Checks of a one-process-per-party run, cheap, before any process starts.  Under
+    ``launch`` every party gets the same arguments, so bob's prompt is checked here too."""
+    from ..generation import GenerationError
+
+    _party_run(args)
+    if not args.prompt:
+        raise GenerationError("--prompt is empty; give some text")
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..generation import GenerationError, generate, torch_greedy
     from ..generation.checkpoint import positions_of
     from ..generation.decode import check_lengths
+    from ..runners.config import ConfigError
     from ..runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field)  # every input checked before any work
+    if (args.cluster is None) != (args.party is None):
+        raise ConfigError("--cluster and --party go together (or use `ppml-torch launch`)")
+    if args.cluster is not None:
+        return _run_party(args)
     if args.tokens < 1:
         raise GenerationError(f"--tokens must be at least 1, got {args.tokens}")
     if not args.prompt:
@@ -189,4 +247,137 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:<31} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}")
     same = all(np.array_equal(out, results[0][2]) for _, _, out in results)
     print(f"all runs agree: {'yes' if same else 'NO'}")
+    return 0
+
+
+def _public_settings(args: argparse.Namespace, model, cand) -> dict[str, str]:
+    """What every party must run alike (the program's shapes and steps); all public."""
+    import hashlib
+
+    import numpy as np
+
+    c = model.config
+    arch = (
+        f"{c.n_layer} layers, {c.n_embd} wide, {c.n_head} heads, vocabulary {c.vocab_size}, "
+        f"{c.n_positions} positions"
+    )
+    among = "all"
+    if cand is not None:
+        digest = hashlib.sha256(np.asarray(cand, np.int32).tobytes()).hexdigest()[:12]
+        among = f"{len(cand)} (sha256 {digest})"
+    return {
+        "model": arch,
+        "--tokens": str(args.tokens),
+        "--route": " ".join(args.route),
+        "--approx": str(bool(args.approx)),
+        "candidate tokens": among,
+    }
+
+
+def _run_party(args: argparse.Namespace) -> int:
+    """One party's process of a multi-process run: alice reads the weights, bob the prompt
+    (and gets the ids), every process builds the same architecture and prints its own
+    figures (timings, bytes this party sent)."""
+    import numpy as np
+
+    from ..generation import GenerationError, generate
+    from ..runners.cluster import check_party, load_cluster
+    from ..runners.config import ConfigError
+
+    run = _party_run(args)
+    cluster = load_cluster(args.cluster)
+    check_party(cluster, args.party)  # before any model, data or runtime
+    absent = [p for p in (WEIGHTS_OWNER, PROMPT_OWNER) if p not in cluster.names]
+    if absent:
+        raise ConfigError(
+            f"cluster file {args.cluster} has no party {' or '.join(absent)}: gpt2 takes the "
+            f"weights from {WEIGHTS_OWNER} and the prompt from {PROMPT_OWNER}; name the parties "
+            f"{WEIGHTS_OWNER},{PROMPT_OWNER}[,carol]"
+        )
+    me = args.party
+    model, tok, what = _model(args, weights=me == WEIGHTS_OWNER, tokenizer=me == PROMPT_OWNER)
+    if me != WEIGHTS_OWNER and not args.checkpoint:  # a seeded random model is built alike
+        what += f"; its weights are read in {WEIGHTS_OWNER}'s process only"
+    cand = _candidates(args)  # public: declared by the weights' owner next to the checkpoint
+    ids = tok.encode(args.prompt) if tok is not None and args.prompt else []
+
+    def prompt() -> np.ndarray:  # called by generate in bob's process only
+        # raised inside generate: it announces the error, so every party ends with this line
+        if not args.prompt:
+            raise GenerationError(f"--prompt ({PROMPT_OWNER}'s) is empty; give some text")
+        if not ids:
+            raise GenerationError(f"--prompt ({PROMPT_OWNER}'s) encodes to no tokens")
+        return np.asarray([ids], dtype=np.int32)
+
+    role = {
+        WEIGHTS_OWNER: "gives the weights (secret-shared once per route); the ids go to "
+        f"{PROMPT_OWNER}",
+        PROMPT_OWNER: f"gives the prompt and receives the ids; the weights are {WEIGHTS_OWNER}'s",
+    }.get(me, f"holds shares only: the weights are {WEIGHTS_OWNER}'s, the prompt {PROMPT_OWNER}'s")
+    print(f"model: {what}")
+    print(
+        f"this process is party {me} ({args.cluster}): it {role}; timings and bytes sent are "
+        "this party's"
+    )
+    if me == PROMPT_OWNER and ids:
+        print(f"prompt: {args.prompt!r} = {len(ids)} ids {ids}; {args.tokens} new tokens, greedy")
+    elif me != PROMPT_OWNER:
+        print(
+            f"prompt: {PROMPT_OWNER}'s secret, --prompt is not read here ({PROMPT_OWNER} "
+            f"announces its length, public); {args.tokens} new tokens, greedy"
+        )
+    if args.approx:
+        among = "the whole vocabulary" if cand is None else f"{len(cand)} candidate tokens"
+        print(f"approx: PUMA's piecewise GeLU, argmax over {among}")
+    head = (
+        f"{'run':<24} {'route':<6} {'share':>6} {'prompt':>7} {'token':>7} {'compile':>8}  "
+        f"communication (sent by {me})"
+    )
+    results = []
+    with run.open(cluster=args.cluster, party=me) as s:
+        print(
+            f"start-up: {s.startup_s:.1f}s (SecretFlow production mode, {len(s.parties)} processes)"
+        )
+        mine = _public_settings(args, model, cand)
+        for p, theirs in s.announce(lambda p: mine).items():
+            for key, v in mine.items():
+                if theirs[key] != v:
+                    raise ConfigError(
+                        f"party {p!r} runs gpt2 with {key} {theirs[key]} but {me!r} with {v}; "
+                        "give every party the same model and arguments"
+                    )
+        print(head)
+        print("-" * len(head))
+        for route in args.route:
+            g = generate(
+                model, prompt if me == PROMPT_OWNER else None, args.tokens, session=s,
+                route=route, approx=args.approx, candidates=cand,
+            )  # fmt: skip
+            comp = "n/a" if g.compile_s is None else f"{g.compile_s:.1f}s"
+            step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
+            comm = g.comm.describe() if g.comm else "-"
+            share = g.weights_put.run_s if g.weights_put else 0.0
+            print(
+                f"{str(run):<24} {route:<6} {share:>5.2f}s {g.prefill.run_s:>6.2f}s {step:>7} "
+                f"{comp:>8}  {comm}",
+                flush=True,
+            )
+            results.append((route, g.ids))
+    print(
+        "share: alice's weights secret-shared; prompt: the prompt step (first new token); "
+        f"token: median time per further token; communication: what {me} sent, all steps"
+    )
+    got = [(route, out) for route, out in results if out is not None]
+    if not got:
+        print(f"{me} received: nothing revealed; the ids were revealed to {PROMPT_OWNER} only")
+        return 0
+    for route, out in got:
+        assert tok is not None  # bob's process
+        print(
+            f"{str(run) + ' ' + route:<31} ids {out[0].tolist()}  text {tok.decode(out[0].tolist())!r}"
+        )
+    if len(got) > 1:
+        same = all(np.array_equal(out, got[0][1]) for _, out in got)
+        print(f"routes agree: {'yes' if same else 'NO'}")
+    print(f"{me} received: the ids ({args.tokens} per route), revealed to {me} only")
     return 0

@@ -67,11 +67,14 @@ def positions_of(module: nn.Module) -> int:
     return int(c.n_positions if hasattr(c, "n_positions") else c.block_size)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
+def load_checkpoint(path: str | os.PathLike[str], *, weights: bool = True) -> nn.Module:
     """A HF ``GPT2LMHeadModel`` from a local ``save_pretrained`` directory (no network).
 
     Checked first, one-line errors: the directory exists, has ``config.json`` with
-    ``model_type: gpt2`` and a weight file, and its config is one nanoGPT computes.
+    ``model_type: gpt2`` and (with ``weights``) a weight file, and its config is one nanoGPT
+    computes.  ``weights=False``: the architecture only, from ``config.json`` (its weights
+    seeded random, never the checkpoint's; no weight file needed): what a process that does
+    not own the weights gives ``generate`` when each party runs in its own process.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -92,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
             f"checkpoint {path!r} is not a GPT-2 (model_type {cfg.get('model_type')!r}); "
             "generate supports GPT-2 checkpoints only"
         )
-    if not any(os.path.isfile(os.path.join(path, w)) for w in WEIGHT_FILES):
+    if weights and not any(os.path.isfile(os.path.join(path, w)) for w in WEIGHT_FILES):
         raise GenerationError(f"checkpoint {path!r} has no weights ({' or '.join(WEIGHT_FILES)})")
     from ppml_torch.models.nanogpt import GPT
 
@@ -100,8 +103,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
         GPT.config_from_hf(cfg)  # refuses configs the cached nanoGPT does not compute
     except ValueError as e:
         raise GenerationError(f"checkpoint {path!r}: {e}") from None
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel
 
+    if not weights:
+        import torch
+
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(GPT2Config.from_pretrained(path, local_files_only=True)).eval()
     return GPT2LMHeadModel.from_pretrained(path, local_files_only=True).eval()
 
 

@@ -1,12 +1,18 @@
-"""``ppml-torch gpt2``: runs side by side on a tiny random GPT-2; bad input is one line, exit 2."""
+"""``ppml-torch gpt2``: runs side by side on a tiny random GPT-2; bad input is one line, exit 2;
+one process per party (``--cluster/--party``, ``ppml-torch launch``)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 
 import pytest
 
 from ppml_torch.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--layers", "1", "--width", "16", "--heads", "2"]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
 
@@ -72,3 +78,99 @@ def test_approx_uses_the_checkpoints_candidates(tmp_path, capsys):
     assert m, out
     ids = json.loads(m[1])
     assert len(ids) == 3 and set(ids) <= set(cand), out
+
+
+# -- one process per party: argument checks (no process starts) --------------------------------
+
+PARTY_REFUSALS = [
+    (["--runs", "torch"], "run 'torch' needs alice's weights and bob's prompt in one process"),
+    (["--runs", "spu:SEMI2K"], "run(s) spu:SEMI2K:FM64 keep every party in one process"),
+    (["--runs", "secretflow:SEMI2K", "secretflow:ABY3"], "one run at a time, got 2"),
+    (["--runs", "secretflow:SEMI2K", "--tokens", "0"], "--tokens must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("extra, message", PARTY_REFUSALS)
+def test_cluster_refusals_are_one_line(capsys, extra, message):
+    # refused before the cluster file is read (it does not exist) or any model is built
+    argv = ["gpt2", *extra, "--cluster", "/nonexistent.json", "--party", "bob"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("given", [["--cluster", "c.json"], ["--party", "bob"]])
+def test_cluster_and_party_go_together(capsys, given):
+    assert main(["gpt2", "--runs", "secretflow:SEMI2K", *given]) == 2
+    assert "--cluster and --party go together" in capsys.readouterr().err
+
+
+def test_cluster_without_alice_and_bob_is_refused(tmp_path, capsys):
+    from ppml_torch.runners.cluster import loopback_cluster
+
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(loopback_cluster(["alice", "dave"])))
+    argv = ["gpt2", "--runs", "secretflow:SEMI2K", "--cluster", str(path), "--party", "alice"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no party bob: gpt2 takes the weights from alice and the prompt from bob" in err
+    assert "\n" not in err
+
+
+def test_launch_accepts_gpt2_and_checks_its_arguments():
+    from ppml_torch.cli.launcher import check_command
+    from ppml_torch.errors import PpmlError
+
+    check_command(["gpt2", "--runs", "secretflow:ABY3", "--tokens", "3", *TINY], "alice")
+    for extra, message in [
+        (["--runs", "torch"], "run 'torch' needs alice's weights"),
+        (["--runs", "secretflow:SEMI2K", "--prompt", ""], "--prompt is empty"),
+        (["--runs", "secretflow:SEMI2K", "--tokens", "0"], "--tokens must be at least 1"),
+    ]:
+        with pytest.raises(PpmlError, match=message):
+            check_command(["gpt2", *extra], "alice")
+
+
+def test_launch_refuses_cpu_gpt2_in_one_line(capsys):
+    assert main(["launch", "--parties", "alice,bob", "--", "gpt2", "--runs", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run(s) cpu keep every party in one process" in err and "\n" not in err, err
+
+
+# -- one process per party: a real run through the launcher ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.secretflow
+def test_launch_semi2k_ids_reach_bob_only_and_match_in_process_spu(monkeypatch):
+    """alice and bob, each in its own process (SecretFlow production mode, SEMI2K): bob's
+    output has the ids of the same generation in one process (``spu:SEMI2K``), alice's has
+    neither the ids nor the prompt."""
+    from ppml_torch.cli.gpt2 import DEFAULT_PROMPT
+    from ppml_torch.cli.launcher import launch
+    from ppml_torch.generation import generate, gpt2_tokenizer, random_gpt2, torch_greedy
+
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # the parties import this checkout's ppml_torch
+    monkeypatch.chdir(ROOT)
+    out = io.StringIO()
+    argv = ["gpt2", "--runs", "secretflow:SEMI2K", "--tokens", "3", *TINY, "--init-std", "0.3"]
+    result = launch(["alice", "bob"], argv, timeout_s=30, out=out)
+    assert result.returncode == 0, out.getvalue()[-4000:]
+    alice, bob = result.output("alice"), result.output("bob")
+
+    prompt = gpt2_tokenizer().encode(DEFAULT_PROMPT)
+    model = random_gpt2(1, 16, 2, seed=0, init_std=0.3)
+    ref = generate(model, [prompt], 3, session="spu:SEMI2K").ids[0].tolist()
+    want, _ = torch_greedy(model, [prompt], 3)
+    print(f"bob: {bob}\nin-process spu:SEMI2K ids {ref}, torch {want[0].tolist()}")
+    assert len(set(ref)) > 1  # varied ids: a meaningful comparison
+    line = next(x for x in bob.splitlines() if x.startswith("secretflow:SEMI2K:FM64 graph"))
+    assert f"ids {ref}" in line, line
+    assert "bob received: the ids (3 per route), revealed to bob only" in bob
+    assert f"= 7 ids {prompt}" in bob
+    # alice: her row and figures, nothing revealed, neither the ids nor the prompt
+    assert "alice received: nothing revealed; the ids were revealed to bob only" in alice
+    assert "ids [" not in alice and str(ref) not in alice and str(prompt) not in alice, alice
+    row = next(x for x in alice.splitlines() if x.startswith("secretflow:SEMI2K:FM64 "))
+    assert row.split()[1] == "graph" and "sent in" in row and "(alice: " in row, row
+    assert "communication (sent by alice)" in alice

@@ -175,3 +175,19 @@ def test_load_candidates_reads_candidates_json_or_gives_none(tmp_path):
     (tmp_path / "candidates.json").write_text(json.dumps({"ids": [1]}))
     with pytest.raises(GenerationError, match="not a list of token ids under 'token_ids'"):
         load_candidates(tmp_path)
+
+
+def test_checkpoint_architecture_only_needs_no_weight_file(tiny, tmp_path):
+    """``weights=False`` (a process that does not own the weights): config.json only."""
+    torch.manual_seed(1)  # load_checkpoint(weights=False) seeds 0, as the fixture did
+    saved = GPT2LMHeadModel(tiny.config).eval()
+    saved.save_pretrained(tmp_path)
+    for f in tmp_path.iterdir():
+        if f.name != "config.json":
+            f.unlink()
+    with pytest.raises(GenerationError, match="has no weights"):
+        load_checkpoint(tmp_path)
+    model = load_checkpoint(tmp_path, weights=False)
+    got = {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
+    assert got == {k: (v.shape, v.dtype) for k, v in saved.state_dict().items()}
+    assert not torch.equal(model.transformer.wte.weight, saved.transformer.wte.weight)
