@@ -365,7 +365,9 @@ def _run_party(args: argparse.Namespace) -> int:
             results.append((route, g.ids))
     print(
         "share: alice's weights secret-shared; prompt: the prompt step (first new token); "
-        f"token: median time per further token; communication: what {me} sent, all steps"
+        f"token: median time per further token; all three are wall times in {me}'s process "
+        "(a transfer still arriving counts in the step that waits for it); communication: "
+        f"what {me} sent, all steps"
     )
     got = [(route, out) for route, out in results if out is not None]
     if not got:
