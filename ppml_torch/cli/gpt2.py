@@ -346,8 +346,6 @@ def _run_party(args: argparse.Namespace) -> int:
                         f"party {p!r} runs gpt2 with {key} {theirs[key]} but {me!r} with {v}; "
                         "give every party the same model and arguments"
                     )
-        print(head)
-        print("-" * len(head))
         for route in args.route:
             g = generate(
                 model, prompt if me == PROMPT_OWNER else None, args.tokens, session=s,
@@ -357,6 +355,9 @@ def _run_party(args: argparse.Namespace) -> int:
             step = "-" if g.step_s is None else f"{g.step_s:.3f}s"
             comm = g.comm.describe() if g.comm else "-"
             share = g.weights_put.run_s if g.weights_put else 0.0
+            if not results:  # after generate's checks: a bad prompt ends every party before it
+                print(head)
+                print("-" * len(head))
             print(
                 f"{str(run):<24} {route:<6} {share:>5.2f}s {g.prefill.run_s:>6.2f}s {step:>7} "
                 f"{comp:>8}  {comm}",
