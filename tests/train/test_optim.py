@@ -356,3 +356,32 @@ def test_mpc_safe_adam_follows_torch_on_spu_fm64() -> None:
     record_error("SEMI2K/FM64 Adam (mpc-safe)", max(safe))
     assert max(safe) <= ADAM_MPC_ATOL, f"MPC-safe Adam drifted from torch: {safe}"
     assert plain[-1] > 10 * ADAM_MPC_ATOL, f"plain Adam unexpectedly close to torch: {plain}"
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam"])
+def test_update_is_one_vector_per_group(kind):
+    """Every element-wise op of an update runs once per param group, not once per leaf: under
+    MPC each op costs its communication rounds (the learning rate's product alone is a round
+    per op on SEMI2K), so per-leaf updates cost rounds in proportion to the number of leaves."""
+    torch.manual_seed(0)
+    deep = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(5)])  # 10 leaves
+    cls = torch.optim.SGD if kind == "SGD" else torch.optim.Adam
+    groups = [
+        {"params": [p for m in list(deep)[:3] for p in m.parameters()]},
+        {"params": [p for m in list(deep)[3:] for p in m.parameters()], "lr": 0.01},
+    ]
+    opt = from_torch(cls(groups, lr=0.1), deep, ppml_torch.to_flax(deep))
+    model = ppml_torch.to_flax(deep)
+    params = model.params
+    state = opt.init(params)
+    jaxpr = jax.make_jaxpr(opt.step)(params, params, state)
+    per_group = {"SGD": "mul", "Adam": "sqrt"}[kind]
+    # the learning rate's product (SGD) / sqrt(v) (Adam) on arrays: once per group, 2, not 10
+    # (Adam's bias correction takes one more square root per group, of a scalar)
+    on_arrays = [
+        e
+        for e in jaxpr.jaxpr.eqns
+        if e.primitive.name == per_group and any(v.aval.shape for v in e.invars)
+    ]
+    assert len(on_arrays) == 2, [str(e) for e in on_arrays]
+    assert len(jax.tree_util.tree_leaves(params)) == 10
