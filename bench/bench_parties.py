@@ -5,7 +5,8 @@
 
 Rows: in-process ``spu`` (SPU's runtime, one thread per party, in-memory links), in-process
 ``secretflow`` (SecretFlow's simulation on one Ray), and one process per party on loopback
-(SecretFlow production mode, ``open_session(..., cluster=, party=)``).  Each runs the homework
+(SecretFlow production mode, ``open_session(..., cluster=, party=)``), each party on its own
+share of the CPUs as ``ppml-torch launch`` places them (``--no-pin``: sharing them).  Each runs the homework
 as ``homework-mlp`` does: ``ppml_torch.fit`` (flax route), then ``ppml_torch.predict`` of the
 test set.  Start-up (importing SecretFlow, opening the session) and run (the 10 epochs, the
 weights revealed to alice, scoring the test set and revealing the scores to bob) are timed
@@ -202,6 +203,9 @@ def in_process(backend: str, epochs: int, tweaks: dict) -> dict:
 
 
 def multi_process(epochs: int, tweaks: dict) -> list[dict]:
+    """Two party processes, each on its own share of the CPUs as ``ppml-torch launch`` places
+    them (``tweaks["pin"]`` False: sharing every CPU)."""
+    from ppml_torch.cli.launcher import cpu_shares, pin
     from ppml_torch.runners.cluster import loopback_cluster
 
     d = tempfile.mkdtemp(prefix="bench-parties-")
@@ -231,6 +235,10 @@ def multi_process(epochs: int, tweaks: dict) -> list[dict]:
         )
         for p in ("alice", "bob")
     ]
+    shares = cpu_shares(len(procs)) if tweaks.get("pin", True) else None
+    if shares is not None:  # right after start, as launch does: before any thread
+        for proc, cpus in zip(procs, shares, strict=True):
+            pin(proc.pid, cpus)
     results = []
     for proc in procs:
         text, _ = proc.communicate(timeout=900)
@@ -239,6 +247,17 @@ def multi_process(epochs: int, tweaks: dict) -> list[dict]:
             raise SystemExit(f"a party failed:\n{text[-3000:]}")
         results.append(json.loads(line[0][7:]))
     return results
+
+
+def _placement(pinned: bool) -> str:
+    from ppml_torch.cli.launcher import cpu_shares
+
+    shares = cpu_shares(2) if pinned else None
+    if shares is None:
+        return f"shared ({len(os.sched_getaffinity(0))} CPUs)"
+    return ", ".join(
+        f"{p} {','.join(map(str, c))}" for p, c in zip(("alice", "bob"), shares, strict=True)
+    )
 
 
 def _kv(text: str) -> tuple[str, object]:
@@ -269,6 +288,10 @@ def main() -> int:
         help="experiment: an SPU link option of the 2-process run (e.g. throttle_window_size=0)",
     )  # fmt: skip
     ap.add_argument(
+        "--no-pin", action="store_true",
+        help="experiment: the two party processes share every CPU (launch gives each its own)",
+    )  # fmt: skip
+    ap.add_argument(
         "--no-profile", action="store_true",
         help="experiment: SPU's per-op profile off in the 2-process run (no byte counts)",
     )  # fmt: skip
@@ -283,11 +306,12 @@ def main() -> int:
         "runtime": dict(_kv(x) for x in args.runtime),
         "link": dict(_kv(x) for x in args.link),
         "profile": not args.no_profile,
+        "pin": not args.no_pin,
     }
 
     print(f"homework MLP, {args.epochs} epochs, SEMI2K FM64, 2 parties; times in seconds")
     rows = []
-    if args.loop != "fit" or args.runtime or args.link or args.no_profile:
+    if args.loop != "fit" or args.runtime or args.link or args.no_profile or args.no_pin:
         print(f"experiment: {json.dumps(tweaks)}")
     mp = multi_process(
         args.epochs, tweaks
@@ -326,6 +350,7 @@ def main() -> int:
         + " ".join(f"{x:.1f}" for x in os.getloadavg())
         + "; peak RSS per party "
         + ", ".join(f"{r['party']} {r['rss_mb']:.0f} MB" for r in mp)
+        + f"; party CPUs: {_placement(tweaks.get('pin', True))}"
     )
     print(
         "SPU bytes: SPU's own link count (per party, its sends); OS bytes: the kernel's "

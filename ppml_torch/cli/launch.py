@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds a party waits at start-up for the others (default %(default)s)",
     )
     p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the parties share every CPU (default: each party gets its own share of this "
+        "machine's CPUs, as on separate machines, when there are at least as many as parties)",
+    )
+    p.add_argument(
         "subcommand",
         nargs=argparse.REMAINDER,
         metavar="-- COMMAND ...",
@@ -45,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= v <= 3600:
             raise ClusterError(f"{key} must be in [1, 3600] seconds, got {v:g}")
     parties = parse_parties(args.parties)
-    result = launch(parties, argv, timeout_s=args.timeout, start_timeout_s=args.start_timeout)
+    result = launch(
+        parties,
+        argv,
+        timeout_s=args.timeout,
+        start_timeout_s=args.start_timeout,
+        pin_cpus=not args.no_pin,
+    )
     summary = ", ".join(
         f"{r.party}: exit {r.returncode}" + (" (killed)" if r.killed else "") for r in result.runs
     )

@@ -28,7 +28,7 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route
     from ppml_torch.apps.homework import train
     from ppml_torch.apps.homework.data import load_data
     from ppml_torch.apps.homework.evaluate import auc
-    from ppml_torch.cli.launcher import launch
+    from ppml_torch.cli.launcher import cpu_shares, launch
     from ppml_torch.runners import open_session
     from ppml_torch.testing import max_abs_error, tolerance
 
@@ -48,6 +48,12 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route
     result = launch(["alice", "bob"], [*argv, "--save", str(save)], timeout_s=30, out=out)
     text = out.getvalue()
     assert result.returncode == 0, text[-4000:]
+    shares = cpu_shares(2)  # each party on its own share of the CPUs when there are enough
+    if shares is None:
+        assert "launch | 2 parties on 1 CPUs: not pinned" in text, text[:2000]
+    else:
+        where = f"alice {','.join(map(str, shares[0]))}, bob {','.join(map(str, shares[1]))}"
+        assert f"launch | CPUs: {where}" in text, text[:2000]
     alice, bob = result.output("alice"), result.output("bob")
     # what each party's output says it learned
     assert "alice received: the trained weights" in alice, alice
