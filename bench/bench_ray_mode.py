@@ -18,8 +18,12 @@ Modes:
 * ``ray-grpc``: ``ray_mode=True`` as the lead's prototype (``address="local"``,
   ``num_cpus=2``, ``cross_silo_comm_backend="grpc"``).
 * ``ray-brpc``: ``ray_mode=True`` with ``cross_silo_comm_backend="brpc_link"``.
+* ``proto``: ``ray-grpc`` with everything else as the lead's prototype
+  (``/work/wt/issues/raymode_prototype.py``): its link options (20 s receive timeout, 30
+  connection attempts), SPU's default link protocol, and bob reading the first result with
+  ``sf.reveal`` (RayFed's ``fed.get``, which also sends bob's object to alice).
 
-All modes use the same SPU link options (ppml-torch's: ``brpc_channel_protocol="baidu_std"``),
+The other modes use the same SPU link options (ppml-torch's: ``brpc_channel_protocol="baidu_std"``),
 so the only differences are Ray and the cross-silo channel.
 
 The benchmark samples each party's process tree from ``/proc`` (the party's descendants and
@@ -50,6 +54,7 @@ MODES = {  # name: (label, ray_mode, cross_silo_comm_backend)
     "noray": ("no Ray, brpc", False, "brpc_link"),
     "ray-grpc": ("Ray, grpc", True, "grpc"),
     "ray-brpc": ("Ray, brpc", True, "brpc_link"),
+    "proto": ("Ray, prototype", True, "grpc"),
 }
 PARTIES = ("alice", "bob")
 
@@ -79,6 +84,13 @@ def party_main(args: argparse.Namespace) -> None:
         "connect_retry_times": 60,
         "connect_retry_interval_ms": 1000,
     }
+    proto = args.mode == "proto"
+    if proto:  # the prototype's
+        link_opts = {
+            "recv_timeout_ms": 20_000,
+            "connect_retry_times": 30,
+            "connect_retry_interval_ms": 1000,
+        }
     cluster = {
         "parties": {p: {"address": cfg[p]["silo"], "listen_addr": cfg[p]["silo"]} for p in PARTIES},
         "self_party": me,
@@ -92,7 +104,7 @@ def party_main(args: argparse.Namespace) -> None:
         cluster_config=cluster,
         ray_mode=ray_mode,
         cross_silo_comm_backend=backend,
-        cross_silo_comm_options=dict(link_opts, recv_timeout_ms=60_000),
+        cross_silo_comm_options=link_opts if proto else dict(link_opts, recv_timeout_ms=60_000),
         logging_level="error",
         enable_waiting_for_other_parties_ready=True,
         **kw,
@@ -114,7 +126,8 @@ def party_main(args: argparse.Namespace) -> None:
         ],
         "runtime_config": {"protocol": "SEMI2K", "field": "FM64"},
     }
-    spu = sf.SPU(spu_cluster, link_desc=dict(link_opts, brpc_channel_protocol="baidu_std"))
+    spu_link = dict(link_opts) if proto else dict(link_opts, brpc_channel_protocol="baidu_std")
+    spu = sf.SPU(spu_cluster, link_desc=spu_link)
     rank = PARTIES.index(me)
     alice, bob = sf.PYU("alice"), sf.PYU("bob")
     xa = alice(lambda: np.ones((2, 2), np.float32))()
@@ -127,7 +140,7 @@ def party_main(args: argparse.Namespace) -> None:
     z = spu(matmul)(sa, sb)
     zb = z.to(bob)
     if me == "bob":
-        value = np.asarray(local(zb.data))
+        value = np.asarray(sf.reveal(zb) if proto else local(zb.data))
         out["value_ok"] = bool(np.allclose(value, 6.0, atol=1e-3))
         out["value"] = value.tolist()
     else:
@@ -420,8 +433,8 @@ NO_RATIO = {"exited by itself, s after shutdown", "processes left 5 s after the 
 def print_table(results: list[dict]) -> None:
     base = results[0]
     heads = [MODES[r["mode"]][0] for r in results]
-    ratio_heads = [f"{r['mode']} / noray" for r in results[1:]] if base["mode"] == "noray" else []
-    w0, w = 40, 17
+    ratio_heads = [f"{r['mode']}/noray" for r in results[1:]] if base["mode"] == "noray" else []
+    w0, w = 40, 16
     print(
         f"{'per party (alice/bob)':<{w0}}"
         + "".join(f"{h:>{w}}" for h in heads)
