@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -104,7 +105,9 @@ def party_main(args: argparse.Namespace) -> None:
         cluster_config=cluster,
         ray_mode=ray_mode,
         cross_silo_comm_backend=backend,
-        cross_silo_comm_options=link_opts if proto else dict(link_opts, recv_timeout_ms=60_000),
+        # a copy: in Ray mode sf.init adds exit_on_sending_failure to the dict it is given,
+        # and SPU's link descriptor refuses that key
+        cross_silo_comm_options=dict(link_opts, recv_timeout_ms=20_000 if proto else 60_000),
         logging_level="error",
         enable_waiting_for_other_parties_ready=True,
         **kw,
@@ -367,6 +370,12 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: str) -> dict:
             "still": still[p],
             "names": sorted(set(seen[p].values())),
         }
+    if any(rows[p]["result"] is None for p in PARTIES):  # keep the logs of a failed run
+        keep = tempfile.mkdtemp(prefix=f"bench-ray-mode-{mode}-logs-")
+        for p in PARTIES:
+            for path in files[p]:
+                shutil.copy(path, keep)
+        print(f"{MODES[mode][0]}: a party failed; its output is in {keep}", flush=True)
     return {"mode": mode, "parties": rows, "load": (load0, os.getloadavg())}
 
 
