@@ -15,10 +15,11 @@ the one-process backends:
   object locally.)  ``reveal(h)`` without ``to`` gives the value to every party.
 * Run reports and communication figures are this party's own.
 
-Ray is not used (``ray_mode=False``): one process of about 450 MB per party and a start-up of a
-few seconds, against about 13 processes, 2.7 GB and 6-11 s per party with a Ray per party, which
-only pays off when a party spreads its own work over a Ray cluster (not something ppml-torch
-does: the heavy work is SPU's, in SPU's own threads).  The cross-silo channel is ``brpc_link``:
+Ray is not used (``ray_mode=False``): one process of about 450 MB per party, ``sf.init`` in
+1-4 s, against 12-13 processes, 2.4-2.8 GB, ``sf.init`` in 10-15 s and SPU calls 2.4-4.4x slower
+per party with a Ray per party (``bench/bench_ray_mode.py``), which only pays off when a party
+spreads its own work over a Ray cluster (not something ppml-torch does: the heavy work is SPU's,
+in SPU's own threads).  The cross-silo channel is ``brpc_link``:
 its ``recv_timeout_ms`` bounds every wait for another party (with ``grpc`` a wait for another
 party's result hangs forever when that party dies).
 
