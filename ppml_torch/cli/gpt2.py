@@ -338,14 +338,7 @@ def _run_party(args: argparse.Namespace) -> int:
         print(
             f"start-up: {s.startup_s:.1f}s (SecretFlow production mode, {len(s.parties)} processes)"
         )
-        mine = _public_settings(args, model, cand)
-        for p, theirs in s.announce(lambda p: mine).items():
-            for key, v in mine.items():
-                if theirs[key] != v:
-                    raise ConfigError(
-                        f"party {p!r} runs gpt2 with {key} {theirs[key]} but {me!r} with {v}; "
-                        "give every party the same model and arguments"
-                    )
+        s.check_same(_public_settings(args, model, cand), "gpt2")
         for route in args.route:
             g = generate(
                 model, prompt if me == PROMPT_OWNER else None, args.tokens, session=s,

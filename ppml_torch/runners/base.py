@@ -247,6 +247,21 @@ class Session(abc.ABC):
         self._check_open()
         return {p: fn(p) for p in self.parties}
 
+    def check_same(self, settings: dict[str, Any], what: str) -> None:
+        """Every party must run ``what`` with the same public ``settings`` (the number of epochs,
+        tokens, a model's shape: the program's steps depend on them).  One process per party:
+        each process announces its own and a difference is one :class:`ConfigError` in every
+        process, before any MPC work.  In one process there is nothing to compare."""
+        mine = dict(settings)
+        here = ",".join(self.local_parties)
+        for p, theirs in self.announce(lambda p: mine).items():
+            for key, v in mine.items():
+                if theirs.get(key) != v:
+                    raise ConfigError(
+                        f"party {p!r} runs {what} with {key} {theirs.get(key)} but {here!r} with "
+                        f"{v}; give every party the same arguments"
+                    )
+
     def put(self, value: Any, owner: str | None, visibility: str | None = None) -> Handle:
         """Give the session a pytree of arrays.
 

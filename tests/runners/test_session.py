@@ -231,3 +231,26 @@ def test_wrap_of_a_converted_model_checks_ids_before_sharing():
     assert len(s.reports) == before and s._live == live, "nothing may be put"
     with pytest.raises(InputError, match=r"ids are float32, they must be integers"):
         wrap(s, cm.apply, owners=("alice", "bob"))(cm.params, np.array([[0, 1.5]], np.float32))
+
+
+def test_check_same_names_the_party_and_setting_that_differ(monkeypatch):
+    """One process per party, each announces its settings; here the other party's announcement
+    is simulated (the cross-process announce itself is tested in test_secretflow_prod.py)."""
+    from ppml_torch.runners import open_session
+    from ppml_torch.runners.config import ConfigError
+
+    with open_session("cpu") as s:
+        s.check_same({"--epochs": 10, "--route": "flax"}, "homework-mlp")  # one process: agrees
+        real = s.announce
+        monkeypatch.setattr(
+            s,
+            "announce",
+            lambda fn: {
+                p: (v if p == "alice" else {**v, "--epochs": 2}) for p, v in real(fn).items()
+            },
+        )
+        with pytest.raises(ConfigError) as e:
+            s.check_same({"--epochs": 10, "--route": "flax"}, "homework-mlp")
+    msg = str(e.value)
+    assert "party 'bob' runs homework-mlp with --epochs 2" in msg and "with 10" in msg, msg
+    assert "\n" not in msg

@@ -43,6 +43,9 @@ def run_party(
     data = load_data(normalise).for_party(party)
     module = torch_mlp()  # the architecture everywhere; its weights are read at alice only
     with run.open(cluster=cluster, party=party) as s:
+        s.check_same(
+            {"--epochs": epochs, "--normalise": normalise, "--route": route}, "homework-mlp"
+        )
         trained, history = train(s, data, module=module, epochs=epochs, route=route)
         # predict reads the weights at alice only: the placeholder module elsewhere is fine
         scores = predict_test(s, trained if trained is not None else module, data, route=route)
