@@ -79,6 +79,23 @@ def parse_run(spec: str, default_field: str | None = None) -> RunSpec:
     return RunSpec(cfg.backend, cfg.protocol, cfg.field)
 
 
+def one_party_run(runs: list[RunSpec], example: str) -> RunSpec:
+    """The run of a one-process-per-party command (``--cluster``/``--party``, ``launch``):
+    exactly one, on ``secretflow`` (the other backends keep every party in one process).
+    ``example`` is the run the one-line error suggests, e.g. ``secretflow:SEMI2K``."""
+    single = [str(r) for r in runs if r.backend != "secretflow"]
+    if single:
+        raise ConfigError(
+            f"run(s) {', '.join(single)} keep every party in one process; with one process per "
+            f"party use secretflow runs only, e.g. --runs {example}"
+        )
+    if len(runs) != 1:
+        raise ConfigError(
+            f"one process per party runs one run at a time, got {len(runs)}; give one --runs"
+        )
+    return runs[0]
+
+
 def parse_runs(
     specs: Iterable[str], default_field: str | None = None, *, allow_torch: bool = True
 ) -> list[RunSpec]:

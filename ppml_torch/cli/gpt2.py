@@ -121,7 +121,7 @@ def _party_run(args: argparse.Namespace):
     """The run of a one-process-per-party run and the public arguments every party checks."""
     from ..generation import GenerationError
     from ..runners.config import ConfigError
-    from ..runspec import parse_runs
+    from ..runspec import one_party_run, parse_runs
 
     runs = parse_runs(args.runs, args.field)
     if any(r.is_torch for r in runs):
@@ -130,19 +130,10 @@ def _party_run(args: argparse.Namespace):
             "process; with one process per party use secretflow runs only, e.g. --runs "
             "secretflow:ABY3"
         )
-    single = [str(r) for r in runs if r.backend != "secretflow"]
-    if single:
-        raise ConfigError(
-            f"run(s) {', '.join(single)} keep every party in one process; with one process per "
-            "party use secretflow runs only, e.g. --runs secretflow:ABY3"
-        )
-    if len(runs) != 1:
-        raise ConfigError(
-            f"one process per party runs one run at a time, got {len(runs)}; give one --runs"
-        )
+    run = one_party_run(runs, "secretflow:ABY3")
     if args.tokens < 1:
         raise GenerationError(f"--tokens must be at least 1, got {args.tokens}")
-    return runs[0]
+    return run
 
 
 def check_launch(args: argparse.Namespace) -> None:

@@ -45,20 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_launch(args: argparse.Namespace) -> None:
     """Checks of a one-process-per-party run, cheap, before any process starts."""
-    from ..runners.config import ConfigError
-    from ..runspec import parse_runs
+    from ..runspec import one_party_run, parse_runs
 
-    runs = parse_runs(args.runs, args.field, allow_torch=False)
-    single = [str(r) for r in runs if r.backend != "secretflow"]
-    if single:
-        raise ConfigError(
-            f"run(s) {', '.join(single)} keep every party in one process; with one process per "
-            "party use secretflow runs only, e.g. --runs secretflow:SEMI2K"
-        )
-    if len(runs) != 1:
-        raise ConfigError(
-            f"one process per party runs one run at a time, got {len(runs)}; give one --runs"
-        )
+    one_party_run(parse_runs(args.runs, args.field, allow_torch=False), "secretflow:SEMI2K")
 
 
 def run(args: argparse.Namespace) -> int:
