@@ -250,14 +250,12 @@ def multi_process(epochs: int, tweaks: dict) -> list[dict]:
 
 
 def _placement(pinned: bool) -> str:
-    from ppml_torch.cli.launcher import cpu_shares
+    from ppml_torch.cli.launcher import cpu_shares, describe_shares
 
     shares = cpu_shares(2) if pinned else None
     if shares is None:
         return f"shared ({len(os.sched_getaffinity(0))} CPUs)"
-    return ", ".join(
-        f"{p} {','.join(map(str, c))}" for p, c in zip(("alice", "bob"), shares, strict=True)
-    )
+    return describe_shares(("alice", "bob"), shares)
 
 
 def _kv(text: str) -> tuple[str, object]:

@@ -10,10 +10,9 @@ killed with its whole process group, so nothing is left behind.
 Each party gets its own share of this machine's CPUs (:func:`cpu_shares`, set with
 ``os.sched_setaffinity`` right after the party's interpreter starts, before it has threads),
 as parties on their own machines would have.  Without it the parties' threads (SPU's, and
-brpc's link workers) move between the same cores and wake each other up late: the homework's
-10 epochs between two processes took 8.1-9.8 s unpinned against 6.2-7.0 s pinned on this
-2-core machine (``bench/bench_parties.py --no-pin``).  With fewer CPUs than parties nothing
-is pinned.
+brpc's link workers) move between the same cores and wake each other up late (the homework's
+later epochs: median 0.68 s pinned against 0.85 s shared on a 2-core machine; bench/README.md,
+``bench_parties.py --no-pin``).  With fewer CPUs than parties nothing is pinned.
 """
 
 from __future__ import annotations
@@ -96,6 +95,11 @@ def cpu_shares(n_parties: int, cpus: Sequence[int] | None = None) -> list[list[i
         out.append(cpus[start:end])
         start = end
     return out
+
+
+def describe_shares(parties: Sequence[str], shares: Sequence[Sequence[int]]) -> str:
+    """``"alice 0, bob 1"``: which CPUs each party runs on."""
+    return ", ".join(f"{p} {','.join(map(str, c))}" for p, c in zip(parties, shares, strict=True))
 
 
 def pin(pid: int, cpus: Sequence[int]) -> None:
@@ -211,9 +215,7 @@ def launch(
             t.start()
             readers.append(t)
         if shares is not None:
-            where = ", ".join(
-                f"{p} {','.join(map(str, c))}" for p, c in zip(parties, shares, strict=True)
-            )
+            where = describe_shares(parties, shares)
             say("launch", f"CPUs: {where} (a share each, as on separate machines)")
         elif pin_cpus:
             say(

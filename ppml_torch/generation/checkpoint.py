@@ -108,8 +108,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, weights: bool = True) -> nn
     if not weights:
         import torch
 
-        torch.manual_seed(0)
-        return GPT2LMHeadModel(GPT2Config.from_pretrained(path, local_files_only=True)).eval()
+        with torch.random.fork_rng(devices=[]):  # seeded, the caller's RNG state untouched
+            torch.manual_seed(0)
+            return GPT2LMHeadModel(GPT2Config.from_pretrained(path, local_files_only=True)).eval()
     return GPT2LMHeadModel.from_pretrained(path, local_files_only=True).eval()
 
 

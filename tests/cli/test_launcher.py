@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ppml_torch.cli.launcher import cpu_shares, parse_parties, pin
+from ppml_torch.cli.launcher import cpu_shares, describe_shares, parse_parties, pin
 from ppml_torch.runners.cluster import ClusterError
 
 
@@ -19,6 +19,7 @@ def test_cpu_shares_split_the_cpus_contiguously():
     assert cpu_shares(2, [3, 0, 2, 1]) == [[0, 1], [2, 3]]
     assert cpu_shares(3, range(8)) == [[0, 1, 2], [3, 4, 5], [6, 7]]  # the first ones larger
     assert cpu_shares(3, [0, 1]) is None  # fewer CPUs than parties: nothing pinned
+    assert describe_shares(["alice", "bob"], [[0, 1], [2, 3]]) == "alice 0,1, bob 2,3"
 
 
 def test_pin_keeps_a_started_process_and_its_later_threads_on_its_cpus():

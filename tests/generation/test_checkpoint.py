@@ -187,7 +187,11 @@ def test_checkpoint_architecture_only_needs_no_weight_file(tiny, tmp_path):
             f.unlink()
     with pytest.raises(GenerationError, match="has no weights"):
         load_checkpoint(tmp_path)
+    torch.manual_seed(7)
+    want_next = torch.rand(3)
+    torch.manual_seed(7)
     model = load_checkpoint(tmp_path, weights=False)
+    assert torch.equal(torch.rand(3), want_next)  # the caller's RNG state is left as it was
     got = {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
     assert got == {k: (v.shape, v.dtype) for k, v in saved.state_dict().items()}
     assert not torch.equal(model.transformer.wte.weight, saved.transformer.wte.weight)

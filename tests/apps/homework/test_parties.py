@@ -28,7 +28,7 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route
     from ppml_torch.apps.homework import train
     from ppml_torch.apps.homework.data import load_data
     from ppml_torch.apps.homework.evaluate import auc
-    from ppml_torch.cli.launcher import cpu_shares, launch
+    from ppml_torch.cli.launcher import cpu_shares, describe_shares, launch
     from ppml_torch.runners import open_session
     from ppml_torch.testing import max_abs_error, tolerance
 
@@ -52,8 +52,7 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route
     if shares is None:
         assert "launch | 2 parties on 1 CPUs: not pinned" in text, text[:2000]
     else:
-        where = f"alice {','.join(map(str, shares[0]))}, bob {','.join(map(str, shares[1]))}"
-        assert f"launch | CPUs: {where}" in text, text[:2000]
+        assert f"launch | CPUs: {describe_shares(['alice', 'bob'], shares)}" in text, text[:2000]
     alice, bob = result.output("alice"), result.output("bob")
     # what each party's output says it learned
     assert "alice received: the trained weights" in alice, alice
