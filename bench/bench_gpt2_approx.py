@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         random_gpt2,
         torch_greedy,
     )
-    from ppml_torch.runspec import parse_run
+    from ppml_torch.runners.runspec import parse_run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))

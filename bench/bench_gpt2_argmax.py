@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ppml_torch.generation.programs import build
     from ppml_torch.models.nanogpt import GPT, GPTConfig
-    from ppml_torch.runspec import parse_run
+    from ppml_torch.runners.runspec import parse_run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vocab", type=int, nargs="+", default=[512, 50257])

@@ -51,7 +51,7 @@ def child(a) -> dict:
 
     import numpy as np
 
-    from ppml_torch.runspec import parse_run
+    from ppml_torch.runners.runspec import parse_run
 
     model = _model(a)
     prompt = np.random.RandomState(0).randint(0, a.vocab, (1, a.prompt_len)).astype(np.int32)

@@ -46,7 +46,7 @@ def child(way: str, run: str, scale: float) -> None:
     import numpy as np
 
     import ppml_torch.runners.spu as spu_runner
-    from ppml_torch.runspec import parse_run
+    from ppml_torch.runners.runspec import parse_run
 
     if way == "whole":
         spu_runner.PUT_PIECE = 1 << 62

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ppml_torch.errors import PpmlError
+from ppml_torch.model import ROUTES
 
 if TYPE_CHECKING:
     import torch
 
     from ppml_torch.model import ConvertedModel
 
-ROUTES = ("graph", "flax")
 
 Signature = tuple[tuple[tuple[int, ...], str], ...]  # ((shape, dtype), ...) per input
 

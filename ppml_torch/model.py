@@ -20,6 +20,10 @@ from .errors import InputError
 
 Params = Any  # a pytree of jax/numpy arrays
 
+# The two conversion routes: graph conversion (``ppml_torch.convert``) and Flax weight transfer
+# (``ppml_torch.to_flax``).  Every feature with a ``route=`` argument takes these.
+ROUTES = ("graph", "flax")
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:

@@ -26,7 +26,7 @@ from ppml_torch.converters.fx.errors import ConversionError
 from ppml_torch.errors import InputError, PpmlError
 from ppml_torch.runners import ConfigError, HandleError, open_session, wrap
 from ppml_torch.runners.config import fixed_point_range
-from ppml_torch.runspec import parse_runs
+from ppml_torch.runners.runspec import parse_runs
 from tests.sessions import get_session
 
 

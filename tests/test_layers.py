@@ -119,20 +119,24 @@ def test_a_new_violation_is_caught():
         "ppml_torch.runners.cpu": {"ppml_torch.converters.fx", "ppml_torch.model"},
         "ppml_torch.models.mlp": {"ppml_torch.runners"},
         "ppml_torch.converters.fx.program": {"ppml_torch.cli"},
-        "ppml_torch.runspec": {"ppml_torch.apps.homework.data"},
+        "ppml_torch.runners.runspec": {"ppml_torch.apps.homework.data"},
         "ppml_torch.apps.homework.report": {"ppml_torch.runners", "ppml_torch.cli"},
         "ppml_torch.cli.ops": {"ppml_torch.apps.homework", "ppml_torch.converters.fx.table"},
         "ppml_torch.__main__": {"ppml_torch.cli"},
-        "ppml_torch.model": {"ppml_torch.errors", "ppml_torch.dtypes", "ppml_torch.runspec"},
+        "ppml_torch.model": {
+            "ppml_torch.errors",
+            "ppml_torch.dtypes",
+            "ppml_torch.runners.runspec",
+        },
         "ppml_torch.weights": {"ppml_torch.models.mlp"},
     }
     assert violations(fake) == {
         ("ppml_torch.runners.cpu", "ppml_torch.converters.fx"),
         ("ppml_torch.models.mlp", "ppml_torch.runners"),
         ("ppml_torch.converters.fx.program", "ppml_torch.cli"),
-        ("ppml_torch.runspec", "ppml_torch.apps.homework.data"),
+        ("ppml_torch.runners.runspec", "ppml_torch.apps.homework.data"),
         ("ppml_torch.apps.homework.report", "ppml_torch.cli"),
-        ("ppml_torch.model", "ppml_torch.runspec"),
+        ("ppml_torch.model", "ppml_torch.runners.runspec"),
         ("ppml_torch.weights", "ppml_torch.models.mlp"),
     }
 

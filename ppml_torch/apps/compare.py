@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ..model import ROUTES
 from ..runners import CommStats, Session, total
-from ..runspec import RunSpec
+from ..runners.runspec import RunSpec
 
-ROUTES = ("graph", "flax")
 DEFAULT_RUNS = ("torch", "cpu", "spu:SEMI2K", "spu:CHEETAH", "spu:ABY3", "secretflow:SEMI2K")
 LOSS_PLOT = "loss_curves.png"
 SCATTER_PLOT = "predictions.png"

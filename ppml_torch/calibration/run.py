@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import PpmlError
+from ..model import ROUTES
 from .report import CalibrationReport
 from .stats import MASK_MAGNITUDE, MASK_SAFE, PRODUCTS, ModuleStats, analyse
 
 _FLAX_NAME = re.compile(r"^\w+$")
-ROUTES = ("graph", "flax")
 
 
 class CalibrationInputError(PpmlError, ValueError):

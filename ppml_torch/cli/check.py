@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..equivalence.check import check_equivalence
     from ..equivalence.spec import default_inputs, load_model, make_inputs, parse_input
-    from ..runspec import parse_runs
+    from ..runners.runspec import parse_runs
 
     specs = [parse_input(s) for s in args.inputs]  # all bad input fails before any work
     parse_runs(args.runs)

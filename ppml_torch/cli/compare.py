@@ -12,7 +12,8 @@ MODELS = ("mlp",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..apps.compare import DEFAULT_RUNS, ROUTES
+    from ..apps.compare import DEFAULT_RUNS
+    from ..model import ROUTES
 
     p.add_argument("model", choices=MODELS, help="the model to compare (mlp: the homework MLP)")
     p.add_argument(
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..apps import compare
     from ..runners.config import ConfigError
-    from ..runspec import parse_runs
+    from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field)  # validated before any work
     for name in ("epochs", "cheetah_epochs"):

@@ -121,7 +121,7 @@ def _party_run(args: argparse.Namespace):
     """The run of a one-process-per-party run and the public arguments every party checks."""
     from ..generation import GenerationError
     from ..runners.config import ConfigError
-    from ..runspec import one_party_run, parse_runs
+    from ..runners.runspec import one_party_run, parse_runs
 
     runs = parse_runs(args.runs, args.field)
     if any(r.is_torch for r in runs):
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generation.checkpoint import positions_of
     from ..generation.decode import check_lengths
     from ..runners.config import ConfigError
-    from ..runspec import parse_runs
+    from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field)  # every input checked before any work
     if (args.cluster is None) != (args.party is None):

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_launch(args: argparse.Namespace) -> None:
     """Checks of a one-process-per-party run, cheap, before any process starts."""
-    from ..runspec import one_party_run, parse_runs
+    from ..runners.runspec import one_party_run, parse_runs
 
     one_party_run(parse_runs(args.runs, args.field, allow_torch=False), "secretflow:SEMI2K")
 
@@ -53,7 +53,7 @@ def check_launch(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..apps.homework import report
     from ..runners.config import ConfigError
-    from ..runspec import parse_runs
+    from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field, allow_torch=False)  # validated before any work
     if args.epochs < 1:

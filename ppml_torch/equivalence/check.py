@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,14 +12,15 @@ from typing import Any
 import numpy as np
 
 from ppml_torch.errors import PpmlError
-from ppml_torch.runspec import RunSpec, parse_runs
+from ppml_torch.model import ROUTES
+from ppml_torch.runners.plan import session_plan
+from ppml_torch.runners.runspec import RunSpec, parse_runs
 from ppml_torch.testing import Tolerance
 
 from . import tolerances
 from .report import ERROR, FAIL, PASS, SKIP, EquivalenceReport, Mismatch, Row
 
 DEFAULT_RUNS = ("torch", "cpu", "spu:SEMI2K", "spu:ABY3")
-ROUTES = ("graph", "flax")
 
 ToleranceArg = float | Tolerance | Mapping[str, float | Tolerance] | None
 
@@ -46,7 +48,7 @@ def check_equivalence(
         the converted program's shapes.  int64 inputs run as int32 (refused if a value does
         not fit); float64 is refused (JAX runs float32: pass ``.float()`` inputs and module).
       runs: run specs (``torch``, ``cpu``, ``spu:SEMI2K``, ``spu:ABY3:FM128``,
-        ``secretflow:SEMI2K``; see :mod:`ppml_torch.runspec`).  ``torch`` adds the row of the
+        ``secretflow:SEMI2K``; see :mod:`ppml_torch.runners.runspec`).  ``torch`` adds the row of the
         torch eager reference itself (its time); the reference is always computed.
       routes: ``graph`` (:func:`ppml_torch.convert`) and/or ``flax``
         (:func:`ppml_torch.to_flax`, for the families it knows).  A route that does not apply
@@ -110,15 +112,16 @@ def check_equivalence(
         )
     mpc_runs = [r for r in run_specs if not r.is_torch]
     opened: dict[RunSpec, Any] = {}
+    stack = contextlib.ExitStack()  # closes the sessions this call opened, and only those
 
     def session_for(run: RunSpec) -> Any:
         if sessions is not None:
             return sessions(run)
         if run not in opened:
-            opened[run] = run.open()
+            opened[run] = stack.enter_context(session_plan(str(run)).borrow())
         return opened[run]
 
-    try:
+    with stack:
         for route in route_list:
             cm, why = _convert(route, module, args, tensor_kw, fixed_kw)
             if cm is None:
@@ -133,9 +136,6 @@ def check_equivalence(
                         tols.get(run), approx, name,
                     )
                 )  # fmt: skip
-    finally:
-        for s in opened.values():
-            s.close()
     shapes = [_shape(a) for a in args] + [f"{k}={_shape(v)}" for k, v in tensor_kw.items()]
     return EquivalenceReport(name, f"({', '.join(shapes)})", bool(grads), tuple(rows))
 

@@ -10,7 +10,7 @@ runs once per run of ``--ppml-runs`` (default ``cpu,spu:SEMI2K,spu:ABY3``; the t
 the run) and fails with the report's table when a row fails: which output (pytree path),
 which element, expected and got.  Keyword arguments are those of
 :func:`ppml_torch.check_equivalence` (``grads``, ``tolerance``, ``routes``, ...).  The
-``ppml_run`` fixture is the run of the current test (a :class:`~ppml_torch.runspec.RunSpec`),
+``ppml_run`` fixture is the run of the current test (a :class:`~ppml_torch.runners.runspec.RunSpec`),
 ``ppml_session`` its shared session (``None`` for ``torch``).  Sessions are shared by the
 whole test run (SPU starts once per protocol) and closed at its end.
 """
@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _runs(config: pytest.Config) -> list[Any]:
     from ppml_torch.errors import PpmlError
-    from ppml_torch.runspec import parse_runs
+    from ppml_torch.runners.runspec import parse_runs
 
     text = config.getoption("--ppml-runs") or config.getini("ppml_runs") or DEFAULT_RUNS
     try:
@@ -62,7 +62,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     runs = metafunc.config._ppml_runs  # type: ignore[attr-defined]
     marker = metafunc.definition.get_closest_marker("ppml_runs")
     if marker is not None:
-        from ppml_torch.runspec import parse_runs
+        from ppml_torch.runners.runspec import parse_runs
 
         wanted = set(parse_runs(marker.args))
         runs = [r for r in runs if r in wanted]

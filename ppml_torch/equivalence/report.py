@@ -94,7 +94,7 @@ class EquivalenceReport:
 
     def row(self, route: str, run: str) -> Row:
         """The row of ``route`` on ``run`` (``"spu:ABY3"`` finds ``spu:ABY3:FM64``)."""
-        from ppml_torch.runspec import parse_run
+        from ppml_torch.runners.runspec import parse_run
 
         names = {run, "*"} if run in ("*", "torch") else {str(parse_run(run)), "*"}
         for r in self.rows:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ppml_torch.runners import Session
-    from ppml_torch.runspec import RunSpec
+    from ppml_torch.runners.runspec import RunSpec
 
 _sessions: dict[tuple[str, str | None, str | None], Session] = {}
 

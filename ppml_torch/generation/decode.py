@@ -33,7 +33,10 @@ from ppml_torch.generation.checkpoint import (
     positions_of,
     vocab_size_of,
 )
-from ppml_torch.generation.programs import ROUTES, StepPrograms, build
+from ppml_torch.generation.programs import StepPrograms, build
+from ppml_torch.model import ROUTES
+from ppml_torch.runners.placeholders import is_placeholder, shapes_of
+from ppml_torch.runners.plan import session_plan
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -283,13 +286,13 @@ class Decoder:
         if self._weights is None:
             params = self.programs.params
             if self.weights_owner not in self.session.local_parties:
-                params = _shapes(params)
+                params = shapes_of(params)
             self._weights = self._put(params, self.weights_owner)
         return self._weights
 
     def _checked(self, prompt_ids: Any) -> Any:
         p = self.programs
-        if _is_placeholder(prompt_ids):  # another party's prompt (one process per party)
+        if is_placeholder(prompt_ids):  # another party's prompt (one process per party)
             if self.prompt_owner in self.session.local_parties:
                 raise GenerationError(
                     f"the prompt is {self.prompt_owner}'s: give the ids in its own process, "
@@ -393,18 +396,6 @@ class Decoder:
             self._weights = None
 
 
-def _is_placeholder(value: Any) -> bool:
-    import jax
-
-    return isinstance(value, jax.ShapeDtypeStruct)
-
-
-def _shapes(tree: Any) -> Any:
-    import jax
-
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
-
-
 def _prompt_of(session: Session, prompt_ids: Any, owner: str, vocab: int) -> Any:
     """One process per party: the owner checks its prompt and announces its shape (public
     metadata: the program's shapes are public anyway); every process gets the owner's ids or
@@ -415,7 +406,7 @@ def _prompt_of(session: Session, prompt_ids: Any, owner: str, vocab: int) -> Any
     if owner in session.local_parties:
         try:
             value = prompt_ids() if callable(prompt_ids) else prompt_ids
-            if _is_placeholder(value):
+            if is_placeholder(value):
                 raise GenerationError(
                     f"the prompt is {owner}'s: give the ids in its own process, not a "
                     "shape-only placeholder"
@@ -431,7 +422,7 @@ def _prompt_of(session: Session, prompt_ids: Any, owner: str, vocab: int) -> Any
     shape = tuple(got["shape"])
     if mine is not None:
         return mine
-    if _is_placeholder(prompt_ids):
+    if is_placeholder(prompt_ids):
         declared = tuple(prompt_ids.shape)
         declared = (1, *declared) if len(declared) == 1 else declared
         if declared != shape:
@@ -440,37 +431,6 @@ def _prompt_of(session: Session, prompt_ids: Any, owner: str, vocab: int) -> Any
                 f"{list(shape)} token ids; describe it exactly (or pass None)"
             )
     return jax.ShapeDtypeStruct(shape, np.int32)
-
-
-def _open(session: Any) -> tuple[Session, bool]:
-    from ppml_torch.runners import Session
-
-    if isinstance(session, Session):
-        return session, False
-    if isinstance(session, str):
-        from ppml_torch.runspec import parse_run
-
-        run = parse_run(session)
-        if run.is_torch:
-            raise GenerationError(
-                "session 'torch' has no MPC session; use ppml_torch.generation.torch_greedy"
-            )
-        return run, True  # opened by the caller once the input is checked
-    raise GenerationError(
-        f"session must be an open Session or a run spec like 'spu:ABY3', got {type(session).__name__}"
-    )
-
-
-def _gate(calibration: Any, opened: Any, owned: bool) -> None:
-    """A ``ppml_torch.calibrate`` report that predicts an overflow refuses the run, before
-    anything is shared (judged at the session's field and fraction bits; not in plaintext)."""
-    if calibration is None:
-        return
-    from ppml_torch.runners.config import resolve, session_fraction_bits
-
-    cfg = resolve(opened.backend, opened.protocol, opened.field) if owned else opened.config
-    if cfg.backend != "cpu":
-        calibration.check(field=cfg.field, fraction_bits=session_fraction_bits(cfg))
 
 
 def generate(
@@ -529,15 +489,20 @@ def generate(
     vocab = vocab_size_of(module) if hasattr(module, "config") else None
     if vocab is None:
         as_nanogpt(module)  # raises the "not a GPT-2" error
-    opened, owned = _open(session)
-    if not owned and not set(opened.local_parties) >= set(opened.parties):
-        if prompt_owner not in opened.parties:
+    sp = session_plan(
+        session,
+        error=GenerationError,
+        example="spu:ABY3",
+        torch_error="session 'torch' has no MPC session; use ppml_torch.generation.torch_greedy",
+    )
+    if sp.one_process_per_party:
+        if prompt_owner not in sp.parties:
             raise GenerationError(
                 f"prompt_owner {prompt_owner!r} is not a party of the session "
-                f"({', '.join(opened.parties)})"
+                f"({', '.join(sp.parties)})"
             )
-        arr = _prompt_of(opened, prompt_ids, prompt_owner, vocab)  # one process per party
-    elif _is_placeholder(prompt_ids):
+        arr = _prompt_of(sp.session, prompt_ids, prompt_owner, vocab)  # one process per party
+    elif is_placeholder(prompt_ids):
         raise GenerationError(
             "prompt_ids is a shape-only placeholder, which only a process without the prompt "
             "gives (one process per party); in one process give the ids"
@@ -552,9 +517,8 @@ def generate(
     if argmax not in ARGMAXES:
         raise GenerationError(f"argmax {argmax!r} is unknown; use {', '.join(ARGMAXES)}")
     check_candidates(candidates, vocab, argmax)
-    _gate(calibration, opened, owned)
-    s = opened.open() if owned else opened
-    try:
+    sp.gate(calibration)
+    with sp.borrow() as s:
         dec = Decoder(
             module,
             s,
@@ -573,9 +537,6 @@ def generate(
             return dec.generate(arr)
         finally:
             dec.close()
-    finally:
-        if owned:
-            s.close()
 
 
 def torch_greedy(

@@ -22,8 +22,6 @@ import numpy as np
 
 from ppml_torch.models.nanogpt import GPT, GPTConfig
 
-ROUTES = ("graph", "flax")
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class StepPrograms:

@@ -19,7 +19,8 @@ BACKENDS = ("cpu", "spu", "secretflow")
 IRS = ("xla", "stablehlo")
 DEFAULT_IR = "xla"
 PROTOCOLS = {"SEMI2K": 2, "CHEETAH": 2, "ABY3": 3}  # protocol -> number of parties
-FIELDS = ("FM64", "FM128")
+DEFAULT_FIELD = "FM64"  # the field of a run that names none
+FIELDS = (DEFAULT_FIELD, "FM128")
 DEFAULT_PARTIES = ("alice", "bob", "carol")
 
 # SPU RuntimeConfig knobs a user may set (``runtime={...}``), with the values ppml-torch uses
@@ -115,7 +116,7 @@ def resolve(
             f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)} "
             "(SEMI2K/CHEETAH: 2 parties, ABY3: 3 parties)"
         )
-    field = (field or "FM64").upper()
+    field = (field or DEFAULT_FIELD).upper()
     if field not in FIELDS:
         raise ConfigError(f"unknown field {field!r}; use one of {', '.join(FIELDS)}")
     n = PROTOCOLS[protocol]
@@ -267,4 +268,4 @@ def _check_fraction_bits(field: str, fraction_bits: Any) -> None:
 def session_fraction_bits(cfg: SessionConfig) -> int:
     """The fraction bits a session runs with (0 in the runtime settings means SPU's default)."""
     f = int(cfg.runtime.get("fxp_fraction_bits") or 0)
-    return f or FIELD_FRACTION_BITS[cfg.field or "FM64"]
+    return f or FIELD_FRACTION_BITS[cfg.field or DEFAULT_FIELD]

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ppml_torch.errors import PpmlError
+from ppml_torch.runners.placeholders import is_placeholder
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray takes
 Loader = Callable[[], ArrayLike]
@@ -71,7 +72,7 @@ class Block:
             raise DataError(
                 f"data: {self.owner}'s loader failed: {type(e).__name__}: {text}"
             ) from e
-        if _is_placeholder(value):
+        if is_placeholder(value):
             raise DataError(
                 f"data: {self.owner}'s block is a shape-only placeholder in {self.owner}'s own "
                 "process; the owner gives the array (or a loader of it)"
@@ -244,17 +245,6 @@ class Loaded:
         return (self.n_features,) if self.features[0].ndim == 2 else self.features[0].shape[1:]
 
 
-def _is_placeholder(value: Any) -> bool:
-    """A shape-only stand-in (``jax.ShapeDtypeStruct`` or alike): shape and dtype, no data."""
-    return (
-        not callable(value)
-        and hasattr(value, "shape")
-        and hasattr(value, "dtype")
-        and not hasattr(value, "__array__")
-        and not hasattr(value, "numpy")
-    )
-
-
 def _placeholder(shape: tuple[int, ...], dtype: str) -> Any:
     import jax
 
@@ -316,7 +306,7 @@ def _check_declared(block: Block, shape: tuple[int, ...], dtype: str) -> None:
     v = block.value
     if hasattr(v, "detach"):  # a torch tensor given outside its owner's process
         v = v.detach().cpu().numpy()
-    got_shape = tuple(int(d) for d in np.shape(v)) if not _is_placeholder(v) else tuple(v.shape)
+    got_shape = tuple(int(d) for d in np.shape(v)) if not is_placeholder(v) else tuple(v.shape)
     got_dtype = np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype)
     if got_shape != tuple(shape) or jax_dtype_name(got_dtype) != jax_dtype_name(dtype):
         raise DataError(

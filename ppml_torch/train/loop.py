@@ -37,10 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from ppml_torch.cache import ROUTES, conversions
+from ppml_torch.cache import conversions
 from ppml_torch.errors import PpmlError
+from ppml_torch.model import ROUTES
 from ppml_torch.runners.base import Handle, RunReport, Session
 from ppml_torch.runners.comm import CommStats
+from ppml_torch.runners.placeholders import is_placeholder, shapes_of
+from ppml_torch.runners.plan import SessionPlan, session_plan
 
 from .data import ArrayLike, Data, Loaded, load
 
@@ -107,46 +110,13 @@ def _check_route(route: str) -> None:
         raise FitError(f"route must be 'graph' or 'flax', got {route!r}")
 
 
-def _session_parties(session: Session | str) -> tuple[tuple[str, ...], Any]:
-    """The session's parties, and the parsed run spec when ``session`` is a string."""
-    if isinstance(session, Session):
-        return session.parties, None
-    if not isinstance(session, str):
-        raise FitError(
-            f"session must be an open session or a run spec like 'spu:SEMI2K', got "
-            f"{type(session).__name__}"
-        )
-    from ppml_torch.runners.config import resolve
-    from ppml_torch.runspec import parse_run
-
-    spec = parse_run(session)
-    if spec.is_torch:
-        raise FitError(
-            "session 'torch' is torch eager: train with torch itself, or use cpu, spu or secretflow"
-        )
-    return resolve(spec.backend, spec.protocol, spec.field).parties, spec
-
-
-def _fixed_point(session: Session | str, spec: Any) -> tuple[str, int] | None:
-    """(field, fraction bits) of an MPC session, None in plaintext: the optimizer's MPC form."""
-    from ppml_torch.runners.config import resolve, session_fraction_bits
-
-    cfg = session.config if spec is None else resolve(spec.backend, spec.protocol, spec.field)
-    if cfg.backend == "cpu":
-        return None
-    return cfg.field, session_fraction_bits(cfg)
-
-
-def _gate(calibration: Any, fixed_point: tuple[str, int] | None) -> None:
-    """Refuse, before any session work, a run a calibration predicts will overflow.
-
-    ``calibration``: a :class:`~ppml_torch.calibration.CalibrationReport` (``ppml_torch.calibrate``
-    of the model, or ``calibrate_function`` of a training step: gradients and updates have
-    products of their own), judged against the session's field and fraction bits; plaintext
-    runs are not judged.
-    """
-    if calibration is not None and fixed_point is not None:
-        calibration.check(field=fixed_point[0], fraction_bits=fixed_point[1])
+def _session_plan(session: Session | str) -> SessionPlan:
+    return session_plan(
+        session,
+        error=FitError,
+        torch_error="session 'torch' is torch eager: train with torch itself, or use cpu, spu "
+        "or secretflow",
+    )
 
 
 def _map_loss(losses: Any, loss_fn: Any) -> Any:
@@ -487,15 +457,16 @@ def fit(
         raise FitError(f"epochs must be a positive int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise FitError(f"batch_size must be a positive int, got {batch_size!r}")
-    parties, spec = _session_parties(session)
+    sp = _session_plan(session)
+    parties = sp.parties
     _check_module_params(optimizer, module)
-    fixed_point = _fixed_point(session, spec)
-    _gate(calibration, fixed_point)
+    fixed_point = sp.fixed_point
+    sp.gate(calibration)
     topt = optim.from_torch(optimizer, module, None, fixed_point=fixed_point)
     tx = topt.tx  # over {torch name: array} of the trained names (frozen ones stay in `fixed`)
     trainable = [name for g in topt.groups for name in g["names"]]
     loss = _map_loss(losses, loss_fn)
-    loaded = load(data, parties, need_labels=True, session=None if spec else session)
+    loaded = load(data, parties, need_labels=True, session=sp.session)
     n = loaded.n_rows
     if batch_size > n:
         raise FitError(
@@ -558,54 +529,54 @@ def fit(
     rng = np.random.default_rng(seed)
 
     setup_s = time.perf_counter() - t_start
-    owned = spec.open() if spec is not None else session
-    sc = _Scope(owned)
-    bar = _progress(epochs, progress)
-    try:
-        first = len(owned.reports)
-        local = owned.local_parties
-        # the module's weights are read in weights_owner's process only (one process per party:
-        # elsewhere the module gives its architecture, and the put takes the shapes)
-        w = sc.put(
-            init_params if data.weights_owner in local else _shapes(init_params),
-            data.weights_owner,
-        )
-        blocks = [sc.put(a, b.owner) for b, a in zip(data.features, loaded.features, strict=True)]
-        blocks += [sc.put(a, b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)]
-        state = sc.call(init, w, name="init")
-        sc.free(w)
-        records = []
-        for e in range(1, epochs + 1):
-            extra: list[Handle] = []
-            if shuffle:
-                extra.append(sc.put(rng.permutation(n).astype(np.int32), "public"))
-            out = sc.call(epoch, state, *blocks, *extra, name="epoch")
-            report = owned.last_report
-            sc.free(state, *extra)
-            value = None
-            if receiver is False:
-                state = out
-            else:  # split (state, loss): two cheap calls, then the loss is revealed
-                state = sc.call(_first, out, name="state")
-                lh = sc.call(_second, out, name="loss")
-                got = owned.reveal(lh, to=receiver)  # None in another party's process
-                value = None if got is None else float(got)
-                sc.free(lh, out)
-            records.append(EpochRecord(e, value, report.compile_s, report.run_s, report.comm))
+    with sp.borrow() as owned:
+        sc = _Scope(owned)
+        bar = _progress(epochs, progress)
+        try:
+            first = len(owned.reports)
+            local = owned.local_parties
+            # the module's weights are read in weights_owner's process only (one process per party:
+            # elsewhere the module gives its architecture, and the put takes the shapes)
+            w = sc.put(
+                init_params if data.weights_owner in local else shapes_of(init_params),
+                data.weights_owner,
+            )
+            blocks = [
+                sc.put(a, b.owner) for b, a in zip(data.features, loaded.features, strict=True)
+            ]
+            blocks += [sc.put(a, b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)]
+            state = sc.call(init, w, name="init")
+            sc.free(w)
+            records = []
+            for e in range(1, epochs + 1):
+                extra: list[Handle] = []
+                if shuffle:
+                    extra.append(sc.put(rng.permutation(n).astype(np.int32), "public"))
+                out = sc.call(epoch, state, *blocks, *extra, name="epoch")
+                report = owned.last_report
+                sc.free(state, *extra)
+                value = None
+                if receiver is False:
+                    state = out
+                else:  # split (state, loss): two cheap calls, then the loss is revealed
+                    state = sc.call(_first, out, name="state")
+                    lh = sc.call(_second, out, name="loss")
+                    got = owned.reveal(lh, to=receiver)  # None in another party's process
+                    value = None if got is None else float(got)
+                    sc.free(lh, out)
+                records.append(EpochRecord(e, value, report.compile_s, report.run_s, report.comm))
+                if bar is not None:
+                    bar.update(1)
+                    if value is not None:
+                        bar.set_postfix(loss=f"{value:.4f}")
+            wh = sc.call(weights, state, name="weights")
+            trained = owned.reveal(wh, to=data.weights_to)
+            sc.free(wh, state, *blocks)
+            reports = owned.reports[first:]
+        finally:
             if bar is not None:
-                bar.update(1)
-                if value is not None:
-                    bar.set_postfix(loss=f"{value:.4f}")
-        wh = sc.call(weights, state, name="weights")
-        trained = owned.reveal(wh, to=data.weights_to)
-        sc.free(wh, state, *blocks)
-        reports = owned.reports[first:]
-    finally:
-        if bar is not None:
-            bar.close()
-        sc.free_all()  # only after a failure: a shared session keeps no stray shares
-        if spec is not None:
-            owned.close()
+                bar.close()
+            sc.free_all()  # only after a failure: a shared session keeps no stray shares
     history = History(
         records, n_full, partial, rest - partial, reports,
         partial_padded=padded, padding_refused=refused,
@@ -617,12 +588,6 @@ def fit(
         return None, history
     _load_trained(module, model_full, init_params, names, trained)
     return module, history
-
-
-def _shapes(tree: Any) -> Any:
-    import jax
-
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
 
 
 def _load_trained(module: Any, model: Any, init_params: Any, names: list[str], trained) -> None:
@@ -780,13 +745,14 @@ def predict(
     :func:`~ppml_torch.train.rows.chunks_are_exact`); else that shape is converted once.
     """
     _check_route(route)
-    parties, spec = _session_parties(session)
-    _gate(calibration, _fixed_point(session, spec))
+    sp = _session_plan(session)
+    parties = sp.parties
+    sp.gate(calibration)
     if not isinstance(inputs, Data):
-        from .data import _is_placeholder, vertical
+        from .data import vertical
 
         o = owner or parties[0]
-        if _is_placeholder(inputs):  # another party's inputs, shapes only (one process per party)
+        if is_placeholder(inputs):  # another party's inputs, shapes only (one process per party)
             arr = inputs
         elif hasattr(inputs, "detach"):
             arr = inputs.detach().cpu().numpy()
@@ -803,7 +769,7 @@ def predict(
     if reveal_to is not None and reveal_to not in parties:
         raise FitError(f"reveal_to={reveal_to!r} is not a party ({', '.join(parties)})")
     inputs = dataclasses.replace(inputs, labels=())  # labels are not needed: never loaded
-    loaded = load(inputs, parties, need_labels=False, session=None if spec else session)
+    loaded = load(inputs, parties, need_labels=False, session=sp.session)
     w_owner = weights_owner or inputs.weights_owner
     cache = conversions(module, route)
     model, apply_fn = _predict_model(
@@ -815,16 +781,16 @@ def predict(
         len(loaded.features), 0, False,
     )  # fmt: skip
     program = _predict_program(plan, apply_fn)
-    owned = spec.open() if spec is not None else session
-    sc = _Scope(owned)
-    try:
-        w = sc.put(params if w_owner in owned.local_parties else _shapes(params), w_owner)
-        blocks = [sc.put(a, b.owner) for b, a in zip(inputs.features, loaded.features, strict=True)]
-        out = sc.call(program, w, *blocks, name="predict")
-        value = owned.reveal(out, to=reveal_to)
-        sc.free(w, out, *blocks)
-    finally:
-        sc.free_all()
-        if spec is not None:
-            owned.close()
+    with sp.borrow() as owned:
+        sc = _Scope(owned)
+        try:
+            w = sc.put(params if w_owner in owned.local_parties else shapes_of(params), w_owner)
+            blocks = [
+                sc.put(a, b.owner) for b, a in zip(inputs.features, loaded.features, strict=True)
+            ]
+            out = sc.call(program, w, *blocks, name="predict")
+            value = owned.reveal(out, to=reveal_to)
+            sc.free(w, out, *blocks)
+        finally:
+            sc.free_all()
     return None if value is None else np.asarray(value)

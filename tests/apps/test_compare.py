@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ppml_torch.apps import compare
-from ppml_torch.runspec import parse_runs
+from ppml_torch.runners.runspec import parse_runs
 from tests.sessions import get_session, record_error
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -651,7 +651,7 @@ def test_bad_input_is_one_line_before_any_session_work(case):
 
 def test_bad_run_spec_opens_nothing(monkeypatch):
     from ppml_torch.errors import PpmlError
-    from ppml_torch.runspec import RunSpec
+    from ppml_torch.runners.runspec import RunSpec
 
     def no_open(self, **kw):
         raise AssertionError("a session was opened")

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 from ...runners import total
-from ...runspec import RunSpec
+from ...runners.runspec import RunSpec
 from .data import load_data
 from .evaluate import auc
 from .report import HomeworkRow

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from ...runners import RunReport, total
-from ...runspec import RunSpec
+from ...runners.runspec import RunSpec
 from .data import load_data
 from .evaluate import auc
 from .train import ROUTE, predict_test, torch_mlp, train

@@ -6,7 +6,7 @@ from ppml_torch.apps.homework import report, train
 from ppml_torch.apps.homework.data import load_data
 from ppml_torch.apps.homework.evaluate import torch_auc
 from ppml_torch.runners import RunReport
-from ppml_torch.runspec import parse_runs
+from ppml_torch.runners.runspec import parse_runs
 
 
 def test_run_homework_gives_one_row_per_run():

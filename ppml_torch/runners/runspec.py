@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from .runners.config import BACKENDS, ConfigError, resolve
+from .config import BACKENDS, ConfigError, resolve
 
 TORCH = "torch"  # torch eager: the reference every other run is compared with
 
@@ -40,7 +40,7 @@ class RunSpec:
 
     def open(self, **session_kwargs):
         """Open this run's session (not for ``torch``)."""
-        from .runners import open_session
+        from . import open_session
 
         if self.is_torch:
             raise ConfigError("run 'torch' is torch eager and has no session")
@@ -73,7 +73,7 @@ def parse_run(spec: str, default_field: str | None = None) -> RunSpec:
     except ConfigError as e:
         raise ConfigError(f"run {spec!r}: {e}") from None
     if cfg.backend == "secretflow":
-        from .runners.secretflow import check_importable
+        from .secretflow import check_importable
 
         check_importable()
     return RunSpec(cfg.backend, cfg.protocol, cfg.field)

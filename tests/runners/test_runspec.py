@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ppml_torch.runners import ConfigError
-from ppml_torch.runspec import RunSpec, parse_run, parse_runs
+from ppml_torch.runners.runspec import RunSpec, parse_run, parse_runs
 
 
 def test_specs_parse_with_defaults():
