@@ -184,23 +184,33 @@ def _runtime_class(timeout_ms: int) -> type:
     return _Runtime
 
 
-@contextlib.contextmanager
-def _links_dropped_at_stop() -> Iterator[None]:
-    """``sf.shutdown`` with the cross-silo link dropped instead of ``stop_link``-ed.
+LINGER_S = 1.0  # after the closing handshake, how long a party keeps answering the others
 
-    yacl's ``stop_link`` ends with a closing handshake: each party sends the others a last
-    message and waits for theirs.  The party that finishes first leaves while the answer to the
-    other's last message may still be on its way; with TLS that answer was sometimes lost, the
-    other party retried a send nobody would answer and yacl ended it with exit code 255 and no
-    output (2 of 6 runs).  After the closing barrier every message has been received, so the
-    link is simply dropped (its destructor stops it without the handshake).
+
+@contextlib.contextmanager
+def _links_stopped_then_linger() -> Iterator[None]:
+    """``sf.shutdown`` with the cross-silo link closed by yacl's handshake, then kept up a moment.
+
+    yacl acknowledges every message it receives with a message of its own, sent asynchronously,
+    and its ``stop_link`` is the closing handshake that waits for all of them (each party sends
+    FIN with its message count, waits for every peer's messages and FIN, for its own sends to be
+    delivered and for the acknowledgements of its own messages).  Afterwards this party sends
+    nothing more; but its server must still answer the peers' last requests (their FIN, their
+    last acknowledgement): closing it right away cuts those answers off, the peer retries a
+    send that nobody answers, and a process that exits while such a send task runs crashes in
+    brpc/yacl's threads during C++ static destruction (SIGSEGV in spdlog, 2 of 20 three-party
+    launches on a loaded machine when the link was dropped without the handshake).  So: the
+    handshake, then ``LINGER_S`` with the server up, then the link is released.
     """
     from secretflow.distributed.fed.proxy.brpc_link.brpc_link import BrpcLinkProxy
 
     orig = BrpcLinkProxy.stop
 
     def stop(proxy: Any) -> None:
-        proxy._linker = None
+        if proxy._linker is not None:
+            proxy._linker.stop_link()
+            time.sleep(LINGER_S)
+            proxy._linker = None
 
     BrpcLinkProxy.stop = stop
     try:
@@ -689,13 +699,10 @@ class ProductionSession(Session):
                 bye = {p: self._pyus[p](lambda: 0, num_returns=1)() for p in self.parties}
                 with self._guard("closing (waiting for the other parties to finish)"):
                     self._sf.reveal(bye)
-                self._watch_stop.set()
-                # brpc answers each message after handing it over: linger a moment so the
-                # answers to the last messages reach their senders (with TLS, a sender whose
-                # answer was cut off retried and yacl ended it with exit code 255)
-                time.sleep(1.0)
-                with _quiet(), _links_dropped_at_stop():
+                # the watchdog stays on during the handshake: a party lost now is still named
+                with _quiet(), _links_stopped_then_linger():
                     self._sf.shutdown()
+                self._watch_stop.set()
                 self._native.restore()
         finally:
             if hasattr(self, "_watch_stop"):
