@@ -130,6 +130,11 @@ def resolve(
             f"({', '.join(parties)}); pass parties=[...] with {n} names"
             + (" or use protocol='ABY3' for 3 parties" if len(parties) == 3 else "")
         )
+    if runtime is not None and not isinstance(runtime, Mapping):
+        raise ConfigError(
+            f"runtime must be a dict of SPU settings like {{'fxp_exp_mode': 'EXP_TAYLOR'}}, got "
+            f"{type(runtime).__name__} {runtime!r}; settable: {', '.join(KNOBS)}"
+        )
     runtime = dict(runtime or {})
     unknown = sorted(set(runtime) - set(KNOBS))
     if unknown:

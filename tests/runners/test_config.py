@@ -72,6 +72,8 @@ def test_runtime_knobs_reach_spu():
         ({"fxp_exp_iters": 2.5}, "FM64", "use a non-negative integer"),
         ({"enable_lower_accuracy_rsqrt": 1}, "FM64", "use True or False"),
         ({"beaver_type": "Trusted"}, "FM64", "use one of TrustedFirstParty"),
+        ("fast", "FM64", "runtime must be a dict of SPU settings"),
+        ([("fxp_exp_iters", 8)], "FM64", "runtime must be a dict of SPU settings"),
         ({"fxp_fraction_bits": 62}, "FM64", "use an integer in 8..26"),
         ({"fxp_fraction_bits": 31}, "FM64", "use an integer in 8..26"),
         ({"fxp_fraction_bits": 30}, "FM64", "must stay right up to |a*b| = 1024"),
