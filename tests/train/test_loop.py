@@ -257,7 +257,7 @@ def test_predict_reveals_only_to_receiver(route, backend, protocol):
 def test_conversions_are_cached_by_shape():
     """One conversion per module and training mode: the partial batch and predict on other
     row counts reuse the batch shape (the MLP is row-wise)."""
-    from ppml_torch.cache import conversions
+    from ppml_torch.train.cache import conversions
 
     x, y = tiny_data(n=20)
     module = tiny_mlp()
@@ -297,7 +297,7 @@ class BatchCentered(nn.Module):
 def test_row_mixing_module_converts_its_partial_batch(backend, protocol):
     """Padding would change this model's numbers: fit converts the partial shape instead, and
     predict converts new row counts; both still equal torch eager."""
-    from ppml_torch.cache import conversions
+    from ppml_torch.train.cache import conversions
 
     x, y = tiny_data(n=20)
     module, ref = BatchCentered(), BatchCentered()
@@ -323,7 +323,7 @@ def test_padded_partial_step_gradient_equals_unpadded():
     """The padded step's gradient is the gradient on the partial batch alone (plaintext)."""
     import jax
 
-    from ppml_torch.cache import conversions
+    from ppml_torch.train.cache import conversions
 
     x, y = tiny_data(n=8)
     module = tiny_mlp()
@@ -434,8 +434,8 @@ def test_secret_optimizer_leaves():
     """Which optimizer-state leaves training makes secret: the moments, not the counts."""
     import jax
 
-    from ppml_torch.train.loop import _secret_opt_leaves
     from ppml_torch.train.optim import from_torch
+    from ppml_torch.train.state import secret_optimizer_leaves as _secret_opt_leaves
 
     module = tiny_mlp()
     train = {
