@@ -31,11 +31,13 @@ def check_route(route: str) -> None:
         raise FitError(f"route must be 'graph' or 'flax', got {route!r}")
 
 
-def check_counts(epochs: Any, batch_size: Any) -> None:
-    if not isinstance(epochs, int) or epochs < 1:
+def check_counts(epochs: Any, batch_size: Any, seed: Any = 0) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise FitError(f"epochs must be a positive int, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FitError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FitError(f"seed must be a non-negative int, got {seed!r}")
 
 
 def plan_session(session: Session | str) -> SessionPlan:

@@ -127,7 +127,7 @@ def fit(
     t_start = time.perf_counter()
     # 1. checks and mappings, in plaintext: nothing is put before they all pass
     check_route(route)
-    check_counts(epochs, batch_size)
+    check_counts(epochs, batch_size, seed)
     sp = plan_session(session)
     check_module_params(optimizer, module)
     sp.gate(calibration)

@@ -64,6 +64,10 @@ def _bad_cases():
         "unknown route": (m, nn.MSELoss(), sgd, ok, {"route": "onnx"}),
         "torch is no session": (m, nn.MSELoss(), sgd, ok, {"session": "torch"}),
         "bad epochs": (m, nn.MSELoss(), sgd, ok, {"epochs": 0}),
+        "epochs a bool": (m, nn.MSELoss(), sgd, ok, {"epochs": True}),
+        "seed not an int": (m, nn.MSELoss(), sgd, ok, {"seed": "abc", "shuffle": True}),
+        "negative seed": (m, nn.MSELoss(), sgd, ok, {"seed": -1, "shuffle": True}),
+        "calibration not a report": (m, nn.MSELoss(), sgd, ok, {"calibration": "yes"}),
     }
 
 
