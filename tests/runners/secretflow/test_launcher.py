@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from ppml_torch.cli.launcher import cpu_shares, describe_shares, parse_parties, pin
-from ppml_torch.runners.cluster import ClusterError
+from ppml_torch.runners.secretflow.cluster import ClusterError
+from ppml_torch.runners.secretflow.launcher import cpu_shares, describe_shares, parse_parties, pin
 
 
 def test_cpu_shares_split_the_cpus_contiguously():

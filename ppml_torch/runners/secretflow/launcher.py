@@ -26,16 +26,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from ..runners.cluster import (
+from ..config import PROTOCOLS
+from .cluster import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     ClusterError,
     loopback_cluster,
 )
-from ..runners.config import PROTOCOLS
 
 GRACE_S = 15.0  # beyond timeout_s, before the launcher kills a party that has not ended
 
@@ -107,34 +107,6 @@ def pin(pid: int, cpus: Sequence[int]) -> None:
     os.sched_setaffinity(pid, set(cpus))
 
 
-def check_command(argv: Sequence[str], party: str) -> None:
-    """The sub-command must exist, run across processes, and its arguments must be valid."""
-    from . import COMMANDS, build_parser
-
-    if not argv:
-        raise ClusterError(
-            "give the sub-command after --, e.g. -- homework-mlp --runs secretflow:SEMI2K"
-        )
-    name = argv[0]
-    if name not in COMMANDS or name == "launch":
-        runnable = ", ".join(c for c in COMMANDS if c != "launch")
-        raise ClusterError(f"unknown sub-command {name!r} to launch; one of {runnable}")
-    import importlib
-
-    mod = importlib.import_module(f"ppml_torch.cli.{COMMANDS[name]}")
-    check = getattr(mod, "check_launch", None)
-    if check is None:
-        raise ClusterError(
-            f"{name} runs in one process and has no one-process-per-party mode; run it without launch"
-        )
-    for flag in ("--cluster", "--party"):
-        if any(a == flag or a.startswith(flag + "=") for a in argv):
-            raise ClusterError(f"launch sets {flag} itself; drop it from the sub-command")
-    parser = build_parser()
-    args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
-    check(args)
-
-
 def launch(
     parties: Sequence[str],
     argv: Sequence[str],
@@ -146,12 +118,16 @@ def launch(
     grace_s: float = GRACE_S,
     workdir: str | None = None,
     pin_cpus: bool = True,
+    check: Callable[[Sequence[str], str], None] | None = None,
 ) -> LaunchResult:
     """Run ``argv`` (a sub-command and its arguments) once per party; see the module doc.
-    ``pin_cpus=False``: the parties share every CPU (no :func:`cpu_shares`)."""
+    ``pin_cpus=False``: the parties share every CPU (no :func:`cpu_shares`).  ``check(argv,
+    first party)`` runs before anything is written or started (the command line passes
+    :func:`ppml_torch.cli.launch.check_command`: the sub-command and its arguments)."""
     out = out or sys.stdout
     parties = list(parties)
-    check_command(argv, parties[0])
+    if check is not None:
+        check(argv, parties[0])
     shares = cpu_shares(len(parties)) if pin_cpus else None
     workdir = workdir or tempfile.mkdtemp(prefix="ppml-torch-launch-")
     path = os.path.join(workdir, "cluster.json")
