@@ -46,10 +46,14 @@ def __getattr__(name: str) -> Any:
         from .converters import flax as _flax
 
         return getattr(_flax, name)
-    if name in ("fit", "predict"):
-        from .train import loop as _loop
+    if name == "fit":
+        from .train import fit
 
-        return getattr(_loop, name)
+        return fit
+    if name == "predict":
+        from .train import predict
+
+        return predict
     if name == "generate":
         from .generation import generate
 
