@@ -272,8 +272,8 @@ def _run_party(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..generation import GenerationError, generate
-    from ..runners.cluster import check_party, load_cluster
     from ..runners.config import ConfigError
+    from ..runners.secretflow.cluster import check_party, load_cluster
 
     run = _party_run(args)
     cluster = load_cluster(args.cluster)

@@ -106,7 +106,7 @@ def test_cluster_and_party_go_together(capsys, given):
 
 
 def test_cluster_without_alice_and_bob_is_refused(tmp_path, capsys):
-    from ppml_torch.runners.cluster import loopback_cluster
+    from ppml_torch.runners.secretflow.cluster import loopback_cluster
 
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps(loopback_cluster(["alice", "dave"])))
@@ -118,7 +118,7 @@ def test_cluster_without_alice_and_bob_is_refused(tmp_path, capsys):
 
 
 def test_launch_accepts_gpt2_and_checks_its_arguments():
-    from ppml_torch.cli.launcher import check_command
+    from ppml_torch.cli.launch import check_command
     from ppml_torch.errors import PpmlError
 
     check_command(["gpt2", "--runs", "secretflow:ABY3", "--tokens", "3", *TINY], "alice")
@@ -147,14 +147,15 @@ def test_launch_semi2k_ids_reach_bob_only_and_match_in_process_spu(monkeypatch):
     output has the ids of the same generation in one process (``spu:SEMI2K``), alice's has
     neither the ids nor the prompt."""
     from ppml_torch.cli.gpt2 import DEFAULT_PROMPT
-    from ppml_torch.cli.launcher import launch
+    from ppml_torch.cli.launch import check_command
     from ppml_torch.generation import generate, gpt2_tokenizer, random_gpt2, torch_greedy
+    from ppml_torch.runners.secretflow.launcher import launch
 
     monkeypatch.setenv("PYTHONPATH", ROOT)  # the parties import this checkout's ppml_torch
     monkeypatch.chdir(ROOT)
     out = io.StringIO()
     argv = ["gpt2", "--runs", "secretflow:SEMI2K", "--tokens", "3", *TINY, "--init-std", "0.3"]
-    result = launch(["alice", "bob"], argv, timeout_s=30, out=out)
+    result = launch(["alice", "bob"], argv, timeout_s=30, out=out, check=check_command)
     assert result.returncode == 0, out.getvalue()[-4000:]
     alice, bob = result.output("alice"), result.output("bob")
 
