@@ -8,8 +8,8 @@ import pytest
 
 from ppml_torch.converters.fx import registry
 from ppml_torch.equivalence import tolerances
+from ppml_torch.equivalence.tolerances import TOLERANCES
 from ppml_torch.runners.config import FIELDS, PROTOCOLS
-from ppml_torch.testing import TOLERANCES
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
