@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PpmlError
-from ..runners.config import FIELD_FRACTION_BITS
+from ..runners.config import FIELD_FRACTION_BITS, FIELDS
 from .stats import PRECISION_TOLERANCE, ModuleStats, limits
 
 HEADROOM_BITS = 2.0
@@ -250,7 +250,7 @@ class CalibrationReport:
         """
         if self.ok_under(self.field, self.fraction_bits):
             return self.field, self.fraction_bits
-        for field in ("FM64", "FM128"):
+        for field in FIELDS:  # the cheaper field first
             default = FIELD_FRACTION_BITS[field]
             fs = sorted(
                 (f for fld, f in CANDIDATES if fld == field), key=lambda f: (abs(f - default), -f)
@@ -262,7 +262,7 @@ class CalibrationReport:
 
     def fits(self, st: ModuleStats) -> str:
         """The candidate fraction bits under which one module has no range risk, e.g. ``FM64 12-22``."""
-        for field in ("FM64", "FM128"):
+        for field in FIELDS:
             good = [
                 f
                 for fld, f in CANDIDATES
