@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ppml_torch.cache import conversions
 from ppml_torch.errors import InputError
 from ppml_torch.model import ConvertedModel, from_shipping_state, shipping_state
+from ppml_torch.train.cache import conversions
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
 

@@ -32,13 +32,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PpmlError
-from ..runners.config import FIELD_FRACTION_BITS, FIELDS
+from ..runners.config import FIELD_FRACTION_BITS, FIELDS, allowed_fraction_bits
 from .stats import PRECISION_TOLERANCE, ModuleStats, limits
 
 HEADROOM_BITS = 2.0
 DIVISOR_STEPS = 256
-CANDIDATES: tuple[tuple[str, int], ...] = tuple(("FM64", f) for f in range(12, 25)) + tuple(
-    ("FM128", f) for f in range(18, 41)
+# every (field, fraction bits) open_session accepts (the rule in runners/config.py)
+CANDIDATES: tuple[tuple[str, int], ...] = tuple(
+    (field, f) for field in FIELDS for f in allowed_fraction_bits(field)
 )
 
 OVERFLOW = "overflow risk"
@@ -245,12 +246,13 @@ class CalibrationReport:
     def recommend(self) -> tuple[str, int] | None:
         """The setting without overflow, low headroom, precision or divisor risks, or None.
 
-        The calibrated setting if it qualifies; else among FM64 f=12..24, the fraction bits
-        nearest 18 (more on a tie); else among FM128 f=18..40, the nearest 26.
+        The calibrated setting if it qualifies; else among the FM64 fraction bits open_session
+        accepts (:data:`CANDIDATES`: 8..26), the nearest 18 (more on a tie); else among FM128's
+        (8..58), the nearest 26.
         """
         if self.ok_under(self.field, self.fraction_bits):
             return self.field, self.fraction_bits
-        for field in FIELDS:  # the cheaper field first
+        for field in FIELDS:
             default = FIELD_FRACTION_BITS[field]
             fs = sorted(
                 (f for fld, f in CANDIDATES if fld == field), key=lambda f: (abs(f - default), -f)

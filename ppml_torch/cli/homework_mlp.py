@@ -70,7 +70,7 @@ def _run_party(args: argparse.Namespace, run) -> int:
     import os
 
     from ..apps.homework import parties, report
-    from ..runners.cluster import check_party, load_cluster
+    from ..runners.secretflow.cluster import check_party, load_cluster
 
     check_launch(args)
     check_party(load_cluster(args.cluster), args.party)  # before any data or runtime

@@ -7,6 +7,7 @@ is one line naming the fix.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,8 +27,8 @@ DEFAULT_PARTIES = ("alice", "bob", "carol")
 # SPU RuntimeConfig knobs a user may set (``runtime={...}``), with the values ppml-torch uses
 # when the user says nothing.  These are SPU 0.9.3's own defaults except where noted; they are
 # the same for every protocol, with the per-protocol fraction bits below.
-#   fxp_fraction_bits   fixed-point fraction bits (default 18 on FM64, 26 on FM128; must leave
-#                       room for a product: 1..31 on FM64, 1..63 on FM128, see fixed_point_range)
+#   fxp_fraction_bits   fixed-point fraction bits (default 18 on FM64, 26 on FM128; 8..26 on
+#                       FM64, 8..58 on FM128: see FIXED_POINT_RULE below)
 #   fxp_exp_mode        EXP_DEFAULT | EXP_PADE | EXP_TAYLOR | EXP_PRIME
 #   fxp_exp_iters       iterations of the Taylor exp (0 = SPU's default, 8)
 #   fxp_log_mode        LOG_DEFAULT | LOG_PADE | LOG_NEWTON | LOG_MINMAX
@@ -36,6 +37,7 @@ DEFAULT_PARTIES = ("alice", "bob", "carol")
 #   fxp_div_goldschmidt_iters
 #   enable_lower_accuracy_rsqrt
 #   beaver_type         (SEMI2K) TrustedFirstParty | TrustedThirdParty | MultiParty
+# The iteration counts take 0 (SPU's default) or a value in KNOB_RANGES.
 KNOBS = (
     "fxp_fraction_bits",
     "fxp_exp_mode",
@@ -128,6 +130,11 @@ def resolve(
             f"({', '.join(parties)}); pass parties=[...] with {n} names"
             + (" or use protocol='ABY3' for 3 parties" if len(parties) == 3 else "")
         )
+    if runtime is not None and not isinstance(runtime, Mapping):
+        raise ConfigError(
+            f"runtime must be a dict of SPU settings like {{'fxp_exp_mode': 'EXP_TAYLOR'}}, got "
+            f"{type(runtime).__name__} {runtime!r}; settable: {', '.join(KNOBS)}"
+        )
     runtime = dict(runtime or {})
     unknown = sorted(set(runtime) - set(KNOBS))
     if unknown:
@@ -170,6 +177,13 @@ def check_knob_values(runtime: Mapping[str, Any], field: str) -> None:
             raise ConfigError(
                 f"SPU runtime setting {key}={value!r} is invalid; use a non-negative integer"
             )
+        elif key in KNOB_RANGES and value != 0:
+            lo, hi = knob_range(key, runtime, field)
+            if not lo <= value <= hi:
+                raise ConfigError(
+                    f"SPU runtime setting {key}={value} gives wrong numbers: {KNOB_RANGES[key][2]}; "
+                    f"use 0 (SPU's default) or {lo}..{hi} (measured by scripts/measure_knob_ranges.py)"
+                )
 
 
 def _check_party_names(parties: Sequence[str]) -> None:
@@ -218,6 +232,46 @@ def spu_runtime_config_dict(cfg: SessionConfig, *, profile: bool = True) -> dict
 # * Resolution: 2**-f (FM64/18: 3.8e-6); smaller nonzero values become 0.
 FIELD_BITS = {"FM64": 64, "FM128": 128}
 
+# FIXED_POINT_RULE: the settings open_session accepts must hold ordinary numbers, measured
+# with scripts/measure_knob_ranges.py (SEMI2K; the products a*b for a, b in {0.3, 3, 10, 100,
+# 1000}):
+# * at least MIN_FRACTION_BITS fraction bits: resolution 2**-8 = 0.0039 or finer (f=4 gave
+#   10*0.3 = 2.5, f=1 gave 0);
+# * a product limit 2**(k-2-2f) of at least MIN_PRODUCT_LIMIT: products up to 1024 right
+#   (FM64 f=30, limit 4: 10*1 gave -6 and 100*100 gave 0; f=26, limit 1024: 1000*3 wrong, the
+#   rest right).  So 8..26 fraction bits on FM64 and 8..58 on FM128.
+MIN_FRACTION_BITS = 8
+MIN_PRODUCT_LIMIT = 2.0**10
+
+# Iteration knobs: (lowest, highest or None for "fraction bits - 2", what goes wrong outside).
+# Measured (scripts/measure_knob_ranges.py, worst error relative to max(|want|, 1)): the Taylor
+# exp over [-8, 4] is off by 35% with 4 iterations, 11% with 6, 3% with 8 (SPU's default), and
+# breaks once x / 2**n drops below the resolution: n = f - 1 already gives 28% (f=24, 26, 40),
+# n=1000 gives exp(1) = 1.0.  log (Newton) over [0.05, 60]: 0.22 with 1 iteration or order,
+# 0.033 from 2 on.  1/x with 1 Goldschmidt iteration: 0.05 off; 2 or more: 2e-4.  sin/cos:
+# 1e-4 from 1 iteration on.  The upper bounds of 32 keep a typo from costing hours.
+KNOB_RANGES: dict[str, tuple[int, int | None, str]] = {
+    "fxp_exp_iters": (
+        6,
+        None,
+        "the Taylor exp is off by 35% or more below 6 iterations and "
+        "breaks (exp(1) = 1) once 2**-iterations is below the resolution",
+    ),
+    "fxp_log_iters": (2, 32, "log is off by 0.22 with 1 iteration"),
+    "fxp_log_orders": (2, 32, "log is off by 0.14 with order 1"),
+    "fxp_div_goldschmidt_iters": (1, 32, "more than 32 iterations only cost"),
+    "sine_cosine_iters": (1, 32, "more than 32 iterations only cost"),
+}
+
+
+def knob_range(key: str, runtime: Mapping[str, Any], field: str) -> tuple[int, int]:
+    """The values ``key`` may take besides 0, under ``runtime``'s fraction bits on ``field``."""
+    lo, hi, _ = KNOB_RANGES[key]
+    if hi is None:
+        f = runtime.get("fxp_fraction_bits") or FIELD_FRACTION_BITS[field]
+        hi = int(f) - 2
+    return lo, hi
+
 
 def fixed_point_range(field: str, fraction_bits: int) -> tuple[float, float]:
     """(largest magnitude an input may have, resolution) of SPU fixed point.
@@ -243,9 +297,14 @@ def fixed_point_product_limit(field: str, fraction_bits: int) -> float:
 
 
 def max_fraction_bits(field: str) -> int:
-    """The most fraction bits ``field`` allows: a product keeps an integer bit,
-    ``2**(k-2-2f) >= 2`` (FM64: 30, FM128: 62)."""
-    return (_field_bits(field) - 3) // 2
+    """The most fraction bits ``field`` allows: the product limit ``2**(k-2-2f)`` stays at least
+    :data:`MIN_PRODUCT_LIMIT` (FM64: 26, FM128: 58)."""
+    return int((_field_bits(field) - 2 - math.log2(MIN_PRODUCT_LIMIT)) // 2)
+
+
+def allowed_fraction_bits(field: str) -> range:
+    """Every fraction-bit setting the rule accepts on ``field`` (FM64: 8..26, FM128: 8..58)."""
+    return range(MIN_FRACTION_BITS, max_fraction_bits(field) + 1)
 
 
 def _field_bits(field: str) -> int:
@@ -255,13 +314,19 @@ def _field_bits(field: str) -> int:
 
 
 def _check_fraction_bits(field: str, fraction_bits: Any) -> None:
-    hi = max_fraction_bits(field)
+    lo, hi = MIN_FRACTION_BITS, max_fraction_bits(field)
     f = fraction_bits
-    if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= hi:
+    if isinstance(f, bool) or not isinstance(f, int) or not lo <= f <= hi:
+        why = (
+            f"its resolution 2**-{f} cannot hold ordinary values (at least {lo} bits: 2**-{lo})"
+            if isinstance(f, int) and not isinstance(f, bool) and 0 < f < lo
+            else f"a product a*b is held with 2f fraction bits in {FIELD_BITS[field]} bits and "
+            f"must stay right up to |a*b| = {MIN_PRODUCT_LIMIT:g} (at most {hi} bits)"
+        )
         raise ConfigError(
-            f"fxp_fraction_bits={f!r} does not fit {field}: a product of two fixed-point values "
-            f"needs 2f fraction bits plus a sign bit, a spare bit and an integer bit in "
-            f"{FIELD_BITS[field]} bits; use an integer in 1..{hi} (default {FIELD_FRACTION_BITS[field]})"
+            f"fxp_fraction_bits={f!r} does not fit {field}: {why}; use an integer in {lo}..{hi} "
+            f"(default {FIELD_FRACTION_BITS[field]}; rule: FIXED_POINT_RULE in "
+            "ppml_torch/runners/config.py)"
         )
 
 

@@ -31,6 +31,7 @@ class SessionPlan:
     config: SessionConfig
     session: Session | None
     spec: RunSpec | None
+    error: type[Exception] = ConfigError  # the feature's own error type for bad arguments
 
     @property
     def parties(self) -> tuple[str, ...]:
@@ -60,8 +61,15 @@ class SessionPlan:
     def gate(self, calibration: Any) -> None:
         """Refuse, before any session work, a run a calibration report predicts will overflow
         (judged at this session's field and fraction bits; plaintext runs are not judged)."""
+        if calibration is None:
+            return
+        if not callable(getattr(calibration, "check", None)):
+            raise self.error(
+                f"calibration must be a report of ppml_torch.calibrate (or calibrate_function), "
+                f"got {type(calibration).__name__} {calibration!r:.60}"
+            )
         fp = self.fixed_point
-        if calibration is not None and fp is not None:
+        if fp is not None:
             calibration.check(field=fp[0], fraction_bits=fp[1])
 
     @contextlib.contextmanager
@@ -92,7 +100,7 @@ def session_plan(
     eager has no session).
     """
     if isinstance(session, Session):
-        return SessionPlan(session.config, session, None)
+        return SessionPlan(session.config, session, None, error)
     if not isinstance(session, str):
         raise error(
             f"session must be an open session or a run spec like {example!r}, got "
@@ -101,4 +109,4 @@ def session_plan(
     spec = parse_run(session)
     if spec.is_torch:
         raise error(torch_error)
-    return SessionPlan(resolve(spec.backend, spec.protocol, spec.field), None, spec)
+    return SessionPlan(resolve(spec.backend, spec.protocol, spec.field), None, spec, error)

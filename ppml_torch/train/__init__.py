@@ -1,14 +1,25 @@
 """Training torch modules inside a session: :func:`fit`, :func:`predict` and the data description.
 
-``from ppml_torch.train import fit, vertical`` is cheap: torch, JAX and optax are imported when
+``from ppml_torch.train import fit, vertical`` is cheap: torch and optax are imported when
 ``fit`` runs.  See :mod:`ppml_torch.train.loop` for how a training runs and what it discloses.
+
+The rooms: ``loop.py`` (``fit``: checks, then the session work in one sequence),
+``programs.py`` (the pure ``init``/``train_step``/``epoch`` programs and the
+:class:`~ppml_torch.train.programs.TrainPlan` they close over), ``state.py`` (the
+:class:`~ppml_torch.train.state.TrainState` they carry), ``names.py`` (torch names of the
+converted model's leaves), ``layout.py`` (blocks -> model input -> batches), ``checks.py``
+(the argument checks), ``inference.py`` (``predict``), ``cache.py`` (conversions by input
+shapes), ``rows.py`` (when padding a batch is exact), ``data.py``, ``optim.py``,
+``losses.py``, ``history.py``, ``scope.py`` (handles freed after a failure).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from .checks import FitError
 from .data import Block, Data, DataError, horizontal, vertical
+from .history import EpochRecord, History
+from .inference import predict
+from .loop import fit
 
 __all__ = [
     "Block",
@@ -22,11 +33,3 @@ __all__ = [
     "predict",
     "vertical",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("fit", "predict", "FitError", "History", "EpochRecord"):
-        from . import loop as _loop
-
-        return getattr(_loop, name)
-    raise AttributeError(f"module 'ppml_torch.train' has no attribute {name!r}")

@@ -39,7 +39,7 @@ from ppml_torch.errors import PpmlError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LossMappingError", "TorchLoss", "from_torch"]
+__all__ = ["LazyLoss", "LossMappingError", "TorchLoss", "from_torch", "lazy_from_torch"]
 
 
 class LossMappingError(PpmlError, ValueError):
@@ -88,6 +88,35 @@ def needs_example(loss_fn: Any) -> bool:
     """True for a callable that is not one of torch's losses written here: it goes through the
     graph converter, which needs ``example=(output, target)``."""
     return callable(loss_fn) and type(loss_fn) not in _builtin()
+
+
+def lazy_from_torch(loss_fn: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+    """:func:`from_torch` with no example: torch's losses map at once; any other callable is
+    converted on the first ``(output, target)`` shapes it is called with (``fit`` traces it on
+    one batch of the module's output), once per shapes."""
+    if needs_example(loss_fn):
+        return LazyLoss(loss_fn)
+    return from_torch(loss_fn)
+
+
+class LazyLoss:
+    """A user's loss function, converted by :func:`from_torch` on the shapes it is traced with."""
+
+    def __init__(self, loss_fn: Callable[..., Any]):
+        self._fn = loss_fn
+        self._mapped: dict[tuple[Any, ...], TorchLoss] = {}
+
+    def __call__(self, output: Any, target: Any) -> Any:
+        import torch
+
+        key = (tuple(output.shape), str(output.dtype), tuple(target.shape), str(target.dtype))
+        if key not in self._mapped:
+            ex = (
+                torch.zeros(key[0], dtype=getattr(torch, key[1])),
+                torch.zeros(key[2], dtype=getattr(torch, key[3])),
+            )
+            self._mapped[key] = from_torch(self._fn, example=ex)
+        return self._mapped[key](output, target)
 
 
 def _builtin() -> dict[type, Callable[..., TorchLoss]]:

@@ -34,6 +34,14 @@ def _linear(product: float, path: str = "fc") -> ModuleStats:
     return st
 
 
+def _unfixable() -> ModuleStats:
+    """A product of 2**99 (FM128 with at most 12 fraction bits) next to weights of 1e-5 (at
+    least 22 fraction bits): no setting the rule accepts holds both."""
+    st = _linear(2.0**99)
+    st.add_tensor(analyse(np.full(10, 1e-5)), "weight", product=False)
+    return st
+
+
 def test_limits_are_fixed_point_range_and_the_encoding_clamp():
     product, value, res = limits("FM64", 18)
     assert (value, res) == fixed_point_range("FM64", 18)
@@ -72,16 +80,19 @@ def test_recommendation_prefers_the_setting_then_fm64_near_18_then_fm128():
     assert _report(_linear(2.0**20)).recommend() == ("FM64", 18)
     # 2**27 needs f <= 16 for 2 bits on FM64 (limit 2**(62-2f))
     assert _report(_linear(2.0**27)).recommend() == ("FM64", 16)
-    # 2**40 fits no FM64 f >= 12 (2**39): FM128 f=26 has 2**75
-    assert _report(_linear(2.0**40)).recommend() == ("FM128", 26)
+    # 2**40 needs f <= 10 on FM64, still above the rule's floor of 8 fraction bits
+    assert _report(_linear(2.0**40)).recommend() == ("FM64", 10)
+    # 2**46 fits no FM64 f >= 8 (2**(62-16) with 2 bits of headroom): FM128 f=26 has 2**75
+    assert _report(_linear(2.0**46)).recommend() == ("FM128", 26)
     assert _report(_linear(2.0**80)).recommend() == ("FM128", 22)  # 127 - 2f - 80 >= 2
-    assert _report(_linear(2.0**95)).recommend() is None
+    assert _report(_linear(2.0**99)).recommend() == ("FM128", 12)  # 126 - 2f - 99 >= 2
+    assert _report(_unfixable()).recommend() is None
 
 
 def test_fits_lists_the_fraction_bits_that_hold_a_module():
     report = _report(_linear(2.0**27))
-    assert report.fits(report.modules[0]) == "FM64 12-16"
-    assert report.fits(_linear(2.0**95)) == "none"
+    assert report.fits(report.modules[0]) == "FM64 8-16"  # the rule's 8..26, limited by 2**27
+    assert report.fits(_unfixable()) == "none"
 
 
 def test_precision_loss_depends_on_the_fraction_bits():
@@ -105,7 +116,7 @@ def test_analyse_counts_values_below_the_resolution_and_masks():
 
 
 def test_a_bad_setting_is_a_config_error():
-    with pytest.raises(ConfigError, match="use an integer in 1..30"):
+    with pytest.raises(ConfigError, match=r"use an integer in 8\.\.26"):
         _report(_linear(1.0)).check(fraction_bits=40)
     with pytest.raises(ConfigError, match="unknown field"):
         _report(_linear(1.0)).describe(field="FM32")

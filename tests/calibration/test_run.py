@@ -248,7 +248,7 @@ def test_a_converted_model_is_taken_as_is_and_gives_the_same_report():
     ("kwargs", "error", "match"),
     [
         ({"field": "FM32"}, ConfigError, "unknown field 'FM32'"),
-        ({"fraction_bits": 40}, ConfigError, r"use an integer in 1\.\.30"),
+        ({"fraction_bits": 40}, ConfigError, r"use an integer in 8\.\.26"),
         ({"protocol": "SPDZ"}, ConfigError, "unknown protocol"),
         ({"route": "onnx"}, CalibrationInputError, "unknown route 'onnx'"),
     ],

@@ -111,8 +111,8 @@ def test_roles_follow_the_cluster_files_parties(tmp_path, capsys, monkeypatch):
     Stopped where the session would start (no process is started).  Catches roles written as
     the literals alice/bob again: erin would be told it holds shares only."""
     from ppml_torch.errors import PpmlError
-    from ppml_torch.runners.cluster import loopback_cluster
     from ppml_torch.runners.runspec import RunSpec
+    from ppml_torch.runners.secretflow.cluster import loopback_cluster
 
     class Stop(PpmlError):
         pass
@@ -136,7 +136,7 @@ def test_roles_follow_the_cluster_files_parties(tmp_path, capsys, monkeypatch):
 
 
 def test_launch_accepts_gpt2_and_checks_its_arguments():
-    from ppml_torch.cli.launcher import check_command
+    from ppml_torch.cli.launch import check_command
     from ppml_torch.errors import PpmlError
 
     check_command(["gpt2", "--runs", "secretflow:ABY3", "--tokens", "3", *TINY], "alice")
@@ -165,14 +165,15 @@ def test_launch_semi2k_ids_reach_bob_only_and_match_in_process_spu(monkeypatch):
     output has the ids of the same generation in one process (``spu:SEMI2K``), alice's has
     neither the ids nor the prompt."""
     from ppml_torch.apps.gpt2.job import DEFAULT_PROMPT
-    from ppml_torch.cli.launcher import launch
+    from ppml_torch.cli.launch import check_command
     from ppml_torch.generation import generate, gpt2_tokenizer, random_gpt2, torch_greedy
+    from ppml_torch.runners.secretflow.launcher import launch
 
     monkeypatch.setenv("PYTHONPATH", ROOT)  # the parties import this checkout's ppml_torch
     monkeypatch.chdir(ROOT)
     out = io.StringIO()
     argv = ["gpt2", "--runs", "secretflow:SEMI2K", "--tokens", "3", *TINY, "--init-std", "0.3"]
-    result = launch(["alice", "bob"], argv, timeout_s=30, out=out)
+    result = launch(["alice", "bob"], argv, timeout_s=30, out=out, check=check_command)
     assert result.returncode == 0, out.getvalue()[-4000:]
     alice, bob = result.output("alice"), result.output("bob")
 

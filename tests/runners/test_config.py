@@ -72,22 +72,42 @@ def test_runtime_knobs_reach_spu():
         ({"fxp_exp_iters": 2.5}, "FM64", "use a non-negative integer"),
         ({"enable_lower_accuracy_rsqrt": 1}, "FM64", "use True or False"),
         ({"beaver_type": "Trusted"}, "FM64", "use one of TrustedFirstParty"),
-        ({"fxp_fraction_bits": 62}, "FM64", "use an integer in 1..30"),
-        ({"fxp_fraction_bits": 31}, "FM64", "use an integer in 1..30"),
-        ({"fxp_fraction_bits": -5}, "FM64", "use an integer in 1..30"),
-        ({"fxp_fraction_bits": 0}, "FM64", "use an integer in 1..30 (default 18)"),
-        ({"fxp_fraction_bits": 64}, "FM128", "use an integer in 1..62 (default 26)"),
-        ({"fxp_fraction_bits": 18.0}, "FM64", "use an integer in 1..30"),
+        ("fast", "FM64", "runtime must be a dict of SPU settings"),
+        ([("fxp_exp_iters", 8)], "FM64", "runtime must be a dict of SPU settings"),
+        ({"fxp_fraction_bits": 62}, "FM64", "use an integer in 8..26"),
+        ({"fxp_fraction_bits": 31}, "FM64", "use an integer in 8..26"),
+        ({"fxp_fraction_bits": 30}, "FM64", "must stay right up to |a*b| = 1024"),
+        ({"fxp_fraction_bits": 27}, "FM64", "use an integer in 8..26"),
+        ({"fxp_fraction_bits": 7}, "FM64", "resolution 2**-7 cannot hold ordinary values"),
+        ({"fxp_fraction_bits": 1}, "FM64", "use an integer in 8..26"),
+        ({"fxp_fraction_bits": -5}, "FM64", "use an integer in 8..26"),
+        ({"fxp_fraction_bits": 0}, "FM64", "use an integer in 8..26 (default 18"),
+        ({"fxp_fraction_bits": 59}, "FM128", "use an integer in 8..58 (default 26"),
+        ({"fxp_fraction_bits": 64}, "FM128", "use an integer in 8..58 (default 26"),
+        ({"fxp_fraction_bits": 18.0}, "FM64", "use an integer in 8..26"),
+        (
+            {"fxp_exp_mode": "EXP_TAYLOR", "fxp_exp_iters": 1000},
+            "FM64",
+            "fxp_exp_iters=1000 gives wrong numbers",
+        ),
+        ({"fxp_exp_iters": 17}, "FM64", "use 0 (SPU's default) or 6..16"),
+        ({"fxp_exp_iters": 25, "fxp_fraction_bits": 26}, "FM64", "or 6..24"),
+        ({"fxp_exp_iters": 4}, "FM64", "or 6..16"),
+        ({"fxp_log_iters": 1}, "FM64", "log is off by 0.22 with 1 iteration; use 0"),
+        ({"fxp_log_orders": 1}, "FM128", "or 2..32"),
+        ({"fxp_div_goldschmidt_iters": 33}, "FM64", "or 1..32"),
+        ({"sine_cosine_iters": 100}, "FM64", "or 1..32"),
     ],
 )
 def test_bad_knob_values_fail_before_anything_starts(monkeypatch, runtime, field, message):
-    from ppml_torch.runners import secretflow, spu
+    from ppml_torch.runners import spu
+    from ppml_torch.runners.secretflow import simulation
 
     def started(*a, **k):
         raise AssertionError("a runtime was started before the knob values were checked")
 
     monkeypatch.setattr(spu.SpuSession, "__init__", started)
-    monkeypatch.setattr(secretflow.SecretFlowSession, "__init__", started)
+    monkeypatch.setattr(simulation.SecretFlowSession, "__init__", started)
     for backend in ("spu", "secretflow"):
         with pytest.raises(ConfigError, match=re.escape(message)) as e:
             open_session(backend, "SEMI2K", field, runtime=runtime)
@@ -96,10 +116,42 @@ def test_bad_knob_values_fail_before_anything_starts(monkeypatch, runtime, field
 
 def test_good_knob_values_pass():
     cfg = resolve(
-        "spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": 30, "beaver_type": "MultiParty"}
+        "spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": 26, "beaver_type": "MultiParty"}
     )
-    assert cfg.runtime["fxp_fraction_bits"] == 30
-    assert resolve("spu", "ABY3", "FM128", runtime={"fxp_fraction_bits": 62}).runtime
+    assert cfg.runtime["fxp_fraction_bits"] == 26
+    assert resolve("spu", "ABY3", "FM128", runtime={"fxp_fraction_bits": 58}).runtime
+    assert resolve("spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": 8}).runtime
+    for knob, value in (("fxp_exp_iters", 16), ("fxp_exp_iters", 0), ("fxp_log_iters", 32)):
+        assert resolve("spu", "SEMI2K", "FM64", runtime={knob: value}).runtime[knob] == value
+
+
+def test_the_rule_s_extremes_still_compute_right():
+    """Every setting the rule accepts holds ordinary numbers; its first refused neighbours do
+    not.  Catches a rule loosened past what SPU computes (e.g. MIN_PRODUCT_LIMIT lowered to 2
+    admits FM64 f=30, where 10*1 gave -6; a Taylor exp ceiling of f-1 gives exp 28% off)."""
+    from ppml_torch.runners.config import (
+        KNOB_RANGES,
+        MIN_FRACTION_BITS,
+        MIN_PRODUCT_LIMIT,
+        knob_range,
+        max_fraction_bits,
+    )
+
+    a = np.array([1000.0, 0.3, 10.0], np.float32)
+    b = np.array([MIN_PRODUCT_LIMIT / 1000.0, 3.0, 1.0], np.float32)
+    for f in (MIN_FRACTION_BITS, max_fraction_bits("FM64")):
+        with open_session("spu", "SEMI2K", "FM64", runtime={"fxp_fraction_bits": f}) as s:
+            got = wrap(s, lambda x, y: x * y, owners=("alice", "bob"))(a, b)
+        np.testing.assert_allclose(got, a * b, rtol=0.02, atol=4 * 2.0**-f, err_msg=f"f={f}")
+    x = np.linspace(-8.0, 4.0, 25, dtype=np.float32)
+    rt = {"fxp_exp_mode": "EXP_TAYLOR"}
+    lo, hi = knob_range("fxp_exp_iters", {"fxp_fraction_bits": 18}, "FM64")
+    assert (lo, hi) == (KNOB_RANGES["fxp_exp_iters"][0], 16)
+    for n in (lo, hi):
+        with open_session("spu", "SEMI2K", "FM64", runtime={**rt, "fxp_exp_iters": n}) as s:
+            got = wrap(s, jnp.exp, owners=("alice",))(x)
+        worst = np.max(np.abs(got - np.exp(x)) / np.maximum(np.exp(x), 1.0))
+        assert worst < 0.15, (n, worst)  # measured: 0.11 at 6, 5e-3 at 16
 
 
 def test_defaults_per_field():

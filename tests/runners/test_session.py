@@ -235,7 +235,7 @@ def test_wrap_of_a_converted_model_checks_ids_before_sharing():
 
 def test_check_same_names_the_party_and_setting_that_differ(monkeypatch):
     """One process per party, each announces its settings; here the other party's announcement
-    is simulated (the cross-process announce itself is tested in test_secretflow_prod.py)."""
+    is simulated (the cross-process announce itself is tested in secretflow/test_production.py)."""
     from ppml_torch.runners import open_session
     from ppml_torch.runners.config import ConfigError
 

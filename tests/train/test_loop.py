@@ -1,7 +1,8 @@
-"""``ppml_torch.fit`` / ``predict`` against torch eager training (same init, same batches).
+"""ppml_torch/train/loop.py: ``ppml_torch.fit`` against torch eager training (same init, same
+batches), on both routes, in plaintext and under MPC; what it puts and reveals.
 
-Plain SGD only for now (the optimizer mapping is a stand-in until ppml_torch/train/optim.py
-lands).  Weights are compared with the tolerance table of ppml_torch/testing.py.
+Weights are compared with the tolerance table of ppml_torch/testing.py.  The programs fit
+runs are tested on their own in test_programs.py, its argument checks in test_checks.py.
 """
 
 from __future__ import annotations
@@ -17,58 +18,7 @@ import ppml_torch
 from ppml_torch.testing import assert_close
 from ppml_torch.train import horizontal, vertical
 from tests.sessions import get_session, record_error
-
-ROUTES = ("graph", "flax")
-RUNS = [("cpu", None), ("spu", "SEMI2K")]
-
-
-def tiny_mlp(seed: int = 0, n_in: int = 6, n_out: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(n_in, 4), nn.ReLU(), nn.Linear(4, n_out))
-
-
-def tiny_data(n: int = 20, n_in: int = 6, seed: int = 1):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (n, n_in)).astype(np.float32)
-    y = (x[:, :1] - 0.5 * x[:, 3:4] > 0).astype(np.float32)
-    return x, y
-
-
-def torch_eager(module, loss_fn, x, y, *, lr, epochs, batch_size, orders=None, drop_last=False):
-    """The torch loop fit mirrors: SGD over consecutive batches of the (permuted) rows."""
-    opt = torch.optim.SGD(module.parameters(), lr=lr)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    losses = []
-    for e in range(epochs):
-        if orders is not None:
-            idx = torch.as_tensor(orders[e])
-            xe, ye = xt[idx], yt[idx]
-        else:
-            xe, ye = xt, yt
-        total, seen = 0.0, 0
-        for a in range(0, len(xe), batch_size):
-            xb, yb = xe[a : a + batch_size], ye[a : a + batch_size]
-            if drop_last and len(xb) < batch_size:
-                break
-            opt.zero_grad()
-            loss = loss_fn(module(xb), yb)
-            loss.backward()
-            opt.step()
-            total, seen = total + loss.item() * len(xb), seen + len(xb)
-        losses.append(total / seen)
-    return module, losses
-
-
-def split(x, y, *, labels=True):
-    return vertical(
-        {"alice": (range(0, 3), x[:, :3]), "bob": (range(3, 6), x[:, 3:])},
-        labels=("bob", y) if labels else None,
-        weights_owner="alice",
-    )
-
-
-def session_of(backend, protocol):
-    return get_session(backend, protocol, "FM64" if protocol else None)
+from tests.train.toy import ROUTES, RUNS, session_of, split, tiny_data, tiny_mlp, torch_eager
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -237,49 +187,6 @@ def test_cross_entropy_with_class_labels(route):
     )
 
 
-@pytest.mark.parametrize("route", ROUTES)
-@pytest.mark.parametrize("backend,protocol", RUNS)
-def test_predict_reveals_only_to_receiver(route, backend, protocol):
-    x, _ = tiny_data(n=9)
-    module = tiny_mlp()
-    s = session_of(backend, protocol)
-    start = len(s.record)
-    out = ppml_torch.predict(
-        module, split(x, None, labels=False), route=route, session=s, reveal_to="bob"
-    )
-    with torch.no_grad():
-        assert_close(out, module(torch.as_tensor(x)).numpy(), protocol=protocol, what="predict")
-    assert [(e.kind, e.party) for e in s.record[start:]] == [
-        ("put", "alice"), ("put", "alice"), ("put", "bob"), ("reveal", "bob"),
-    ]  # fmt: skip
-
-
-def test_conversions_are_cached_by_shape():
-    """One conversion per module and training mode: the partial batch and predict on other
-    row counts reuse the batch shape (the MLP is row-wise)."""
-    from ppml_torch.cache import conversions
-
-    x, y = tiny_data(n=20)
-    module = tiny_mlp()
-    opt = torch.optim.SGD(module.parameters(), lr=0.1)
-    kw = dict(session="cpu", epochs=1, batch_size=8, progress=False)
-    _, history = ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
-    cache = conversions(module, "graph")
-    assert cache.conversions == 1  # the batch of 8; the kept partial batch of 4 is padded
-    assert (history.conversions, history.partial_padded, history.partial_batch) == (1, True, 4)
-    _, history = ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), **kw)
-    assert history.conversions == 0
-    ppml_torch.predict(module, x[:8], session="cpu")  # the batch shape: reused
-    for n in (5, 20, 3):  # other row counts: chunks of the batch shape, no conversion
-        out = ppml_torch.predict(module, x[:n], session="cpu")
-        with torch.no_grad():  # predict uses the module's current (trained) weights
-            assert_close(out, module(torch.as_tensor(x[:n])).numpy(), what=f"predict {n} rows")
-    assert cache.conversions == 1
-    ppml_torch.fit(module, nn.MSELoss(), opt, split(x, y), route="flax", **kw)
-    ppml_torch.predict(module, x[:7], route="flax", session="cpu")
-    assert conversions(module, "flax").conversions == 1  # the Flax route has no fixed shapes
-
-
 class BatchCentered(nn.Module):
     """Subtracts the batch mean of its hidden layer: the rows of a batch mix."""
 
@@ -297,7 +204,7 @@ class BatchCentered(nn.Module):
 def test_row_mixing_module_converts_its_partial_batch(backend, protocol):
     """Padding would change this model's numbers: fit converts the partial shape instead, and
     predict converts new row counts; both still equal torch eager."""
-    from ppml_torch.cache import conversions
+    from ppml_torch.train.cache import conversions
 
     x, y = tiny_data(n=20)
     module, ref = BatchCentered(), BatchCentered()
@@ -317,27 +224,6 @@ def test_row_mixing_module_converts_its_partial_batch(backend, protocol):
     with torch.no_grad():
         assert_close(out, module(torch.as_tensor(x[:5])).numpy(), what="row-mixing predict")
     assert conversions(module, "graph").conversions == 3
-
-
-def test_padded_partial_step_gradient_equals_unpadded():
-    """The padded step's gradient is the gradient on the partial batch alone (plaintext)."""
-    import jax
-
-    from ppml_torch.cache import conversions
-
-    x, y = tiny_data(n=8)
-    module = tiny_mlp()
-    cache = conversions(module, "graph")
-    full, part = cache.get([((8, 6), np.float32)]), cache.get([((3, 6), np.float32)])
-    params = cache.params(full)
-
-    def mse(o, t):
-        return jax.numpy.mean((o - t) ** 2)
-
-    padded = jax.grad(lambda p: mse(full.apply(p, x)[-3:], y[-3:]))(params)
-    alone = jax.grad(lambda p: mse(part.apply(p, x[-3:]), y[-3:]))(params)
-    for k in params:
-        np.testing.assert_allclose(padded[k], alone[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 def test_run_spec_session_is_opened_and_closed():
@@ -428,51 +314,6 @@ def test_every_epoch_reuses_the_first_compiled_program(route, kind):
         )  # fmt: skip
     assert history.epochs[0].compile_s > 0
     assert [e.compile_s for e in history.epochs[1:]] == [0.0, 0.0]
-
-
-def test_secret_optimizer_leaves():
-    """Which optimizer-state leaves training makes secret: the moments, not the counts."""
-    import jax
-
-    from ppml_torch.train.loop import _secret_opt_leaves
-    from ppml_torch.train.optim import from_torch
-
-    module = tiny_mlp()
-    train = {
-        k: jax.ShapeDtypeStruct(tuple(v.shape), np.float32) for k, v in module.state_dict().items()
-    }
-    for opt, n_secret in [
-        (torch.optim.SGD(module.parameters(), lr=0.1), 0),
-        # one vector per param group (optim.py flattens each group's update)
-        (torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9), 1),  # buffer; count public
-        (torch.optim.Adam(module.parameters()), 2),  # mu, nu; beta powers public
-    ]:
-        tx = from_torch(opt, module).tx
-        mask = _secret_opt_leaves(tx, train)
-        n_leaves = len(jax.tree_util.tree_leaves(jax.eval_shape(tx.init, train)))
-        assert sum(mask) == n_secret, mask
-        assert n_leaves > n_secret or n_secret == 0, n_leaves  # some leaves stay public
-
-
-def test_a_failure_frees_every_share(monkeypatch):
-    from ppml_torch.runners import open_session
-
-    x, y = tiny_data()
-    module = tiny_mlp()
-    before = {k: v.clone() for k, v in module.state_dict().items()}
-    with open_session("cpu") as s:
-
-        def broken_reveal(handle, to=None):
-            raise RuntimeError("link lost")
-
-        monkeypatch.setattr(s, "reveal", broken_reveal)
-        with pytest.raises(RuntimeError, match="link lost"):
-            ppml_torch.fit(
-                module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.1), split(x, y),
-                route="flax", session=s, epochs=1, batch_size=8, progress=False,
-            )  # fmt: skip
-        assert s._values == {}  # nothing left inside the session
-    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
 @pytest.mark.secretflow
@@ -572,95 +413,3 @@ def test_breast_cancer_auc_matches_torch_eager(breast_cancer, eager_auc, route, 
     auc = roc_auc_score(d.y_test.ravel(), scores.ravel())
     assert eager_auc > 0.95
     assert abs(auc - eager_auc) <= 0.01, (auc, eager_auc)
-
-
-# -- bad input: one line, before any session work -------------------------------------------------
-
-
-def _sorted_loss(o, t):  # torch.sort has no lowering: the converter refuses the user's loss
-    return (torch.sort(o, dim=0).values - t).abs().mean()
-
-
-def _bad_cases():
-    x, y = tiny_data()
-    m = tiny_mlp()
-    sgd = torch.optim.SGD(m.parameters(), lr=0.1)
-    ok = split(x, y)
-    other = torch.optim.SGD(tiny_mlp().parameters(), lr=0.1)
-    return {
-        "labels owned by no party": (m, nn.MSELoss(), sgd, split(x, y, labels=False), {}),
-        "batch larger than data": (m, nn.MSELoss(), sgd, ok, {"batch_size": 21}),
-        "optimizer not mapped": (m, nn.MSELoss(), torch.optim.Rprop(m.parameters()), ok, {}),
-        "loss not a scalar": (m, nn.MSELoss(reduction="none"), sgd, ok, {}),
-        "loss not mapped": (m, _sorted_loss, sgd, ok, {}),
-        "loss not a loss": (m, "mse", sgd, ok, {}),
-        "optimizer params not the module's": (m, nn.MSELoss(), other, ok, {}),
-        "labels shape (n,) vs output (n, 1)": (m, nn.MSELoss(), sgd, split(x, y[:, 0]), {}),
-        "party not in session": (
-            m,
-            nn.MSELoss(),
-            sgd,
-            vertical({"alice": (range(6), x)}, labels=("dave", y), weights_owner="alice"),
-            {},
-        ),  # fmt: skip
-        "rows differ between parties": (
-            m,
-            nn.MSELoss(),
-            sgd,
-            vertical(
-                {"alice": (range(3), x[:, :3]), "bob": (range(3, 6), x[:-1, 3:])},
-                labels=("bob", y),
-                weights_owner="alice",
-            ),
-            {},
-        ),  # fmt: skip
-        "block width differs from its columns": (
-            m,
-            nn.MSELoss(),
-            sgd,
-            vertical(
-                {"alice": (range(2), x[:, :3]), "bob": (range(2, 6), x[:, 2:])},
-                labels=("bob", y),
-                weights_owner="alice",
-            ),
-            {},
-        ),  # fmt: skip
-        "unknown route": (m, nn.MSELoss(), sgd, ok, {"route": "onnx"}),
-        "torch is no session": (m, nn.MSELoss(), sgd, ok, {"session": "torch"}),
-        "bad epochs": (m, nn.MSELoss(), sgd, ok, {"epochs": 0}),
-    }
-
-
-BAD = _bad_cases()
-
-
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line_before_any_session_work(case):
-    from ppml_torch.errors import PpmlError
-
-    module, loss, opt, data, kw = BAD[case]
-    s = session_of("spu", "SEMI2K")
-    n_record, n_reports = len(s.record), len(s.reports)
-    kw = {"session": s, "progress": False, "batch_size": 8, **kw}
-    with pytest.raises(PpmlError) as info:
-        ppml_torch.fit(module, loss, opt, data, **kw)
-    msg = str(info.value)
-    assert msg and "\n" not in msg, msg
-    assert (len(s.record), len(s.reports)) == (n_record, n_reports)  # nothing put, nothing run
-
-
-def test_bad_run_spec_opens_nothing(monkeypatch):
-    from ppml_torch.errors import PpmlError
-    from ppml_torch.runners.runspec import RunSpec
-
-    def no_open(self, **kw):
-        raise AssertionError("a session was opened")
-
-    monkeypatch.setattr(RunSpec, "open", no_open)
-    x, y = tiny_data()
-    m = tiny_mlp()
-    with pytest.raises(PpmlError, match="batch_size 99"):
-        ppml_torch.fit(
-            m, nn.MSELoss(), torch.optim.SGD(m.parameters(), lr=0.1), split(x, y),
-            session="spu:ABY3", batch_size=99, progress=False,
-        )  # fmt: skip

@@ -58,7 +58,7 @@ def run_party(
     import numpy as np
 
     from ...generation import GenerationError, generate
-    from ...runners.cluster import check_party, load_cluster
+    from ...runners.secretflow.cluster import check_party, load_cluster
 
     run = party_run(job, runs)
     cluster = load_cluster(cluster_file)

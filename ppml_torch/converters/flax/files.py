@@ -231,17 +231,55 @@ def save_torch_state_dict(path: PathLike, state_dict: Mapping[str, Any]) -> None
             torch.save(dict(state_dict), os.fspath(path))
 
 
-def build(spec: Mapping[str, Any]):
-    """A torch module for ``spec`` (random weights): its family's ``build``."""
+# A module built from a file's spec may hold at most this much more than the file's arrays
+# (buffers that are not saved, such as attention masks, and tied weights counted once).
+SPEC_SLACK_BYTES = 64 * 2**20
+
+
+def build(spec: Mapping[str, Any], *, holds_bytes: int | None = None):
+    """A torch module for ``spec`` (random weights): its family's ``build``.
+
+    ``holds_bytes``: the size of the arrays the spec came with.  The module is then first
+    built on torch's ``meta`` device (shapes only, no memory) and refused when it would need
+    more than twice that plus :data:`SPEC_SLACK_BYTES`: a small file whose spec claims a huge
+    model is one line, not gigabytes of random weights.
+    """
     from .registry import get
 
     family = get(spec.get("family"))
     try:
+        if holds_bytes is not None:
+            import torch
+
+            with torch.device("meta"):
+                shapes_only = family.build(dict(spec))
+            need = _module_bytes(shapes_only)
+            if need > 2 * holds_bytes + SPEC_SLACK_BYTES:
+                raise InputFileError(
+                    f"this {family.name} spec describes a model of {need / 2**20:.1f} MiB but its "
+                    f"file holds {holds_bytes / 2**20:.1f} MiB of arrays: the spec does not "
+                    "match the params; write the params with ppml-torch to-flax"
+                )
         return family.build(dict(spec))
     except PpmlError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
         raise InputFileError(
             f"this {family.name} spec does not describe a model ({_one_line(e)}); "
             f"write the params with ppml-torch to-flax"
         ) from e
+
+
+def _module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers (tied tensors once)."""
+    seen, total = set(), 0
+    for t in [*module.parameters(), *module.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def arrays_bytes(variables: Mapping) -> int:
+    """Bytes of every array in a (nested) Flax variables dict."""
+    return sum(int(np.asarray(v).nbytes) for v in flatten(variables).values())

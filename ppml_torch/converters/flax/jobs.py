@@ -323,7 +323,7 @@ def flax_file_to_torch(
         torch_module = import_factory(module, json_object(kwargs, "--kwargs") if kwargs else {})
         check_spec(spec, family_of(torch_module).transfer(torch_module).spec)
     else:
-        torch_module = files.build(spec)
+        torch_module = files.build(spec, holds_bytes=files.arrays_bytes(variables))
     save_pretrained = getattr(torch_module, "save_pretrained", None)
     if hf_out is not None and not callable(save_pretrained):
         raise InputFileError(

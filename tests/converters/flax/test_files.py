@@ -79,3 +79,42 @@ def test_a_failed_write_is_one_line(tmp_path):
     with pytest.raises(InputFileError, match="cannot be written") as e:
         files.save_flax("/proc/ppml_torch_test.msgpack", cm.params, cm.extras["spec"])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "msgpack"])
+def test_a_spec_that_claims_a_huge_model_is_refused_before_building_it(tmp_path, fmt, monkeypatch):
+    """A small params file whose spec claims widths 4, 30000, 30000, 1 (900M weights, 3.4 GiB)
+    is refused in one line without allocating the model: it is built on torch's meta device
+    only (shapes, no memory) and its bytes compared with the file's arrays.  Catches building
+    the spec's model for real before the check (measured before the fix: 3.8 GB, then the
+    refusal)."""
+    import dataclasses
+
+    from ppml_torch.converters.flax import registry
+    from ppml_torch.converters.flax.jobs import flax_file_to_torch
+
+    cm = to_flax(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1)))
+    spec = dict(cm.extras["spec"], widths=[4, 30000, 30000, 1])
+    path = tmp_path / f"lie.{fmt}"
+    files.save_flax(path, cm.params, spec)
+    assert path.stat().st_size < 2000
+    family = registry.get("mlp")
+    devices = []
+
+    def spy(spec):
+        devices.append(str(torch.get_default_device()))
+        return real_build(spec)
+
+    real_build = family.build
+    monkeypatch.setattr(registry, "get", lambda name: dataclasses.replace(family, build=spy))
+    with pytest.raises(
+        InputFileError, match=r"mlp spec describes a model of 343\d\.\d MiB but its file holds"
+    ) as e:
+        flax_file_to_torch(path, out=tmp_path / "out.pt")
+    assert "\n" not in str(e.value)
+    assert devices == ["meta"], devices  # never built with real memory
+    assert not (tmp_path / "out.pt").exists()
+    # the honest file of the same family still loads, built for real once
+    files.save_flax(tmp_path / "ok.msgpack", cm.params, cm.extras["spec"])
+    flax_file_to_torch(tmp_path / "ok.msgpack", out=tmp_path / "ok.pt")
+    assert devices[1:] == ["meta", "cpu"]

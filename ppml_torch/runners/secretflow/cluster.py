@@ -30,14 +30,13 @@ Everything here is cheap and runs before any process connects; each error is one
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import socket
 from collections.abc import Mapping
 from typing import Any
 
-from .config import FIELDS, PROTOCOLS, ConfigError
+from ..config import FIELDS, PROTOCOLS, ConfigError
 
 DEFAULT_TIMEOUT_S = 30.0  # well under the 120 s default of SPU's and SecretFlow's links
 DEFAULT_START_TIMEOUT_S = 60.0
@@ -48,17 +47,6 @@ _TOP_KEYS = {"parties", "protocol", "field", "timeout_s", "start_timeout_s", "tl
 
 class ClusterError(ConfigError):
     """A cluster file that is missing, malformed or inconsistent."""
-
-
-class PartyLostError(ConfigError):
-    """Another party stopped answering (died, was killed, or its network is gone).
-
-    After this error the SecretFlow runtime of this process cannot be used any more;
-    the command line exits the process at once (``exit_now``), since SecretFlow's waiting
-    threads may keep the interpreter from ending.
-    """
-
-    exit_now = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +92,6 @@ class Cluster:
             f"party {name!r} is not in cluster file {self.path} "
             f"(parties: {', '.join(self.names)}); pass --party with one of them"
         )
-
-    def digest(self, protocol: str, field: str) -> str:
-        """What every party must agree on: parties, addresses, protocol and field."""
-        key = json.dumps(
-            [[p.name, p.address, p.spu_address] for p in self.parties] + [protocol, field]
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _split(addr: Any, party: str, key: str) -> tuple[str, int]:

@@ -4,9 +4,8 @@ The graph route fixes every shape at conversion (``torch.export``): a training b
 generation's prompt and decode steps each need their own
 :class:`~ppml_torch.model.ConvertedModel`; ``fit`` runs a kept partial batch, and ``predict``
 a test set of another size, through a cached batch shape when the model is row-wise
-(:mod:`ppml_torch.train.rows`), else they convert their own shape.  :func:`conversions` keeps them per module and
-route; ``fit``, ``predict`` (and text generation: prompt and decode steps) ask it for the
-shapes they run.  The Flax route is shape-polymorphic: one transfer serves every shape.
+(:mod:`ppml_torch.train.rows`), else they convert their own shape.  :func:`conversions` keeps
+them per module and route; ``fit`` and ``predict`` ask it for the shapes they run.  The Flax route is shape-polymorphic: one transfer serves every shape.
 
 Only ``apply`` is taken from a cached conversion.  The weights always come from the module as
 it is now (:meth:`ConversionCache.params`), so training the module (or loading weights into

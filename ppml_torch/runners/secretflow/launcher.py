@@ -26,16 +26,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from ..runners.cluster import (
+from ..config import PROTOCOLS
+from .cluster import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     ClusterError,
     loopback_cluster,
 )
-from ..runners.config import PROTOCOLS
 
 GRACE_S = 15.0  # beyond timeout_s, before the launcher kills a party that has not ended
 
@@ -107,34 +107,6 @@ def pin(pid: int, cpus: Sequence[int]) -> None:
     os.sched_setaffinity(pid, set(cpus))
 
 
-def check_command(argv: Sequence[str], party: str) -> None:
-    """The sub-command must exist, run across processes, and its arguments must be valid."""
-    from . import COMMANDS, build_parser
-
-    if not argv:
-        raise ClusterError(
-            "give the sub-command after --, e.g. -- homework-mlp --runs secretflow:SEMI2K"
-        )
-    name = argv[0]
-    if name not in COMMANDS or name == "launch":
-        runnable = ", ".join(c for c in COMMANDS if c != "launch")
-        raise ClusterError(f"unknown sub-command {name!r} to launch; one of {runnable}")
-    import importlib
-
-    mod = importlib.import_module(f"ppml_torch.cli.{COMMANDS[name]}")
-    check = getattr(mod, "check_launch", None)
-    if check is None:
-        raise ClusterError(
-            f"{name} runs in one process and has no one-process-per-party mode; run it without launch"
-        )
-    for flag in ("--cluster", "--party"):
-        if any(a == flag or a.startswith(flag + "=") for a in argv):
-            raise ClusterError(f"launch sets {flag} itself; drop it from the sub-command")
-    parser = build_parser()
-    args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
-    check(args)
-
-
 def launch(
     parties: Sequence[str],
     argv: Sequence[str],
@@ -146,40 +118,21 @@ def launch(
     grace_s: float = GRACE_S,
     workdir: str | None = None,
     pin_cpus: bool = True,
+    check: Callable[[Sequence[str], str], None] | None = None,
 ) -> LaunchResult:
     """Run ``argv`` (a sub-command and its arguments) once per party; see the module doc.
-    ``pin_cpus=False``: the parties share every CPU (no :func:`cpu_shares`)."""
+    ``pin_cpus=False``: the parties share every CPU (no :func:`cpu_shares`).  ``check(argv,
+    first party)`` runs before anything is written or started (the command line passes
+    :func:`ppml_torch.cli.launch.check_command`: the sub-command and its arguments)."""
     out = out or sys.stdout
     parties = list(parties)
-    check_command(argv, parties[0])
+    if check is not None:
+        check(argv, parties[0])
     shares = cpu_shares(len(parties)) if pin_cpus else None
-    workdir = workdir or tempfile.mkdtemp(prefix="ppml-torch-launch-")
-    path = os.path.join(workdir, "cluster.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(
-            loopback_cluster(parties, timeout_s=timeout_s, start_timeout_s=start_timeout_s),
-            f,
-            indent=2,
-        )
-    width = max(len(p) for p in parties)
-    lock = threading.Lock()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    path = _write_cluster_file(parties, workdir, timeout_s, start_timeout_s)
+    console = _Console(out, parties)
     procs: dict[str, subprocess.Popen[str]] = {}
     runs = {p: PartyRun(p, None, []) for p in parties}
-
-    def say(party: str, line: str) -> None:
-        with lock:
-            out.write(f"{party:>{width}} | {line}")
-            if not line.endswith("\n"):
-                out.write("\n")
-            out.flush()
-
-    def pump(party: str, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            runs[party].lines.append(line)
-            say(party, line)
-
     readers = []
 
     def on_term(signum: int, frame: object) -> None:  # `kill <launcher>` still cleans up
@@ -189,74 +142,125 @@ def launch(
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM, on_term)
     try:
-        for p in parties:
-            cmd = [
-                python or sys.executable,
-                "-m",
-                "ppml_torch",
-                *argv,
-                "--cluster",
-                path,
-                "--party",
-                p,
-            ]
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                start_new_session=True,  # its own process group: killed as a whole
-            )
-            procs[p] = proc
+        for i, p in enumerate(parties):
+            cmd = [python or sys.executable, "-m", "ppml_torch", *argv]
+            procs[p] = _start(cmd + ["--cluster", path, "--party", p])
             if shares is not None:  # the interpreter has just started: no threads yet
-                pin(proc.pid, shares[parties.index(p)])
-            t = threading.Thread(target=pump, args=(p, proc), daemon=True)
-            t.start()
-            readers.append(t)
+                pin(procs[p].pid, shares[i])
+            readers.append(console.follow(runs[p], procs[p]))
         if shares is not None:
             where = describe_shares(parties, shares)
-            say("launch", f"CPUs: {where} (a share each, as on separate machines)")
+            console.say("launch", f"CPUs: {where} (a share each, as on separate machines)")
         elif pin_cpus:
-            say(
+            console.say(
                 "launch",
                 f"{len(parties)} parties on {len(os.sched_getaffinity(0))} CPUs: not pinned",
             )
-        deadline = None
-        while True:
-            alive = [p for p, pr in procs.items() if pr.poll() is None]
-            failed = [p for p, pr in procs.items() if pr.poll() not in (None, 0)]
-            if not alive:
-                break
-            if failed and deadline is None:
-                deadline = time.monotonic() + timeout_s + grace_s
-            if deadline is not None and time.monotonic() > deadline:
-                for p in alive:
-                    _kill_group(procs[p])
-                    runs[p].killed = True
-                    say(
-                        "launch",
-                        f"killed {p}: still running {timeout_s + grace_s:g} s after {failed[0]} failed",
-                    )
-                for p in alive:
-                    procs[p].wait()
-                break
-            time.sleep(0.1)
+        _wait_all(procs, runs, console, timeout_s + grace_s)
     finally:
-        for pr in procs.values():  # anything a party left in its group (and any party, on ^C)
-            _kill_group(pr)
-        for pr in procs.values():
-            try:
-                pr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        for t in readers:
-            t.join(timeout=5)
+        _end(procs, readers)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     for p, pr in procs.items():
         runs[p].returncode = pr.returncode
     return LaunchResult(path, [runs[p] for p in parties])
+
+
+def _write_cluster_file(
+    parties: list[str], workdir: str | None, timeout_s: float, start_timeout_s: float
+) -> str:
+    """A loopback cluster file with free ports, in ``workdir`` (default: a new temporary one)."""
+    workdir = workdir or tempfile.mkdtemp(prefix="ppml-torch-launch-")
+    path = os.path.join(workdir, "cluster.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(
+            loopback_cluster(parties, timeout_s=timeout_s, start_timeout_s=start_timeout_s),
+            f,
+            indent=2,
+        )
+    return path
+
+
+class _Console:
+    """Every party's lines on ``out``, each prefixed with the party's name, one at a time."""
+
+    def __init__(self, out: TextIO, parties: Sequence[str]):
+        self.out = out
+        self.width = max(len(p) for p in parties)
+        self.lock = threading.Lock()
+
+    def say(self, party: str, line: str) -> None:
+        with self.lock:
+            self.out.write(f"{party:>{self.width}} | {line}")
+            if not line.endswith("\n"):
+                self.out.write("\n")
+            self.out.flush()
+
+    def follow(self, run: PartyRun, proc: subprocess.Popen[str]) -> threading.Thread:
+        """A thread that keeps and prints every line of ``run``'s party until it ends."""
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                run.lines.append(line)
+                self.say(run.party, line)
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        return t
+
+
+def _start(cmd: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        start_new_session=True,  # its own process group: killed as a whole
+    )
+
+
+def _wait_all(
+    procs: dict[str, subprocess.Popen[str]],
+    runs: dict[str, PartyRun],
+    console: _Console,
+    limit_s: float,
+) -> None:
+    """Until every party has ended; once one has failed, the others get ``limit_s`` to end by
+    themselves before they are killed."""
+    deadline = None
+    while True:
+        alive = [p for p, pr in procs.items() if pr.poll() is None]
+        failed = [p for p, pr in procs.items() if pr.poll() not in (None, 0)]
+        if not alive:
+            return
+        if failed and deadline is None:
+            deadline = time.monotonic() + limit_s
+        if deadline is not None and time.monotonic() > deadline:
+            for p in alive:
+                _kill_group(procs[p])
+                runs[p].killed = True
+                console.say(
+                    "launch", f"killed {p}: still running {limit_s:g} s after {failed[0]} failed"
+                )
+            for p in alive:
+                procs[p].wait()
+            return
+        time.sleep(0.1)
+
+
+def _end(procs: dict[str, subprocess.Popen[str]], readers: list[threading.Thread]) -> None:
+    """Nothing left behind: every party's process group killed, waited for, its output read."""
+    for pr in procs.values():  # anything a party left in its group (and any party, on ^C)
+        _kill_group(pr)
+    for pr in procs.values():
+        try:
+            pr.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    for t in readers:
+        t.join(timeout=5)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -1,4 +1,4 @@
-"""One party of a multi-process test run (started by test_secretflow_prod.py, not collected).
+"""One party of a multi-process test run (started by processes.run_parties, not collected).
 
     python tests/runners/prod_party.py SCENARIO CLUSTER_FILE PARTY
 

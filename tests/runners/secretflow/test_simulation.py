@@ -1,4 +1,5 @@
-"""SecretFlow sessions that fail while starting leave no Ray cluster behind."""
+"""SecretFlow in simulation mode on Ray (runners/secretflow/simulation.py): a session that fails
+while starting leaves no Ray cluster behind; models travel to the workers as programs only."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ def test_failure_after_sf_init_shuts_ray_down(monkeypatch):
     pytest.importorskip("secretflow")
     import ray
 
-    from ppml_torch.runners import open_session, secretflow
+    from ppml_torch.runners import open_session
+    from ppml_torch.runners.secretflow import devices, simulation
 
     sessions.close_backend("secretflow")  # one SecretFlow runtime per process
     seen = {}
@@ -21,12 +23,12 @@ def test_failure_after_sf_init_shuts_ray_down(monkeypatch):
         seen["ray_was_up"] = ray.is_initialized()
         raise RuntimeError("device set-up failed")
 
-    monkeypatch.setattr(secretflow, "spu_runtime_config_dict", fail_after_init)
+    monkeypatch.setattr(devices, "spu_runtime_config_dict", fail_after_init)
     with pytest.raises(RuntimeError, match="device set-up failed"):
         open_session("secretflow", "SEMI2K", "FM64")
     assert seen == {"ray_was_up": True}, "the failure must come after sf.init for this test"
     assert not ray.is_initialized()
-    assert secretflow.SecretFlowSession._active is None
+    assert simulation.SecretFlowSession._active is None
     from ray import cloudpickle
 
     from ppml_torch.model import ConvertedModel
