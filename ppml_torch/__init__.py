@@ -43,17 +43,13 @@ def __getattr__(name: str) -> Any:
 
         return convert
     if name in ("to_flax", "from_flax"):
-        from .converters import flax as _flax
+        from .converters.flax import from_flax, to_flax
 
-        return getattr(_flax, name)
-    if name == "fit":
-        from .train import fit
+        return {"to_flax": to_flax, "from_flax": from_flax}[name]
+    if name in ("fit", "predict"):
+        from .train import fit, predict
 
-        return fit
-    if name == "predict":
-        from .train import predict
-
-        return predict
+        return {"fit": fit, "predict": predict}[name]
     if name == "generate":
         from .generation import generate
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 HELP = "check a torch model against its conversions on cpu and under MPC (a table)"
 
 
@@ -22,14 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "input_ids=int64[1,8])",
     )
     p.add_argument("--kwargs", help="JSON object of keyword arguments for the factory")
-    p.add_argument(
-        "--runs",
-        nargs="+",
-        default=["torch", "cpu", "spu:SEMI2K", "spu:ABY3"],
-        metavar="RUN",
-        help="torch, cpu, spu[:PROTOCOL[:FIELD]], secretflow[:...] (default: %(default)s)",
-    )
-    p.add_argument("--routes", nargs="+", default=["graph", "flax"], choices=["graph", "flax"])
+    from ..equivalence.check import DEFAULT_RUNS
+
+    options.add_runs(p, DEFAULT_RUNS)
+    options.add_routes(p)
     p.add_argument("--grads", action="store_true", help="also compare gradients of sum(outputs)")
     p.add_argument(
         "--tolerance",
