@@ -40,17 +40,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--int-high",
-        type=int,
+        type=options.positive_int,
         help="random integer inputs are drawn from [0, N) (e.g. the vocabulary size)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and random inputs")
-    p.add_argument("--epochs", type=int, default=10, help="--homework: plaintext training epochs")
-    p.add_argument("--tokens", type=int, default=16, help="--gpt2: length of the token sample")
+    p.add_argument(
+        "--seed",
+        type=options.non_negative_int,
+        default=0,
+        help="seed for weights and random inputs",
+    )
+    p.add_argument(
+        "--epochs",
+        type=options.positive_int,
+        default=10,
+        help="--homework: plaintext training epochs",
+    )
+    p.add_argument(
+        "--tokens", type=options.positive_int, default=16, help="--gpt2: length of the token sample"
+    )
     options.add_route(p, "graph")
     options.add_field(p, runs=False)
     p.add_argument(
         "--fraction-bits",
-        type=int,
+        type=options.positive_int,
         help="default: " + ", ".join(f"{b} on {f}" for f, b in FIELD_FRACTION_BITS.items()),
     )
     p.add_argument("--protocol", default="SEMI2K", help="SEMI2K (default), CHEETAH or ABY3")

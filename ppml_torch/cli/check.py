@@ -34,10 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="atol and rtol for MPC runs (default: derived from the ops the model uses)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    p.add_argument(
+        "--seed", type=options.non_negative_int, default=0, help="seed of the weights and inputs"
+    )
     p.add_argument(
         "--int-high",
-        type=int,
+        type=options.positive_int,
         help="integer inputs are drawn from [0, INT_HIGH) (default: the vocabulary size of a "
         "HF model, else 2)",
     )

@@ -20,26 +20,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     options.add_runs(p, DEFAULT_RUNS)
     options.add_field(p)
     options.add_routes(p)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=options.positive_int, default=10)
     p.add_argument(
         "--cheetah-epochs",
-        type=int,
+        type=options.positive_int,
         default=1,
         help="epochs of CHEETAH runs (about 18 s an epoch per route here; default %(default)s)",
     )
-    p.add_argument("--out", default="compare-mlp", help="directory for the PNG plots")
+    p.add_argument(
+        "--out", type=options.output_dir, default="compare-mlp", help="directory for the PNG plots"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..apps import compare
-    from ..runners.config import ConfigError
     from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field)  # validated before any work
-    for name in ("epochs", "cheetah_epochs"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, name)}")
     routes = options.distinct_routes(args.routes)
     print(compare.setup_line(args.epochs, args.cheetah_epochs))
     print(compare.HEADER)

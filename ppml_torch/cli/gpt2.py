@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..apps.gpt2.job import DEFAULT_PROMPT, RANDOM_SHAPE
 
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="text (default: %(default)r)")
-    p.add_argument("--tokens", type=int, default=10, help="new tokens (default: %(default)s)")
+    p.add_argument(
+        "--tokens", type=options.positive_int, default=10, help="new tokens (default: %(default)s)"
+    )
     options.add_runs(p, DEFAULT_RUNS)
     options.add_field(p)
     options.add_routes(p, ["graph"], flag="--route")
@@ -33,8 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "from torch where its top-1 margin is small",
     )
     for name, v in RANDOM_SHAPE.items():
-        p.add_argument(f"--{name}", type=int, help=f"random model's {name} (default {v})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random model")
+        p.add_argument(
+            f"--{name}", type=options.positive_int, help=f"random model's {name} (default {v})"
+        )
+    p.add_argument(
+        "--seed", type=options.non_negative_int, default=0, help="seed of the random model"
+    )
     p.add_argument(
         "--init-std",
         type=float,

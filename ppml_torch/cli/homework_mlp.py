@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     options.add_runs(p, DEFAULT_RUNS, torch=False, note="e.g. spu:CHEETAH (slow: ~18 s/epoch)")
     options.add_field(p)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=options.positive_int, default=10)
     p.add_argument("--normalise", choices=NORMALISATIONS, default="per-feature")
     options.add_route(p, ROUTE, what="fit's conversion route")
     options.add_party(p)
@@ -41,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field, allow_torch=False)  # validated before any work
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
     if options.one_party(args):
         return _run_party(args, runs[0])
     if args.save is not None:

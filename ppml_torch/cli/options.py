@@ -31,12 +31,61 @@ def add_runs(
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a count, a size: 0 would be replaced)."""
+    return _int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0 (a seed)."""
+    return _int(text, 0, "a non-negative integer")
+
+
+def _int(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value
+
+
+def output_dir(text: str) -> str:
+    """An argparse type: a folder results can be written to (existing, or creatable), checked
+    before any work: not an existing file, and its nearest existing folder writable."""
+    import os
+
+    path = os.path.abspath(text)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; give a folder")
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {probe!r} is not writable; choose another folder"
+        )
+    return text
+
+
+def field_name(text: str) -> str:
+    """An argparse type: a field name, checked even when no run uses it (FM32 is an error)."""
+    name = text.upper()
+    if name not in FIELDS:
+        raise argparse.ArgumentTypeError(f"unknown field {text!r}; use {' or '.join(FIELDS)}")
+    return name
+
+
 def add_field(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
     """``--field``: of the MPC runs that name none (``runs=False``: the one field used)."""
     choices = " or ".join(FIELDS)
     what = "field of MPC runs that name none" if runs else "field"
     p.add_argument(
-        "--field", default=DEFAULT_FIELD, help=f"{what}: {choices} (default %(default)s)"
+        "--field",
+        type=field_name,
+        default=DEFAULT_FIELD,
+        help=f"{what}: {choices} (default %(default)s)",
     )
 
 

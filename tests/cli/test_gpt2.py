@@ -31,7 +31,7 @@ def test_torch_and_cpu_runs_agree(capsys):
     "extra, message",
     [
         (["--prompt", ""], "--prompt is empty"),
-        (["--tokens", "0"], "--tokens must be at least 1"),
+        (["--tokens", "0"], "--tokens: must be a positive integer, got 0"),
         # --layers: the random model (1024 positions), also when models/tiny-gpt2 is built
         (["--tokens", "2000", "--layers", "1"], "positions; the model's position table has 1024"),
         (["--checkpoint", "/nonexistent/dir"], "does not exist"),
@@ -86,7 +86,10 @@ PARTY_REFUSALS = [
     (["--runs", "torch"], "run 'torch' needs alice's weights and bob's prompt in one process"),
     (["--runs", "spu:SEMI2K"], "run(s) spu:SEMI2K:FM64 keep every party in one process"),
     (["--runs", "secretflow:SEMI2K", "secretflow:ABY3"], "one run at a time, got 2"),
-    (["--runs", "secretflow:SEMI2K", "--tokens", "0"], "--tokens must be at least 1"),
+    (
+        ["--runs", "secretflow:SEMI2K", "--tokens", "0"],
+        "--tokens: must be a positive integer, got 0",
+    ),
 ]
 
 
@@ -143,7 +146,10 @@ def test_launch_accepts_gpt2_and_checks_its_arguments():
     for extra, message in [
         (["--runs", "torch"], "run 'torch' needs alice's weights"),
         (["--runs", "secretflow:SEMI2K", "--prompt", ""], "--prompt is empty"),
-        (["--runs", "secretflow:SEMI2K", "--tokens", "0"], "--tokens must be at least 1"),
+        (
+            ["--runs", "secretflow:SEMI2K", "--tokens", "0"],
+            "--tokens: must be a positive integer, got 0",
+        ),
     ]:
         with pytest.raises(PpmlError, match=message):
             check_command(["gpt2", *extra], "alice")
