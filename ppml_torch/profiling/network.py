@@ -82,7 +82,7 @@ def as_network(network: str | Network | float, rtt_s: float | None = None) -> Ne
         raise NetworkError(
             "a bandwidth needs its round trip: estimate(bandwidth_bits_per_s, rtt_s)"
         )
-    return _checked(Network(f"{_rate(float(network))}, {float(rtt_s) * 1e3:g} ms", network, rtt_s))
+    return _checked(Network("custom", network, rtt_s))
 
 
 def _checked(net: Network) -> Network:

@@ -391,8 +391,15 @@ def _converted(
 
 
 def _as_array(x: Any) -> Any:
+    """An example input as numpy in JAX's 32-bit types: the example only gives the program
+    its shapes, so torch's int64 ids become int32 without a warning (a value int32 cannot
+    hold is still an error, :func:`~ppml_torch.dtypes.cast_to_32bit`)."""
+    from ..dtypes import CASTS_64_TO_32, cast_to_32bit
+
     if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray) and x.dtype.name in CASTS_64_TO_32:
+        return cast_to_32bit(x, "profile: an example input")
     return x
 
 

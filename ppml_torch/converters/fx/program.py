@@ -118,18 +118,9 @@ class Program:
             # the torch module path, then the ATen op, in the traced program's name stack
             # (ppml_torch.calibrate and ppml_torch.profile map each equation back to its module
             # and op with them; metadata only, same program)
-            with jax.named_scope(step.where), jax.named_scope(op_scope(step.op)):
+            with jax.named_scope(step.where), jax.named_scope(registry.op_scope(step.op)):
                 env[step.name] = _check_and_cast(step, step.fn(*args, **kwargs))
         return [_resolve(o, env, self.constants) for o in self.outputs]
-
-
-OP_SCOPE = "op:"  # name-stack prefix of the ATen op inside its module's scope
-
-
-def op_scope(op: Any) -> str:
-    """``op:aten.addmm.default``: the name-stack entry of one lowered ATen op (no ``": "`` and
-    not a Python identifier, so it is never read as a module's scope)."""
-    return OP_SCOPE + registry.op_name(op)
 
 
 def _resolve(x: Any, env: dict[str, Any], constants: dict[str, Any]) -> Any:
