@@ -60,8 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=["lan", "wan"],
         help="network presets to estimate: lan, wan, puma-lan (default: %(default)s)",
     )
-    p.add_argument("--bandwidth", type=float, help="estimate also this bandwidth (bits/s)...")
-    p.add_argument("--rtt", type=float, help="... with this round trip (seconds)")
+    p.add_argument(
+        "--bandwidth",
+        type=float,
+        metavar="BITS_PER_S",
+        help="also estimate a network of this bandwidth per party (with --rtt), e.g. 1e9",
+    )
+    p.add_argument("--rtt", type=float, metavar="SECONDS", help="its round trip, e.g. 0.0005")
     p.add_argument("--plot", metavar="OUT.png", help="write a bar chart of the costliest rows")
     p.add_argument("--repeats", type=int, default=1, help="runs per program; times are medians")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
