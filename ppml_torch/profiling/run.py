@@ -167,7 +167,11 @@ def profile_call(
     out, whole = _measure(
         session, lambda: session.call(fn, *handles, name=name), repeats, wall=True
     )
-    parts, compile_s = _run_parts(session, program, handles, name, repeats)
+    try:
+        parts, compile_s = _run_parts(session, program, handles, name, repeats)
+    except BaseException:
+        session.free(out)
+        raise
     measured = sum(m.cost.seconds for _, m in parts)
     scale = whole.cost.seconds / measured if measured > 0 else 1.0
     costs = tuple(
@@ -270,11 +274,20 @@ def _measure(
         text = tap.read_since(mark)
         links = party_links(text)
         execs = execution_seconds(text)
-        if rep.comm is None or sum(b for b, _ in links) != rep.comm.send_bytes:
-            raise ProfileError(
+        problem = None
+        if rep.comm is None:
+            problem = (
+                "this session runs without SPU's profile (open_session(..., profile=False)), so "
+                "it counts nothing; open it with profile=True (the default)"
+            )
+        elif sum(b for b, _ in links) != rep.comm.send_bytes:
+            problem = (
                 "another SPU run in this process wrote to SPU's log during profiling; profile "
                 "when no other session runs in the process"
             )
+        if problem:
+            session.free(out)
+            raise ProfileError(problem)
         compile_s += rep.compile_s or 0.0
         times.append(rep.run_s if wall or len(execs) != len(links) else max(execs, default=0.0))
     cost = Cost(sum(b for b, _ in links), sum(a for _, a in links), statistics.median(times))
@@ -291,8 +304,6 @@ def _run_parts(
     A value lives in a handle: the caller's (program inputs) or the output of the part that
     made it.  A part's handle is freed once the last part reading it has run.
     """
-    import jax
-
     source: dict[int, tuple[str, int]] = {}  # value id -> ("in", handle #) / ("part", index)
     leaf: dict[int, int] = {}  # value id -> leaf index in that handle
     i = 0
@@ -308,6 +319,19 @@ def _run_parts(
         for v in part.inputs:
             last_read[source[v]] = part.index
     handle_of: dict[tuple[str, int], Any] = {("in", j): h for j, h in enumerate(handles)}
+    try:
+        return _run_in_order(session, program, name, repeats, source, leaf, last_read, handle_of)
+    finally:  # on failure too: nothing of the parts stays in the session
+        for key, h in handle_of.items():
+            if key[0] == "part":
+                session.free(h)
+
+
+def _run_in_order(session, program, name, repeats, source, leaf, last_read, handle_of):
+    """:func:`_run_parts`' loop; ``handle_of`` keeps the live parts' handles (freed by the
+    caller if this fails)."""
+    import jax
+
     results: list[tuple[Any, Measured]] = []
     compile_s = 0.0
     for part in program.parts:

@@ -128,6 +128,15 @@ def test_not_a_module_and_a_cpu_session():
         profile(toy.mlp(), (inputs("mlp"),), session=get_session("cpu"))
 
 
+def test_a_session_without_spus_profile_counts_nothing():
+    from ppml_torch.runners import open_session
+
+    with open_session("spu", "SEMI2K", profile=False) as s:
+        with pytest.raises(ProfileError, match="runs without SPU's profile"):
+            profile(toy.mlp(), (inputs("mlp"),), session=s)
+        assert not s._live  # everything put was freed
+
+
 def test_a_converted_model_is_profiled_as_is():
     cm = ppml_torch.convert(toy.mlp(), (inputs("mlp"),))
     report = profile(cm, (inputs("mlp").numpy(),), session=get_session("spu", "SEMI2K", "FM64"))
