@@ -5,7 +5,7 @@ From the bottom: the base modules every layer may use (``errors.py``, ``model.py
 which import only each other; ``models/`` and ``converters/`` (converters may use models), then
 ``runners/`` (which know only JAX functions and :class:`~ppml_torch.model.ConvertedModel`),
 then the features users call by name (``train/``, ``generation/``, ``equivalence/``,
-``calibration/``), then the applications (``apps/``), and the command line (``cli/``) on top.
+``calibration/``, ``profiling/``), then the applications (``apps/``), and the command line (``cli/``) on top.
 A module may import from its own layer and the layers below it, never from above.
 """
 
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ppml_torch"
 
-FEATURES = ("train", "generation", "equivalence", "calibration")  # above the runners
+FEATURES = ("train", "generation", "equivalence", "calibration", "profiling")  # above runners
 # package under ppml_torch -> packages it must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "models": ("converters", "runners", *FEATURES, "apps", "cli"),

@@ -30,6 +30,7 @@ COMMANDS = {
     "homework-mlp": "homework_mlp",
     "launch": "launch",
     "ops": "ops",
+    "profile": "profile",
     "protocols": "protocols",
     "to-flax": "to_flax",
 }
