@@ -46,7 +46,9 @@ def leaky_relu(x, negative_slope=0.01):
 
 @lower(aten.hardtanh.default, note=_CMP)
 def hardtanh(x, min_val=-1.0, max_val=1.0):
-    return jnp.clip(x, min_val, max_val)
+    # not jnp.clip: its gradient at a bound is 0.5 (lax.max/min split ties), torch's is 0
+    # (ReLU6 after a batch norm meets exact zeros)
+    return jnp.where(x <= min_val, min_val, jnp.where(x >= max_val, max_val, x))
 
 
 @lower(

@@ -21,6 +21,13 @@ CASES = [
     case(aten.relu.default, x),
     case(aten.leaky_relu.default, x, 0.1),
     case(aten.hardtanh.default, x, -0.5, 0.5),
+    case(
+        aten.hardtanh.default,
+        torch.tensor([-1.0, 0.0, 0.5, 6.0, 7.0]),
+        0.0,
+        6.0,
+        label="relu6-at-bounds",
+    ),
     case(aten.gelu.default, x),
     case(aten.gelu.default, x, approximate="tanh", label="tanh"),
     case(aten.silu.default, x),
