@@ -13,7 +13,7 @@ from fx_op_cases import case, primitives, randn, run
 from opinfo_cases import check, samples
 
 from ppml_torch.converters.fx import convert
-from ppml_torch.converters.fx.ops.pool import tournament
+from ppml_torch.models.pooling import tournament
 
 aten = torch.ops.aten
 mp, mp3 = aten.max_pool2d_with_indices.default, aten.max_pool3d_with_indices.default
