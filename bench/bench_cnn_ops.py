@@ -8,7 +8,8 @@
    ``jax.nn``-style code run) and its gradient (JAX's select-and-scatter), on the
    ResNet-ish net's pool (8x16x32x32, 2x2 stride 2) and ResNet's stem pool (1x64x56x56,
    3x3 stride 2 padding 1), forward alone and forward + gradient.  Each row also gives the
-   largest error against plaintext float32 (the gradient: against ``jax.grad`` in float).
+   largest error against plaintext float32 (the gradient: against ``jax.grad`` in float);
+   a program SPU refuses gets its error in the row.
 2. **Eval-mode batch norm folded into the preceding convolution**: a 3x3 convolution
    (16 -> 16, 8x16x32x32, no bias) followed by batch norm as the converter lowers it, against
    the same convolution with the batch norm folded into its weights and bias in plaintext
@@ -105,8 +106,12 @@ def pool_rows(session: Any, protocol: str, repeats: int) -> list[str]:
             for name, fn in forms.items():
                 g = fn if mode == "forward" else with_grad(fn, cot)
                 want = jax.jit(with_grad(forms["tournament"], cot) if mode != "forward" else fn)(x)
-                m = measure(session, g, (x,), ("alice",), repeats, want)
-                out.append(row(protocol, f"{label} {mode}", name, m))
+                try:
+                    m = measure(session, g, (x,), ("alice",), repeats, want)
+                    out.append(row(protocol, f"{label} {mode}", name, m))
+                except RuntimeError as e:  # SPU refuses some programs: say so in the row
+                    why = " ".join(str(e).split())[:120]
+                    out.append(f"{protocol:<7} {f'{label} {mode}':<34} {name:<13} SPU error: {why}")
                 print(out[-1], flush=True)
     return out
 

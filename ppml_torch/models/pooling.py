@@ -161,3 +161,12 @@ def avg_reciprocal(sizes, k, s, p, outs, count_include_pad, divisor_override):
     for c in counts:
         grid = np.multiply.outer(grid, c)
     return (1.0 / grid).astype(np.float32)
+
+
+def along(x, m, axis):
+    """``m`` ``(o, n)`` applied along ``axis`` of ``x`` (``n`` there -> ``o``), as ``m @ x`` with
+    the axis moved next to last.  Not ``jnp.tensordot(x, m, ([axis], [1]))``: SPU 0.9.3 returns
+    wrong numbers for a dot product contracting a middle axis of the secret operand (measured:
+    errors of 3 on values of 1; its gradient was right), while a batched ``m @ x`` is exact."""
+    moved = jnp.moveaxis(x, axis, -2)
+    return jnp.moveaxis(m @ moved, -2, axis)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ppml_torch.converters.fx import registry
+from ppml_torch.models.pooling import along
 
 aten = torch.ops.aten
 lower, refuse = registry.family("resize")
@@ -80,7 +81,7 @@ def upsample_bilinear2d_vec(x, output_size, align_corners, scale_factors):
     out = x
     for axis, n, o, s in zip((-2, -1), ins, outs, scales, strict=True):
         m = linear_matrix(n, o, align_corners, s)
-        out = jnp.moveaxis(jnp.tensordot(out, m, axes=([axis], [1])), -1, axis)
+        out = along(out, m, axis)
     return out
 
 
