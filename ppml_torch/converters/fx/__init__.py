@@ -28,6 +28,7 @@ def convert(
     *,
     index_lowering: IndexLowering = "auto",
     buffer_updates: BufferUpdates = "refuse",
+    fold_batch_norm: bool = False,
 ) -> ConvertedModel:
     """Convert a torch module into JAX params plus a pure, jit-able, differentiable ``apply``.
 
@@ -47,6 +48,10 @@ def convert(
       buffer_updates: what to do with buffers the forward updates (batch norm's running
         statistics in training mode): ``"refuse"`` (default: a one-line error) or
         ``"return"``: ``apply`` returns ``(outputs, {state_dict key: new value})``.
+      fold_batch_norm: fold each eval-mode batch norm that follows a convolution into the
+        convolution's weights, in plaintext, now (inference only: the folded params do not
+        map back to the module).  Under MPC that removes the batch norm's rsqrt and product
+        (bench/README.md, ``bench_cnn_ops.py``).
 
     Returns:
       A :class:`~ppml_torch.model.ConvertedModel` with ``route="graph"``: ``params`` keyed
@@ -71,4 +76,5 @@ def convert(
         example_kwargs,
         index_lowering=index_lowering,
         buffer_updates=buffer_updates,
+        fold_batch_norm=fold_batch_norm,
     )

@@ -46,6 +46,10 @@ Conventions (what differs from calling the torch module):
   ``updates`` maps each updated buffer's ``state_dict`` key (``bn.running_mean``,
   ``bn.running_var``, ``bn.num_batches_tracked``) to its new value, computed as torch does;
   ``extras["buffer_updates"]`` lists the keys.  The outputs use the batch statistics.
+* **Batch norm folded** (``fold_batch_norm=True``, inference): an eval-mode batch norm right
+  after a convolution is folded into its weights in plaintext at conversion (no rsqrt and no
+  product under MPC; :mod:`~ppml_torch.converters.fx.fold`): params get ``...@folded`` keys
+  and do not map back to the module (``extras["folded_batch_norms"]`` lists the pairs).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import torch.utils._pytree as pytree
 from ppml_torch.converters.fx.dtypes import to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
 from ppml_torch.converters.fx.export import export
+from ppml_torch.converters.fx.fold import fold_batch_norm as fold
 from ppml_torch.converters.fx.indices import index_inputs
 from ppml_torch.converters.fx.program import Program, build
 from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
@@ -80,6 +85,7 @@ def convert(
     *,
     index_lowering: IndexLowering = "auto",
     buffer_updates: BufferUpdates = "refuse",
+    fold_batch_norm: bool = False,
 ) -> ConvertedModel:
     """Convert ``module`` into params plus a pure JAX ``apply`` (see the module docstring)."""
     options = LoweringOptions(index_lowering=index_lowering)  # checks the value first
@@ -141,6 +147,11 @@ def convert(
     params = {k: jnp.array(to_numpy(v)) for k, v in state.items()}
     torch_dtypes = {k: v.dtype for k, v in state.items()}
     expected = list(state)
+    folded: list = []
+    if fold_batch_norm:  # a plaintext transform of the weights, here (see .fold)
+        program, numpy_params, folded = fold(program, params)
+        params = {k: jnp.array(v) for k, v in numpy_params.items()}
+        expected = list(params)
 
     out_spec = ep.call_spec.out_spec  # not `ep`: apply_fn must pickle (SecretFlow ships it)
     # apply_fn reads the example's structure and fixed values, never its tensors' data: those
@@ -158,6 +169,11 @@ def convert(
         return _rebuild(out_spec, iter(program.run(params, flat)))
 
     def params_to_torch(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if folded:
+            raise ConversionError(
+                f"{root}: converted with fold_batch_norm=True, for inference: the folded "
+                "weights do not map back to the module's; convert without it to train"
+            )
         _check_keys(params, expected, root, "state_dict")
         return {k: _to_torch_numpy(params[param_key[k]], torch_dtypes[k]) for k in expected}
 
@@ -181,6 +197,7 @@ def convert(
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
             "index_inputs": {s.name: s.index_size for s in specs if s.index_size is not None},
             "buffer_updates": [k for k, _ in program.updates],
+            "folded_batch_norms": folded,
         },
         inputs=specs,
     )
