@@ -387,17 +387,15 @@ def _fold(node: torch.fx.Node, torch_consts: dict[str, Any], out: _Nodes) -> Non
 def _raise_problems(
     problems: list[tuple[str, str]], ep: ExportedProgram, root: str, buffer_updates: bool
 ) -> None:
-    """Missing and refused ops first (together), then state mutation (non-user outputs;
+    """Missing and refused ops first (together, one line), then state mutation (non-user outputs;
     buffer updates are kept when the conversion asked for them).
 
     Refused ops are reported first: they explain a mutation better.
     """
     if problems:
-        lines = [problems[0][1]]
-        others = sorted({m for _, m in problems[1:]} - {problems[0][1]})
-        if others:
-            lines.append("also: " + "; ".join(others))
-        raise UnsupportedOpError("\n".join(lines))
+        first = problems[0][1]
+        others = sorted({m for _, m in problems[1:]} - {first})
+        raise UnsupportedOpError(first + (" (also: " + "; ".join(others) + ")" if others else ""))
     kept = (OutputKind.USER_OUTPUT,) + ((OutputKind.BUFFER_MUTATION,) if buffer_updates else ())
     mutated = [s for s in ep.graph_signature.output_specs if s.kind not in kept]
     if mutated:

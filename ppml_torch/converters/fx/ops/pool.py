@@ -187,3 +187,11 @@ def adaptive_max_pool2d(x, output_size, *, used_outputs):
 @lower(aten.adaptive_max_pool3d.default, note=_TOURNAMENT, used_outputs=True)
 def adaptive_max_pool3d(x, output_size, *, used_outputs):
     return _adaptive_max(x, 3, output_size, used_outputs)
+
+
+refuse(
+    aten.fractional_max_pool2d.default,
+    aten.fractional_max_pool3d.default,
+    reason="fractional max pooling places its windows at random; MPC programs here are "
+    "deterministic: use MaxPool2d, or AdaptiveMaxPool2d for a fixed output size",
+)
