@@ -189,18 +189,20 @@ def measure_case(session, factory, gens, rng):
 
     params = cm.params  # weights (alice's); a parameter-free op has none to share
     # and d sum(out) / d weights (a batch norm's weight gradient sums over the batch)
-    names = [n for n, p in module.named_parameters() if n in params]
+    names = [n for n, _ in module.named_parameters() if n in params]
     ref_pg = dict(
         zip(names, torch.autograd.grad(module(*xs).sum(), [dict(module.named_parameters())[n]
                                                            for n in names]), strict=True)
     ) if names else {}  # fmt: skip
 
     def fn(*inputs):
-        def total(p, *ins):
-            return jnp.sum(cm.apply(p, *ins))
+        weights = {n: params[n] for n in names}  # float weights only (not num_batches_tracked)
 
-        g = jax.grad(total, argnums=tuple(range(len(inputs) + 1)))(params, *inputs)
-        return cm.apply(params, *inputs), g[1:], {n: g[0][n] for n in names}
+        def total(w, *ins):
+            return jnp.sum(cm.apply({**params, **w}, *ins))
+
+        g = jax.grad(total, argnums=tuple(range(len(inputs) + 1)))(weights, *inputs)
+        return cm.apply(params, *inputs), g[1:], g[0]
 
     if params:  # weights enter as alice's secret, inputs as bob's
 
