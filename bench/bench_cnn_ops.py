@@ -6,8 +6,9 @@
    (``ppml_torch/converters/fx/ops/pool.py``) against SPU's own ``reduce_window`` max
    (``lax.reduce_window`` with ``lax.max``: what ``flax.linen.max_pool`` and
    ``jax.nn``-style code run) and its gradient (JAX's select-and-scatter), on the
-   ResNet-ish net's pool (8x16x32x32, 2x2 stride 2) and ResNet's stem pool (1x64x56x56,
-   3x3 stride 2 padding 1), forward alone and forward + gradient.  Each row also gives the
+   ResNet-ish net's pool (8x16x32x32, 2x2 stride 2), ResNet's stem pool (1x64x56x56,
+   3x3 stride 2 padding 1) and a small one of the stem's kind (2x4x9x9), forward alone and
+   forward + gradient.  Each row also gives the
    largest error against plaintext float32 (the gradient: against ``jax.grad`` in float);
    a program SPU refuses gets its error in the row.
 2. **Eval-mode batch norm folded into the preceding convolution**: a 3x3 convolution
@@ -88,12 +89,13 @@ def row(protocol: str, what: str, form: str, m: tuple) -> str:
     )
 
 
-def pool_rows(session: Any, protocol: str, repeats: int) -> list[str]:
+def pool_rows(session: Any, protocol: str, repeats: int, which: tuple = (0, 1, 2)) -> list[str]:
     import jax
 
     out = []
     rng = np.random.default_rng(0)
-    for shape, (k, s, p) in (((8, 16, 32, 32), (2, 2, 0)), ((1, 64, 56, 56), (3, 2, 1))):
+    shapes = (((8, 16, 32, 32), (2, 2, 0)), ((1, 64, 56, 56), (3, 2, 1)), ((2, 4, 9, 9), (3, 2, 1)))
+    for shape, (k, s, p) in (shapes[i] for i in which):
         x = rng.normal(size=shape).astype(np.float32)
         forms = {
             "tournament": tournament_max(shape, k, s, p),
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocols", nargs="+", default=["SEMI2K", "ABY3"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--only", choices=("pool", "fold"))
+    p.add_argument("--only", choices=("pool", "pool-small", "fold"))
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"FM64; median of {args.repeats} runs; load average {load:.1f} at start")
@@ -165,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for protocol in args.protocols:
         with open_session("spu", protocol, "FM64") as s:
-            if args.only in (None, "pool"):
-                pool_rows(s, protocol, args.repeats)
+            if args.only in (None, "pool", "pool-small"):
+                pool_rows(
+                    s, protocol, args.repeats, (2,) if args.only == "pool-small" else (0, 1, 2)
+                )
             if args.only in (None, "fold"):
                 fold_rows(s, protocol, args.repeats)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
