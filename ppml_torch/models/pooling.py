@@ -108,6 +108,11 @@ def stack_masks(cands, outs):
     return np.stack([np.ones(outs, bool) if m is None else m for _, m, _ in cands])
 
 
+# windows of more positions are summed with 0/1 matrices (one product per dim) instead of one
+# slice per position (a program of k*k slices)
+MAX_CANDIDATES = 64
+
+
 def max_pool(x, kernel, stride, padding, dilation, ceil_mode=False, with_indices=False):
     """torch's max pooling over the last ``len(kernel)`` dims: ``(out, indices or None)``;
     indices are flat positions in the input's pooled dims, as torch's."""
@@ -138,10 +143,21 @@ def avg_pool(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True
         out_size(n, k, s, p, 1, ceil_mode)
         for n, k, s, p in zip(sizes, kernel, stride, padding, strict=True)
     )
-    cands = candidates(x, kernel, stride, padding, (1,) * nd, outs)
-    total = cands[0][0]
-    for v, _, _ in cands[1:]:
-        total = total + v
+    if int(np.prod(kernel)) <= MAX_CANDIDATES:
+        cands = candidates(x, kernel, stride, padding, (1,) * nd, outs)
+        total = cands[0][0]
+        for v, _, _ in cands[1:]:
+            total = total + v
+    else:  # a large window (EfficientNet's pooler: 128x128 over 1x1): 0/1 window sums per dim
+        total = x
+        for axis, n, k, s, p, o in zip(
+            range(-nd, 0), sizes, kernel, stride, padding, outs, strict=True
+        ):
+            start = np.arange(o) * s - p
+            m = np.zeros((o, n), np.float32)
+            for i in range(o):
+                m[i, max(start[i], 0) : min(start[i] + k, n)] = 1.0
+            total = along(total, m, axis)
     return total * avg_reciprocal(sizes, kernel, stride, padding, outs, count_include_pad, divisor)
 
 

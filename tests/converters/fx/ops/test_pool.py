@@ -39,6 +39,7 @@ CASES = [
     case(ap, x, [3, 2], [2, 2], [1, 1], True, True, label="ceil-include-pad"),
     case(ap, x, [3, 3], [2, 1], [1, 0], False, True, 5, label="divisor-override"),
     case(ap3, x3, [3, 2, 3], [2, 2, 2], [1, 0, 1], True, False),
+    case(ap, x, [9, 8], [2, 3], [4, 4], True, False, label="large-window-by-matrices"),
     case(aap, x, [3, 4], label="divisible"),
     case(aap, x, [4, 3], label="uneven"),
     case(aap, x, [9, 5], label="identity-and-uneven"),
