@@ -1,13 +1,9 @@
-"""Vision architectures for the compatibility table (docs/models.md): rows to merge.
+"""The vision rows of docs/models.md (scripts/models_page.py lists them with the others).
 
-The table's generator is being moved out of the package by another change, so these rows
-live here, self-contained: each entry is ``(name, source, build, sample)`` in the shape of
-the generator's ``Arch`` (``build() -> (module, args, kwargs)``; ``sample``: also run under
-``spu:ABY3``).  Tiny configs, random weights (seeded), nothing downloaded; inputs are one
-3x32x32 image (seed 2), as the table's other ``pixels`` rows.
-
-:func:`check` runs one entry the way the table does (graph route on ``cpu`` with gradients,
-and ``spu:ABY3`` for the sample ones), for the tests and for the integrator.
+Each entry is ``(name, source, build, sample)``: ``build() -> (module, args, kwargs)``,
+``sample``: also run under ``spu:ABY3``.  Tiny configs of transformers' vision models and the
+project's ResNet, random weights (seeded), nothing downloaded; the input is one 3x32x32 image
+(seed 2).
 """
 
 from __future__ import annotations
@@ -132,29 +128,3 @@ VISION: list[tuple[str, str, Callable[[], tuple[Any, tuple, dict]], bool]] = [
     ),  # fmt: skip
     ("ResNet-18 layout (ppml_torch.models)", "ppml_torch", _ppml_resnet18, False),
 ]
-
-
-def check(entry: tuple, mpc: bool = True, sessions: Any = None) -> dict[str, Any]:
-    """One entry as the table runs it: ``{"cpu": Row, "aby3": Row or None, "flax": str}``."""
-    from ppml_torch.converters.flax import WeightMapError, to_flax
-
-    from .check import check_equivalence
-
-    name, _, build, sample = entry
-    module, args, kwargs = build()
-    try:
-        to_flax(module)
-        flax = "yes"
-    except WeightMapError:
-        flax = "-"
-    rep = check_equivalence(
-        module, args, example_kwargs=kwargs or None, runs=["cpu"], routes=["graph"], grads=True
-    )
-    out = {"name": name, "cpu": rep.rows[0], "aby3": None, "flax": flax}
-    if mpc and sample and rep.rows[0].status == "pass":
-        aby3 = check_equivalence(
-            module, args, example_kwargs=kwargs or None, runs=["spu:ABY3"], routes=["graph"],
-            sessions=sessions,
-        )  # fmt: skip
-        out["aby3"] = aby3.row("graph", "spu:ABY3:FM64")
-    return out
