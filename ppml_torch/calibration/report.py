@@ -344,6 +344,10 @@ class CalibrationReport:
 
     # -- printing ------------------------------------------------------------------------------
 
+    def __str__(self) -> str:
+        """``print(report)`` prints the table (:meth:`describe` at the calibrated setting)."""
+        return self.describe()
+
     def describe(self, field: str | None = None, fraction_bits: int | None = None) -> str:
         """The report as a table, one row per module, risks named plainly."""
         field, f = self._setting(field, fraction_bits)

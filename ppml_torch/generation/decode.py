@@ -19,8 +19,6 @@ reveal where it is); trim the ids afterwards.
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +32,7 @@ from ppml_torch.generation.checkpoint import (
     vocab_size_of,
 )
 from ppml_torch.generation.programs import StepPrograms, build
+from ppml_torch.generation.result import Generation
 from ppml_torch.model import ROUTES
 from ppml_torch.runners.placeholders import is_placeholder, shapes_of
 from ppml_torch.runners.plan import session_plan
@@ -41,59 +40,7 @@ from ppml_torch.runners.plan import session_plan
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from ppml_torch.runners import Handle, RunReport, Session
-    from ppml_torch.runners.comm import CommStats
-
-
-@dataclasses.dataclass(frozen=True)
-class Generation:
-    """What one generation produced and cost.
-
-    ``ids``: the new token ids ``(B, N)`` (revealed to the prompt's owner; ``None`` in every
-    other party's process when each party runs in its own process).  ``reports``: the
-    session's records of this generation, in order (puts, prefill, steps).  ``puts``: the
-    ``(report what, owner)`` of every value put in (``"public"`` for cache positions).
-    """
-
-    ids: np.ndarray | None
-    route: str
-    session: str
-    reports: tuple[RunReport, ...]
-    puts: tuple[tuple[str, str], ...]
-    weights_put: RunReport | None  # None when the weights were put before (a reused Decoder)
-    prepare_s: float  # conversion / tracing set-up before anything is shared
-    wall_s: float  # from the weights' put to the revealed ids
-
-    def _calls(self, name: str) -> list[RunReport]:
-        return [r for r in self.reports if r.what == name]
-
-    @property
-    def prefill(self) -> RunReport:
-        return self._calls("prefill")[0]
-
-    @property
-    def steps(self) -> list[RunReport]:
-        return self._calls("decode_step")
-
-    @property
-    def compile_s(self) -> float | None:
-        c = [r.compile_s for r in self.reports]
-        return None if any(x is None for x in c) else sum(c)
-
-    @property
-    def step_s(self) -> float | None:
-        """Median run time of one decode step (one generated token after the first)."""
-        return statistics.median(r.run_s for r in self.steps) if self.steps else None
-
-    @property
-    def comm(self) -> CommStats | None:
-        comms = [r.comm for r in self.reports if r.comm is not None]
-        if not comms:
-            return None
-        out = comms[0]
-        for c in comms[1:]:
-            out = out + c
-        return out
+    from ppml_torch.runners import Handle, Session
 
 
 def check_prompt(prompt_ids: Any, vocab_size: int) -> np.ndarray:
