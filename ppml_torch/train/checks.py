@@ -147,8 +147,9 @@ def check_fit_options(
         )
     if log_every and mpc and receiver is False:
         raise FitError(
-            f"log_every={log_every} under MPC reveals every {log_every}th step's loss (a value of "
-            "every party's data): opt in with reveal_loss=True (to the label owner) or a party name"
+            f"log_every={log_every} under MPC reveals the loss of one step in {log_every} (a value "
+            "of every party's data): opt in with reveal_loss=True (to the label owner) or a party "
+            "name"
         )
     if range_check is not False and range_check not in RANGE_CHECKS:
         raise FitError(
