@@ -56,9 +56,9 @@ def _homework(session, data, epochs: int, module=None, loop: str = "fit"):
 
     t0 = time.perf_counter()
     if loop == "flax":
-        from ppml_torch.apps.homework import flax_loop
+        import flax_loop  # bench/flax_loop.py, beside this script
 
-        apply_fn, params = flax_loop.init_flax_mlp()
+        apply_fn, params = hw.init_flax_mlp()
         res = flax_loop.fit(session, apply_fn, params, data, epochs=epochs)
         t1 = time.perf_counter()
         scores = flax_loop.predict_test(session, apply_fn, res.params, data)
@@ -205,8 +205,8 @@ def in_process(backend: str, epochs: int, tweaks: dict) -> dict:
 def multi_process(epochs: int, tweaks: dict) -> list[dict]:
     """Two party processes, each on its own share of the CPUs as ``ppml-torch launch`` places
     them (``tweaks["pin"]`` False: sharing every CPU)."""
-    from ppml_torch.cli.launcher import cpu_shares, pin
-    from ppml_torch.runners.cluster import loopback_cluster
+    from ppml_torch.runners.secretflow.cluster import loopback_cluster
+    from ppml_torch.runners.secretflow.launcher import cpu_shares, pin
 
     d = tempfile.mkdtemp(prefix="bench-parties-")
     path = os.path.join(d, "cluster.json")
@@ -250,7 +250,7 @@ def multi_process(epochs: int, tweaks: dict) -> list[dict]:
 
 
 def _placement(pinned: bool) -> str:
-    from ppml_torch.cli.launcher import cpu_shares, describe_shares
+    from ppml_torch.runners.secretflow.launcher import cpu_shares, describe_shares
 
     shares = cpu_shares(2) if pinned else None
     if shares is None:

@@ -14,7 +14,7 @@ benchmark records whether the party's process ends by itself, and how long after
 Modes:
 
 * ``noray``: ``ray_mode=False`` with ppml-torch's own settings (``cross_silo_comm_backend=
-  "brpc_link"``, the link options of ``ppml_torch/runners/secretflow_prod.py``).
+  "brpc_link"``, the link options of ``ppml_torch/runners/secretflow/devices.py``).
 * ``ray-grpc``: ``ray_mode=True`` as the lead's prototype (``address="local"``,
   ``num_cpus=2``, ``cross_silo_comm_backend="grpc"``).
 * ``ray-brpc``: ``ray_mode=True`` with ``cross_silo_comm_backend="brpc_link"``.
@@ -79,7 +79,7 @@ def party_main(args: argparse.Namespace) -> None:
 
     out["import_s"] = time.perf_counter() - t0
     mark("imported")
-    # ppml-torch's link options (secretflow_prod.py), with its default bounds
+    # ppml-torch's link options (runners/secretflow/devices.py), with its default bounds
     link_opts = {
         "recv_timeout_ms": 30_000,
         "connect_retry_times": 60,
@@ -272,7 +272,7 @@ def _error(path: str) -> str:
 
 
 def run_mode(mode: str, args: argparse.Namespace, tmp: str) -> dict:
-    from ppml_torch.runners.cluster import free_ports
+    from ppml_torch.runners.secretflow.cluster import free_ports
 
     ports = free_ports(4)
     cfg = {

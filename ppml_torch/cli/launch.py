@@ -1,14 +1,19 @@
-"""``ppml-torch launch``: one process per party on this machine (a loopback cluster)."""
+"""``ppml-torch launch``: one process per party on this machine (a loopback cluster).
+
+The work is :func:`ppml_torch.runners.secretflow.launcher.launch`'s; this module parses the
+options and checks the sub-command every party will run (:func:`check_command`).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 HELP = "run a sub-command as one process per party on this machine (SecretFlow production mode)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..runners.cluster import DEFAULT_START_TIMEOUT_S, DEFAULT_TIMEOUT_S
+    from ..runners.secretflow.cluster import DEFAULT_START_TIMEOUT_S, DEFAULT_TIMEOUT_S
 
     p.add_argument(
         "--parties", required=True, help="party names, e.g. alice,bob or alice,bob,carol"
@@ -40,9 +45,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_command(argv: Sequence[str], party: str) -> None:
+    """The sub-command must exist, run across processes, and its arguments must be valid."""
+    import contextlib
+    import importlib
+    import io
+
+    from ..runners.secretflow.cluster import ClusterError
+    from . import COMMANDS, build_parser
+
+    if not argv:
+        raise ClusterError(
+            "give the sub-command after --, e.g. -- homework-mlp --runs secretflow:SEMI2K"
+        )
+    name = argv[0]
+    if name not in COMMANDS or name == "launch":
+        runnable = ", ".join(c for c in COMMANDS if c != "launch")
+        raise ClusterError(f"unknown sub-command {name!r} to launch; one of {runnable}")
+    mod = importlib.import_module(f"ppml_torch.cli.{COMMANDS[name]}")
+    check = getattr(mod, "check_launch", None)
+    if check is None:
+        raise ClusterError(
+            f"{name} runs in one process and has no one-process-per-party mode; run it without launch"
+        )
+    for flag in ("--cluster", "--party"):
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            raise ClusterError(f"launch sets {flag} itself; drop it from the sub-command")
+    parser = build_parser()
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
+    except SystemExit:  # the sub-command's usage error, as the one line of this refusal
+        raise ClusterError(usage.getvalue().strip().removeprefix("ppml-torch ")) from None
+    check(args)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..runners.cluster import ClusterError
-    from .launcher import launch, parse_parties
+    from ..runners.secretflow.cluster import ClusterError
+    from ..runners.secretflow.launcher import launch, parse_parties
 
     argv = list(args.subcommand)
     if argv[:1] == ["--"]:
@@ -57,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         start_timeout_s=args.start_timeout,
         pin_cpus=not args.no_pin,
+        check=check_command,
     )
     summary = ", ".join(
         f"{r.party}: exit {r.returncode}" + (" (killed)" if r.killed else "") for r in result.runs

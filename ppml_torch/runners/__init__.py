@@ -98,12 +98,12 @@ def open_session(
 
     ``cluster``/``party`` (``secretflow`` only): run this process as ONE party of a
     multi-process SecretFlow job described by a cluster file (see
-    :mod:`ppml_torch.runners.secretflow_prod`); protocol/field default to the file's.
+    :mod:`ppml_torch.runners.secretflow.production`); protocol/field default to the file's.
 
     Every argument is checked before anything starts (no runtime, no Ray).
     """
     if cluster is not None or party is not None:
-        from .secretflow_prod import open_production
+        from .secretflow.production import open_production
 
         return open_production(
             backend, protocol, field, cluster, party, parties, runtime, profile, ir
@@ -123,7 +123,8 @@ def open_session(
         from .spu import SpuSession
 
         return SpuSession(cfg, profile=profile, ir=ir)
-    from .secretflow import SecretFlowSession, check_importable
+    from .secretflow import check_importable
+    from .secretflow.simulation import SecretFlowSession
 
     check_importable()
     return SecretFlowSession(cfg, profile=profile)

@@ -179,7 +179,7 @@ class SpuSession(Session):
 
     def _reveal(self, handle: Handle, to: str | None) -> list[np.ndarray]:
         # In-process every party's shares are in this process; ``to`` names who would receive
-        # them over the network in a deployment (see runners/secretflow.py for real placement).
+        # them over the network in a deployment (see runners/secretflow/ for real placement).
         return [
             np.asarray(self._io.reconstruct([rt.get_var(name) for rt in self._rts]))
             for name in self._names(handle)

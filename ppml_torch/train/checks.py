@@ -132,13 +132,15 @@ def check_loss_shapes(
         )
 
 
+# fit's range_check values (the check itself: preflight.py)
+RANGE_CHECKS = ("auto", "bounds", "off")
+
+
 def check_fit_options(
     log_every: Any, range_check: Any, sentinel: Any, mpc: bool, receiver: Any
 ) -> None:
     """``log_every`` (a per-step loss is a disclosure under MPC: opt in with ``reveal_loss``),
     ``range_check`` and ``sentinel``."""
-    from .preflight import RANGE_CHECKS
-
     if log_every is not None and (
         isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1
     ):

@@ -155,7 +155,7 @@ def fit(
       DataError, FitError, OptimizerMappingError, LossMappingError, TrainingRangeError: bad
         input, one line, before any session work.  TrainingOverflowError: the sentinel fired.
     """
-    from .carry import FitOptimizer, owner_facts
+    from .fit_optimizer import FitOptimizer, owner_facts
     from .losses import lazy_from_torch  # torch and optax are imported when fit runs
     from .preflight import check_fit_step
     from .schedules import check_scheduler

@@ -62,8 +62,7 @@ import jax
 import numpy as np
 import optax
 
-from ppml_torch.errors import PpmlError
-
+from .optim_base import OptimizerMappingError, Path, plain_path
 from .transforms import adam_moment_scale, torch_adam, torch_group, torch_momentum
 
 if TYPE_CHECKING:
@@ -74,7 +73,6 @@ if TYPE_CHECKING:
     from .carry import TorchStart
     from .schedules import Schedule
 
-Path = tuple[Any, ...]
 FROZEN = "frozen"
 
 __all__ = [
@@ -89,10 +87,6 @@ __all__ = [
     "torch_adam",
     "torch_momentum",
 ]
-
-
-class OptimizerMappingError(PpmlError, ValueError):
-    """The torch optimizer (or a setting of it) has no mapping; the message says what to do."""
 
 
 class MpcAdamWarning(UserWarning):
@@ -391,19 +385,6 @@ def _check_group(
     else:
         hyper["decoupled_weight_decay"] = bool(group.get("decoupled_weight_decay", False))
     return hyper
-
-
-def plain_path(keypath: tuple) -> Path:
-    """A ``tree_flatten_with_path`` key path as a tuple of plain keys."""
-    out = []
-    for k in keypath:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                out.append(getattr(k, attr))
-                break
-        else:
-            out.append(k)
-    return tuple(out)
 
 
 def _check_paths(resolved: Mapping[str, Path], params: Any) -> None:

@@ -31,13 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from .checks import FitError
+from .checks import RANGE_CHECKS, FitError
 from .layout import InputLayout
 from .programs import TrainPlan
 
 __all__ = ["RANGE_CHECKS", "ColumnBounds", "TrainingRangeError", "bounds_of", "verdict"]
 
-RANGE_CHECKS = ("auto", "bounds", "off")
 
 # what calibration's module paths are, in a training step (transforms.py and programs.py name
 # these scopes)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .optim import OptimizerMappingError
+from .optim_base import OptimizerMappingError
 
 __all__ = ["SCHEDULERS", "STEP_EVERY", "Schedule", "advance", "check_scheduler", "schedule_of"]
 

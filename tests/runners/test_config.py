@@ -100,13 +100,14 @@ def test_runtime_knobs_reach_spu():
     ],
 )
 def test_bad_knob_values_fail_before_anything_starts(monkeypatch, runtime, field, message):
-    from ppml_torch.runners import secretflow, spu
+    from ppml_torch.runners import spu
+    from ppml_torch.runners.secretflow import simulation
 
     def started(*a, **k):
         raise AssertionError("a runtime was started before the knob values were checked")
 
     monkeypatch.setattr(spu.SpuSession, "__init__", started)
-    monkeypatch.setattr(secretflow.SecretFlowSession, "__init__", started)
+    monkeypatch.setattr(simulation.SecretFlowSession, "__init__", started)
     for backend in ("spu", "secretflow"):
         with pytest.raises(ConfigError, match=re.escape(message)) as e:
             open_session(backend, "SEMI2K", field, runtime=runtime)

@@ -28,8 +28,9 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route
     from ppml_torch.apps.homework import train
     from ppml_torch.apps.homework.data import load_data
     from ppml_torch.apps.homework.evaluate import auc
-    from ppml_torch.cli.launcher import cpu_shares, describe_shares, launch
+    from ppml_torch.cli.launch import check_command
     from ppml_torch.runners import open_session
+    from ppml_torch.runners.secretflow.launcher import cpu_shares, describe_shares, launch
     from ppml_torch.testing import max_abs_error, tolerance
 
     monkeypatch.setenv("PYTHONPATH", ROOT)  # the parties import this checkout's ppml_torch
@@ -45,7 +46,8 @@ def test_launch_homework_fit_matches_in_process_spu(tmp_path, monkeypatch, route
         "--route",
         route,
     ]
-    result = launch(["alice", "bob"], [*argv, "--save", str(save)], timeout_s=30, out=out)
+    argv += ["--save", str(save)]
+    result = launch(["alice", "bob"], argv, timeout_s=30, out=out, check=check_command)
     text = out.getvalue()
     assert result.returncode == 0, text[-4000:]
     shares = cpu_shares(2)  # each party on its own share of the CPUs when there are enough

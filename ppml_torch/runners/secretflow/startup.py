@@ -1,0 +1,122 @@
+"""Starting and stopping this party's SecretFlow runtime in production mode (no Ray).
+
+:class:`PartyRuntime` takes a party from nothing to a running SPU device in four steps that
+the session calls in order: construction (SecretFlow imported, the patches checked, native
+logs redirected, the :class:`~.supervision.Supervisor` started), :meth:`~PartyRuntime.connect`
+(``sf.init``: the cross-silo channel, waiting for every party), :meth:`~PartyRuntime.
+check_agreement` (every party's cluster file and settings), :meth:`~PartyRuntime.start_spu`
+(the SPU link).  :meth:`~PartyRuntime.close` ends it: a barrier, then ``sf.shutdown`` with the
+closing handshake of :func:`~.patches.links_stopped_then_linger`.
+
+Ray is not used (``ray_mode=False``): one process per party, against a dozen processes, more
+memory and slower start-up and SPU calls with a Ray per party (measured side by side:
+``bench/bench_ray_mode.py``, figures in bench/README.md); Ray only pays off when a party
+spreads its own work over a Ray cluster (not something ppml-torch does: the heavy work is
+SPU's, in SPU's own threads).  The cross-silo channel is ``brpc_link``: its
+``recv_timeout_ms`` bounds every wait for another party (with ``grpc`` a wait for another
+party's result hangs forever when that party dies).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import ConfigError, SessionConfig
+from . import devices, patches
+from .cluster import Cluster
+from .failures import Failures
+from .logs import NativeLogs, SpuLogs, quiet
+from .supervision import Supervisor, install_sigint_handler
+
+
+class PartyRuntime:
+    """This party's SecretFlow runtime: the module ``sf``, the ``pyus``, the ``spu`` device,
+    this party's ``rank`` in it, its SPU log (``logs``) and what watches it all."""
+
+    def __init__(self, cluster: Cluster, party: str):
+        self.cluster = cluster
+        self.party = party
+        self.bounds = devices.LinkBounds.of(cluster)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        with quiet():
+            import secretflow as sf
+
+            patches.check(patches.PRODUCTION)  # one line, before anything connects
+        self.sf = sf
+        self.pyus: dict[str, Any] = {}
+        self.spu: Any = None
+        self.rank = -1
+        self.logs = SpuLogs(None, {})
+        self.native = NativeLogs()
+        self.supervisor = Supervisor(cluster, party, self.native.console_stderr)
+        self.failures = Failures(cluster, party, self.supervisor.lost)
+        self.supervisor.start()
+
+    def connect(self) -> None:
+        """``sf.init``: the cross-silo channel, once every party's is up."""
+        tls = devices.cross_silo_tls(self.cluster, self.party)
+        with self.failures.guard("start-up (waiting for the other parties to connect)", True):
+            with quiet(), patches.cross_silo_link(self.bounds.silo_ms, tls is not None):
+                self.sf.init(
+                    address="local",
+                    cluster_config=devices.cross_silo_cluster(self.cluster, self.party),
+                    ray_mode=False,
+                    cross_silo_comm_backend="brpc_link",
+                    cross_silo_comm_options=dict(
+                        self.bounds.options, recv_timeout_ms=self.bounds.silo_ms
+                    ),
+                    tls_config=tls,
+                    logging_level="error",
+                    enable_waiting_for_other_parties_ready=True,
+                )
+        install_sigint_handler(lambda exc: self.failures.error("a transfer to another party", exc))
+        self.pyus = devices.pyus(self.sf, self.cluster.names)
+
+    def check_agreement(self, config: SessionConfig) -> None:
+        """Every party's cluster file and session settings must agree (one line if not)."""
+        mine = {
+            "parties": [[p.name, p.address, p.spu_address] for p in self.cluster.parties],
+            "protocol": config.protocol,
+            "field": config.field,
+        }
+        objs = {p: self.pyus[p](lambda: mine, num_returns=1)() for p in self.cluster.names}
+        with self.failures.guard("start-up (comparing cluster files)", start=True):
+            seen = self.sf.reveal(objs)
+        for p, theirs in seen.items():
+            for key in ("protocol", "field", "parties"):
+                if theirs[key] != mine[key]:
+                    raise ConfigError(
+                        f"party {p!r} runs with {key} {theirs[key]} but {self.party!r} with "
+                        f"{mine[key]}; give every party the same cluster file and run spec"
+                    )
+
+    def start_spu(self, config: SessionConfig, profile: bool) -> None:
+        """The SPU device; returns once this party's SPU link is connected."""
+        self.logs = SpuLogs.create("ppml-torch-sfp-", {self.party: "spu.log"}, profile)
+        with self.failures.guard("start-up (SPU link)"):
+            self.spu = devices.production_spu(
+                self.cluster, self.party, config, profile, self.logs, self.bounds
+            )
+            # this party's SPU runtime connects its link in a worker thread: wait for it here,
+            # so that start-up (and its bound) includes it
+            self.spu.actors[self.party]._cls_fed_obj.get_object()
+        self.rank = [n["party"] for n in self.spu.cluster_def["nodes"]].index(self.party)
+
+    def close(self) -> None:
+        """End the runtime: after a barrier (nobody stops its links while another party still
+        reads from them), ``sf.shutdown`` with the links' closing handshake.  After a lost
+        party there is nothing to close: the process ends (:func:`~.supervision.
+        exit_at_shutdown`)."""
+        try:
+            if not self.failures.lost:
+                bye = {p: self.pyus[p](lambda: 0, num_returns=1)() for p in self.cluster.names}
+                with self.failures.guard("closing (waiting for the other parties to finish)"):
+                    self.sf.reveal(bye)
+                # the watchdog stays on during the handshake: a party lost now is still named
+                with quiet(), patches.links_stopped_then_linger():
+                    self.sf.shutdown()
+                self.supervisor.stop()
+                self.native.restore()
+        finally:
+            self.supervisor.stop()
