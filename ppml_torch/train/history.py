@@ -5,6 +5,7 @@ times and every session report.  ``print(history)`` prints it as a table."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from ppml_torch.runners.base import RunReport
 from ppml_torch.runners.comm import CommStats
@@ -59,6 +60,8 @@ class History:
     # seconds per stage before the first epoch: checks, convert, range check, share
     stages: dict[str, float] = dataclasses.field(default_factory=dict)
     range_check: str | None = None  # what the range check saw (None: not run)
+    # fit(profile=True): one step's MPC cost per module (a profiling ProfileReport)
+    profile: Any = None
 
     @property
     def loss(self) -> list[float | None]:
@@ -83,6 +86,8 @@ class History:
                 "set-up: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.stages.items())
                 + (f"; wall {self.wall_s:.2f}s" if self.wall_s else "")
             )  # fmt: skip
+        if self.profile is not None:
+            lines.append("profile of one step per module: print(history.profile)")
         if self.steps:
             lines.append("")
             lines += _table(

@@ -23,7 +23,9 @@ How a ``fit`` runs (every check first, then the session work):
    batches that ``lax.scan`` runs (compile time does not grow with the number of batches),
    then the last partial batch of ``n % batch_size`` rows as one more step in the same
    program, like torch's ``DataLoader(drop_last=False)``; ``drop_last=True`` drops it instead.
-   The state stays in the session between epochs; it starts with the visibility an epoch
+   With ``profile=True`` the first batch's step is profiled once before epoch 1
+   (:mod:`~ppml_torch.train.profile_step`; its output freed).  The state stays in the session
+   between epochs; it starts with the visibility an epoch
    gives it, so SPU compiles the program once.  Under MPC the epoch's overflow sentinel
    (:mod:`~ppml_torch.train.sentinel`) reveals one bit to the label owner, and ``fit`` stops
    if it is set;
@@ -96,6 +98,7 @@ def fit(
     scheduler_step: str = "epoch",
     range_check: str | bool = "auto",
     sentinel: bool | str = True,
+    profile: bool = False,
 ) -> tuple[Any, History]:
     """Train ``module`` inside ``session``; return the same module with the trained weights.
 
@@ -137,6 +140,10 @@ def fit(
       sentinel: under MPC, each epoch checks its losses and gradients for values that cannot
         happen in real numbers and reveals one bit to the label owner; ``fit`` stops with
         :class:`TrainingOverflowError` if it is set (:mod:`ppml_torch.train.sentinel`).
+      profile: before the first epoch, measure one training step on the first batch per
+        module, forward and backward, loss and optimizer (``history.profile``, a
+        :class:`~ppml_torch.profiling.report.ProfileReport`; :mod:`ppml_torch.train.
+        profile_step`).  In-process ``spu`` sessions only (refused in one line otherwise).
 
     Returns:
       ``(module, history)``: ``module`` with the trained weights loaded
@@ -158,6 +165,7 @@ def fit(
     from .fit_optimizer import FitOptimizer, owner_facts
     from .losses import lazy_from_torch  # torch and optax are imported when fit runs
     from .preflight import check_fit_step
+    from .profile_step import check_profile, profile_first_step
     from .schedules import check_scheduler
     from .sentinel import for_fit
 
@@ -169,6 +177,7 @@ def fit(
         check_route(route)
         check_counts(epochs, batch_size, seed)
         sp = plan_session(session)
+        profile = check_profile(profile, sp.config.backend)
         check_module_params(optimizer, module)
         sp.gate(calibration)
         check_scheduler(scheduler, optimizer, scheduler_step)
@@ -252,6 +261,10 @@ def fit(
             # 3. the state, then one program call per epoch
             state = scope.call(plan.init, *w, name="init")
             scope.free(*w)
+            profiled = None
+            if profile:  # one step on the first batch, per module; its output is freed
+                stages.stage("profile")
+                profiled = profile_first_step(s, plan, state, blocks, type(module).__name__, route)
             epochs_run = EpochOutputs(plan, s, scope, receiver, data, n_steps, first_report)
             for e in range(1, epochs + 1):
                 stages.epoch(e, epochs)
@@ -279,6 +292,7 @@ def fit(
         if scope is not None:
             scope.free_all()  # only after a failure: a shared session keeps no stray shares
     history.range_check, history.stages = checked, dict(stages.times)
+    history.profile = profiled
     history.wall_s = time.perf_counter() - stages.t0
     opt.finish(
         model, leaves.names, leaves.split(params)[0], plan.secret_opt,
