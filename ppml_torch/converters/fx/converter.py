@@ -50,6 +50,7 @@ import io
 import linecache
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -60,11 +61,12 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
+from ppml_torch import dropout
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import is_supported, to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
 from ppml_torch.converters.fx.indices import index_inputs
-from ppml_torch.converters.fx.program import Program, build, module_path
+from ppml_torch.converters.fx.program import Program, build, dropout_sites, module_path
 from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
 from ppml_torch.dtypes import jax_dtype_name
 from ppml_torch.errors import InputError
@@ -166,6 +168,7 @@ def convert(
             "inputs": [s.name for s in program.input_slots if s.is_tensor],
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
             "index_inputs": {s.name: s.index_size for s in specs if s.index_size is not None},
+            dropout.EXTRA: dropout_sites(program.steps),
         },
         inputs=specs,
     )
@@ -182,7 +185,7 @@ def _input_specs(program: Program, example: Any, ep: Any, root: str) -> tuple[In
         if not slot.is_tensor:
             continue
         keys = [getattr(k, "idx", getattr(k, "key", getattr(k, "name", None))) for k in path]
-        size, used = indexed.get(slot.name, (None, ""))
+        size, used, ignore = indexed.get(slot.name, (None, "", None))
         specs.append(
             InputSpec(
                 name=slot.name,
@@ -192,6 +195,7 @@ def _input_specs(program: Program, example: Any, ep: Any, root: str) -> tuple[In
                 dtype=jax_dtype_name(slot.dtype),
                 index_size=size,
                 used_by=used,
+                index_ignore=ignore,
             )
         )
     return tuple(specs)
@@ -250,6 +254,29 @@ _STATIC_GRAPH_ADVICE = (
     "or a mask, and keep shapes fixed (no .item(), nonzero, boolean-mask indexing); the "
     "converter has no lowering for torch.cond"
 )
+_UNKNOWN_OUTPUT = re.compile(r"Found <class '([\w.]+)'> in output, which is not a known type")
+
+
+def _export_advice(e: BaseException, root: str) -> str:
+    """What to change, for the kind of export failure ``e`` is (each hint only where it
+    applies): data-dependent control flow, a generation cache in the output, or neither."""
+    text = str(e)
+    unknown = _UNKNOWN_OUTPUT.search(text)
+    if unknown:
+        kind = unknown.group(1).rsplit(".", 1)[-1]
+        if "Cache" in kind:
+            return (
+                f"{root} returns a {kind} (a generation cache of past keys and values), which is "
+                "not a tensor: pass use_cache=False (ppml_torch.fit and predict pass it for you)"
+            )
+        return (
+            f"{root} returns a {kind}, which is not a tensor: return tensors, or "
+            "tuples/lists/dicts of tensors"
+        )
+    name = type(e).__name__
+    if "DataDependent" in name or "HigherOrderOp" in name or "data-dependent" in text:
+        return _STATIC_GRAPH_ADVICE
+    return "run torch.export.export(module, args, kwargs) on it for torch's full message"
 
 
 def _export_and_decompose(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> Any:
@@ -267,10 +294,11 @@ def _export_and_decompose(module: torch.nn.Module, args: tuple, kwargs: dict, ro
         text = err.getvalue()
         sys.stderr.write(text.replace(str(partial), "").strip("\n") if partial else text)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first.split(". ")[0]  # torch's first sentence: the rest is links and advice
         where, code = _failure_site(e, module, root)
         raise ConversionError(
             f"torch.export could not capture {root}, failing in {where}{code}: "
-            f"{type(e).__name__}: {first[:200]}; {_STATIC_GRAPH_ADVICE}"
+            f"{type(e).__name__}: {first[:200]}; {_export_advice(e, root)}"
         ) from e
     finally:
         shapes_log.setLevel(level)
@@ -346,7 +374,10 @@ def _failure_site(e: BaseException, module: torch.nn.Module, root: str) -> tuple
             name = names[id(owner)]
             where = f"{name}: {type(owner).__name__}" if name else root
         fname = frame.f_code.co_filename
-        if not any(part in fname for part in ("/torch/", "/ppml_torch/", "/functorch/")):
+        generated = fname.startswith("<")  # code torch generated (<string>, <eval_with_key>)
+        if not generated and not any(
+            p in fname for p in ("/torch/", "/ppml_torch/", "/functorch/")
+        ):
             line = (linecache.getline(fname, tb.tb_lineno) or "").strip()
             site = f" ({os.path.basename(fname)}:{tb.tb_lineno}" + (f" `{line}`)" if line else ")")
         tb = tb.tb_next

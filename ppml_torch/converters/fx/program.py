@@ -333,7 +333,9 @@ def _lower_nodes(
         if problem:
             out.problems.append(("refused", problem))
             continue
-        if all(n.name in torch_consts for n in _node_inputs((node.args, node.kwargs))):
+        if node.target not in _NEVER_FOLDED and all(
+            n.name in torch_consts for n in _node_inputs((node.args, node.kwargs))
+        ):
             _fold(node, torch_consts, out)
             continue
         if node.target is operator.getitem:
@@ -363,6 +365,27 @@ def _lower_nodes(
             )
         )
     return out
+
+
+# random ops that run (dropout): folding one would fix torch's draw into the program as a constant
+_NEVER_FOLDED = {torch.ops.aten.native_dropout.default}
+
+
+def dropout_sites(steps: Sequence[Step]) -> tuple[tuple[str, float], ...]:
+    """``((module path, p), ...)`` of the steps that drop out in training mode, in run order:
+    ``aten.native_dropout`` with ``p > 0`` and attention with ``dropout_p > 0``."""
+    sites = []
+    for step in steps:
+        if step.op is torch.ops.aten.native_dropout.default:
+            p = step.args[1] if len(step.args) > 1 else step.kwargs.get("p", 0.0)
+            train = step.args[2] if len(step.args) > 2 else step.kwargs.get("train")
+            if p and train is not False:
+                sites.append((step.where, float(p)))
+        elif step.op is torch.ops.aten.scaled_dot_product_attention.default:
+            p = step.args[4] if len(step.args) > 4 else step.kwargs.get("dropout_p", 0.0)
+            if p:
+                sites.append((step.where, float(p)))
+    return tuple(sites)
 
 
 def _refusal(entry: registry.Lowering | None, node: torch.fx.Node, where: str) -> str | None:
