@@ -39,27 +39,29 @@ from typing import Any
 
 import numpy as np
 
+from ppml_torch import dropout
 from ppml_torch.runners.base import Handle, Session
 from ppml_torch.runners.placeholders import shapes_of
 
 from .cache import ConversionCache, conversions
+from .calls import ModelCall, check_loss_shapes, plan_call
 from .checks import (
     check_batch_size,
     check_counts,
-    check_loss_shapes,
     check_module_params,
     check_route,
     check_trained_names,
     loss_receiver,
     plan_session,
 )
-from .data import Data, load
+from .data import Data, Loaded, load
 from .history import EpochRecord, History
 from .layout import Batches, InputLayout
 from .names import Leaves, load_trained
 from .programs import TrainPlan, first, second
 from .scope import Scope
 from .state import secret_optimizer_leaves
+from .values import check_blocks
 
 
 def fit(
@@ -82,8 +84,14 @@ def fit(
     """Train ``module`` inside ``session``; return the same module with the trained weights.
 
     Args:
-      module: the torch module (its current weights are the initial ones).
-      loss_fn: a torch loss (``nn.MSELoss()``, ...) called as ``loss_fn(module(x), y)``.
+      module: the torch module (its current weights are the initial ones).  It may return one
+        tensor or a Hugging Face ``ModelOutput`` (the loss reads its ``logits``), and take named
+        inputs (:mod:`ppml_torch.train.data`); a ``forward`` with ``use_cache`` is converted with
+        ``use_cache=False`` (no generation cache in training; ``history.model_call`` says so).
+        Training-mode dropout runs, with masks drawn from ``seed`` (:mod:`ppml_torch.dropout`).
+      loss_fn: a torch loss (``nn.MSELoss()``, ...) called as ``loss_fn(module(x), y)``, or
+        ``None`` for a model that computes its own loss from ``labels=`` (``GPT2LMHeadModel``,
+        ``BertForSequenceClassification``...): the label block is passed as ``labels``.
       optimizer: the torch optimizer built on ``module.parameters()``; its settings are read,
         it takes no step itself.
       data: who owns what (:func:`ppml_torch.train.vertical` / :func:`horizontal`).
@@ -94,6 +102,7 @@ def fit(
       shuffle: a new public row order every epoch (``numpy.random.default_rng(seed)``); the
         order is public (it reveals nothing about the values).  Default off: batches in data
         order.
+      seed: the shuffle orders and the dropout masks (public, the same in every session).
       drop_last: drop the last partial batch (torch's ``DataLoader(drop_last=True)``).  By
         default it is kept as one more step of the same epoch program; on the graph route it
         runs padded to the batch shape (loss on its own rows only) when the model is row-wise,
@@ -118,8 +127,8 @@ def fit(
     the receiver).  A revealed loss is ``None`` outside its receiver's process.
 
     Raises:
-      DataError, FitError, OptimizerMappingError, LossMappingError: bad input, one line,
-        before any session work.
+      DataError, FitError, OptimizerMappingError, LossMappingError, InputError: bad input
+        (an id outside its table, a value put would refuse), one line, before any session work.
     """
     from .losses import lazy_from_torch  # torch and optax are imported when fit runs
     from .optim import from_torch as map_optimizer
@@ -133,27 +142,29 @@ def fit(
     sp.gate(calibration)
     topt = map_optimizer(optimizer, module, None, fixed_point=sp.fixed_point)
     trainable = [name for g in topt.groups for name in g["names"]]
-    loss = lazy_from_torch(loss_fn)
+    loss = None if loss_fn is None else lazy_from_torch(loss_fn)
     loaded = load(data, sp.parties, need_labels=True, session=sp.session)
     check_batch_size(batch_size, loaded.n_rows)
     receiver = loss_receiver(reveal_loss, data, sp.parties)
     batches = Batches.of(loaded.n_rows, batch_size, drop_last=drop_last, shuffle=shuffle)
+    mc = plan_call(module, data, route, own_loss=loss_fn is None)
 
     # the module converted once per shape (cached); its weights in the converted layout
     cache = conversions(module, route)
     converted = cache.conversions
     row, dtype = loaded.example_row_shape, loaded.features[0].dtype
-    model = cache.get([((batch_size, *row), dtype)])
+    model = cache.get(*mc.shapes(loaded, batch_size))
     params = cache.params(model)
     leaves = Leaves.of(model, set(trainable))
     check_trained_names(trainable, leaves.names, route)
-    check_loss_shapes(model, loss, params, loaded, batch_size, row, dtype)
+    mc = check_loss_shapes(model, mc, loss, params, loaded, batch_size)
+    _check_values(model, mc, loss, params, data, loaded, sp, batch_size)
     batches, apply_partial, refused = _partial_batch(
-        module, cache, model, params, batches, row, dtype
+        module, cache, model, params, batches, row, dtype, mc, loaded
     )
     plan = TrainPlan(
         inputs=InputLayout(
-            data.split, loaded.column_order, len(loaded.features), len(loaded.labels)
+            data.split, loaded.column_order, len(loaded.features), len(loaded.labels), data.names
         ),
         batches=batches,
         apply=model.apply,
@@ -163,6 +174,8 @@ def fit(
         leaves=leaves,
         secret_opt=secret_optimizer_leaves(topt.tx, leaves.trained_struct(params)),
         returns_loss=receiver is not False,
+        call=mc,
+        dropout=bool(dropout.sites_of(model)),  # the partial batch's conversion has the same
     )
     rng = np.random.default_rng(seed)
     setup_s = time.perf_counter() - t_start
@@ -194,6 +207,8 @@ def fit(
                     order.append(
                         scope.put(rng.permutation(loaded.n_rows).astype(np.int32), "public")
                     )
+                if plan.dropout:  # the epoch's dropout key (public: masks reveal nothing)
+                    order.append(scope.put(dropout.epoch_key(seed, e), "public"))
                 out = scope.call(plan.epoch, state, *blocks, *order, name="epoch")
                 report = s.last_report
                 scope.free(state, *order)
@@ -226,11 +241,42 @@ def fit(
         conversions=cache.conversions - converted, setup_s=setup_s,
     )  # fmt: skip
     history.weights_to = data.weights_to
+    history.model_call = mc.describe(data)
     history.wall_s = time.perf_counter() - t_start
     if trained is None:  # one process per party: the weights went to weights_to's process
         return None, history
     load_trained(module, model, params, leaves.names, trained)
     return module, history
+
+
+def _check_values(
+    model: Any,
+    mc: ModelCall,
+    loss: Any,
+    params: Any,
+    data: Data,
+    loaded: Loaded,
+    sp: Any,
+    batch_size: int,
+) -> None:
+    """Every owner's blocks as ``check_inputs`` and ``put`` check them (:mod:`.values`)."""
+    import jax
+
+    out = None
+    if not mc.own_loss:
+        from .calls import model_input
+
+        positional, named, _ = mc.shapes(loaded, batch_size)
+        with dropout.drawn_from(np.zeros(2, np.uint32)):  # shapes only
+            out = jax.eval_shape(
+                lambda p, x: mc.outputs(model.apply, p, x), params, model_input(positional, named)
+            )
+    check_blocks(
+        model, data, loaded, sp.fixed_point,
+        labels_keyword="labels" if mc.own_loss else None, loss=loss,
+        output_shape=None if out is None else tuple(out.shape),
+        announce=sp.session.announce if sp.one_process_per_party else None,
+    )  # fmt: skip
 
 
 def _partial_batch(
@@ -241,6 +287,8 @@ def _partial_batch(
     batches: Batches,
     row: tuple[int, ...],
     dtype: Any,
+    mc: ModelCall,
+    loaded: Loaded,
 ) -> tuple[Batches, Callable[..., Any] | None, str | None]:
     """How the kept partial batch runs: ``(batches, apply_partial, why padding was refused)``.
 
@@ -251,6 +299,11 @@ def _partial_batch(
     if not batches.partial:
         return batches, None, None
     refused = None
+    if cache.route == "graph" and (
+        reason := _not_paddable(model, mc, loaded)
+    ):  # padding needs one positional input, the loss outside the model, no random masks
+        part = cache.get(*mc.shapes(loaded, batches.partial))
+        return batches, part.apply, reason
     if cache.route == "graph":
         from .rows import padding_is_exact
 
@@ -261,6 +314,17 @@ def _partial_batch(
             return dataclasses.replace(batches, padded=True), None, None
     part = cache.get([((batches.partial, *row), dtype)])
     return batches, part.apply, refused
+
+
+def _not_paddable(model: Any, mc: ModelCall, loaded: Loaded) -> str | None:
+    """Why the graph route cannot pad this model's partial batch (``None``: it may try)."""
+    if mc.own_loss:
+        return "the model computes its loss over the whole batch (loss_fn=None)"
+    if loaded.data.input_names:
+        return "the model takes named inputs"
+    if dropout.sites_of(model):
+        return "the model drops out in training mode (its masks are drawn per batch shape)"
+    return None
 
 
 def _progress(epochs: int, progress: bool) -> Any:

@@ -10,10 +10,12 @@
   :mod:`ppml_torch.train.rows`);
 * ``epoch(state, *blocks) -> state`` (or ``(state, mean loss)`` when the loss is revealed):
   ONE program per epoch.  The model input is assembled inside it
-  (:class:`~ppml_torch.train.layout.InputLayout`), optionally permuted by a public order (the
-  last block), cut into ``n_full`` equal batches that ``lax.scan`` runs with ``train_step``
-  (compile time does not grow with the number of batches), then the kept partial batch as
-  one more ``train_step`` in the same program;
+  (:class:`~ppml_torch.train.layout.InputLayout`), optionally permuted by a public order,
+  cut into ``n_full`` equal batches that ``lax.scan`` runs with ``train_step`` (compile time
+  does not grow with the number of batches), then the kept partial batch as one more
+  ``train_step`` in the same program.  After the blocks come the public inputs: the shuffle
+  order (``shuffle``), then the epoch's dropout key (``dropout``): step ``i`` draws its masks
+  from ``step_key(key, i)`` (:mod:`ppml_torch.dropout`);
 * ``weights(state)``: what is revealed at the end: the trained leaves only (the fixed ones
   never change).
 
@@ -26,7 +28,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .layout import Batches, InputLayout
+from .calls import ModelCall
+from .layout import Batches, InputLayout, batched, row_range, take_rows
 from .names import Leaves
 from .state import TrainState, start_secret
 
@@ -50,6 +53,8 @@ class TrainPlan:
         (:func:`~ppml_torch.train.state.secret_optimizer_leaves`); ``init`` makes those
         secret from the start.
       returns_loss: ``epoch`` returns ``(state, mean loss)`` (the loss is revealed).
+      call: how the model is called and where its loss is (:mod:`~ppml_torch.train.calls`).
+      dropout: the model drops out in training mode: ``epoch`` takes a public key last.
     """
 
     inputs: InputLayout
@@ -61,6 +66,8 @@ class TrainPlan:
     leaves: Leaves
     secret_opt: tuple[bool, ...] = ()
     returns_loss: bool = False
+    call: ModelCall = ModelCall()
+    dropout: bool = False
 
     def init(self, params: Any) -> TrainState:
         trainable, fixed = self.leaves.split(params)
@@ -75,25 +82,31 @@ class TrainPlan:
         *,
         rows: int = 0,
         apply: Callable[..., Any] | None = None,
+        key: Any = None,
     ) -> tuple[TrainState, Any]:
         """One step on the batch ``(xb, yb)``: ``(next state, the batch's loss before it)``.
 
         ``rows > 0``: the loss reads only the last ``rows`` outputs and labels (a partial
         batch padded to the batch shape with the rows before it).  ``apply``: the model
-        program to run (default: :attr:`apply`, the batch shape).
+        program to run (default: :attr:`apply`, the batch shape).  ``key``: the step's
+        dropout key (public), when the model drops out.
         """
+        import contextlib
+
         import jax
         import optax
+
+        from ppml_torch import dropout
 
         apply = self.apply if apply is None else apply
 
         def objective(trainable: dict[str, Any]) -> Any:
-            out = apply(self.leaves.merge(trainable, state.fixed, state.buffers), xb)
-            if rows:
-                return self.loss(out[-rows:], yb[-rows:])
-            return self.loss(out, yb)
+            params = self.leaves.merge(trainable, state.fixed, state.buffers)
+            return self.call.loss(apply, params, xb, yb, self.loss, rows)
 
-        value, grads = jax.value_and_grad(objective)(state.trainable)
+        masks = dropout.drawn_from(key) if key is not None else contextlib.nullcontext()
+        with masks:
+            value, grads = jax.value_and_grad(objective)(state.trainable)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         return dataclasses.replace(state, trainable=trainable, opt_state=opt_state), value
@@ -104,30 +117,37 @@ class TrainPlan:
 
         b = self.batches
         inputs = self.inputs
-        x, y = inputs.assemble(blocks[: inputs.n_feature_blocks + inputs.n_label_blocks])
+        n_blocks = inputs.n_feature_blocks + inputs.n_label_blocks
+        x, y = inputs.assemble(blocks[:n_blocks])
+        public = list(blocks[n_blocks:])  # the shuffle order, then the dropout key
         if b.shuffle:  # a public order: gathering rows by it needs no communication
-            perm = blocks[-1]
-            x, y = jnp.take(x, perm, axis=0), jnp.take(y, perm, axis=0)
+            perm = public.pop(0)
+            x, y = take_rows(x, perm), jnp.take(y, perm, axis=0)
+        key = public.pop(0) if self.dropout else None
         bs, nf = b.batch_size, b.n_full
-        xs = x[: nf * bs].reshape(nf, bs, *x.shape[1:])
-        ys = y[: nf * bs].reshape(nf, bs, *y.shape[1:])
+        xs, ys = batched(x, nf, bs), batched(y, nf, bs)
+        steps = jnp.arange(nf, dtype=jnp.uint32)
 
-        def body(carry: TrainState, batch: tuple[Any, Any]) -> tuple[TrainState, Any]:
-            return self.train_step(carry, *batch)
+        def body(carry: TrainState, batch: tuple[Any, Any, Any]) -> tuple[TrainState, Any]:
+            xb, yb, i = batch
+            return self.train_step(carry, xb, yb, key=_step_key(key, i))
 
-        state, losses = jax.lax.scan(body, state, (xs, ys))
+        state, losses = jax.lax.scan(body, state, (xs, ys, steps))
         total = jnp.sum(losses) * bs
         if b.partial:
             a = nf * bs
+            last = _step_key(key, nf)
             if b.padded:  # the last bs rows: the partial batch last, the rows before it pad
                 end = a + b.partial
                 state, value = self.train_step(
-                    state, x[end - bs : end], y[end - bs : end], rows=b.partial
-                )
+                    state, row_range(x, end - bs, end), y[end - bs : end], rows=b.partial,
+                    key=last,
+                )  # fmt: skip
             else:
                 state, value = self.train_step(
-                    state, x[a : a + b.partial], y[a : a + b.partial], apply=self.apply_partial
-                )
+                    state, row_range(x, a, a + b.partial), y[a : a + b.partial],
+                    apply=self.apply_partial, key=last,
+                )  # fmt: skip
             total = total + value * b.partial
         if not self.returns_loss:  # the loss is computed anyway (value_and_grad) but not returned
             return state
@@ -136,6 +156,13 @@ class TrainPlan:
     def weights(self, state: TrainState) -> dict[str, Any]:
         """Only the trained leaves are revealed: the fixed ones never change."""
         return state.trainable
+
+
+def _step_key(key: Any, step: Any) -> Any:
+    """The dropout key of one step (``None`` when the model does not drop out)."""
+    from ppml_torch import dropout
+
+    return None if key is None else dropout.step_key(key, step)
 
 
 def first(pair: tuple[Any, Any]) -> Any:
