@@ -8,8 +8,8 @@ import torch
 import ppml_torch
 from ppml_torch.equivalence import EquivalenceError
 from ppml_torch.equivalence.sessions import session_for
+from ppml_torch.equivalence.tolerances import TOLERANCES
 from ppml_torch.runners import ConfigError
-from ppml_torch.testing import TOLERANCES
 from tests.equivalence.toy import gates, mlp, overflowing
 
 

@@ -56,6 +56,6 @@ def convert(
       ppml_torch.converters.fx.errors.ConversionError: torch.export cannot capture the
         module, outputs are not tensors, or the module mutates its state.
     """
-    from ppml_torch.converters.fx.converter import convert as _convert
+    from ppml_torch.converters.fx import converter
 
-    return _convert(module, example_args, example_kwargs, index_lowering=index_lowering)
+    return converter.convert(module, example_args, example_kwargs, index_lowering=index_lowering)

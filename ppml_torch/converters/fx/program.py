@@ -115,9 +115,10 @@ class Program:
         for step in self.steps:
             args = _resolve(step.args, env, self.constants)
             kwargs = _resolve(step.kwargs, env, self.constants)
-            # the torch module path in the traced program's name stack (ppml_torch.calibrate
-            # maps each equation back to its module with it; metadata only, same program)
-            with jax.named_scope(step.where):
+            # the torch module path, then the ATen op, in the traced program's name stack
+            # (ppml_torch.calibrate and ppml_torch.profile map each equation back to its module
+            # and op with them; metadata only, same program)
+            with jax.named_scope(step.where), jax.named_scope(registry.op_scope(step.op)):
                 env[step.name] = _check_and_cast(step, step.fn(*args, **kwargs))
         return [_resolve(o, env, self.constants) for o in self.outputs]
 

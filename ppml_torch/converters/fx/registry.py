@@ -123,6 +123,17 @@ def op_name(op: Any) -> str:
     return f"{module}.{qual}" if module and qual else str(op)
 
 
+OP_SCOPE = "op:"  # name-stack prefix of the ATen op inside its module's scope
+
+
+def op_scope(op: Any) -> str:
+    """``op:aten.addmm.default``: the name-stack entry of one lowered ATen op (no ``": "`` and
+    not a Python identifier, so it is never read as a module's scope).  ``ppml_torch.profile``
+    files each equation under the innermost one: a lowering may mark a part of its work as
+    another op's (attention's softmax)."""
+    return OP_SCOPE + op_name(op)
+
+
 def _register(entry: Lowering) -> None:
     if entry.op in LOWERINGS:
         raise ValueError(

@@ -206,12 +206,13 @@ def scaled_dot_product_attention(
                 mask = jnp.logical_and(mask, attn_mask)
         else:
             scores = scores + attn_mask
-    if mask is None:
-        probs = jax.nn.softmax(scores, axis=-1)
-    else:
-        # a constant mask stays numpy: the masking is then public selects, no secret comparisons
-        bcast = np.broadcast_to if is_const(mask) else jnp.broadcast_to
-        probs = masked_softmax(scores, bcast(mask, jnp.shape(scores)))
+    with jax.named_scope(registry.op_scope(aten._softmax.default)):  # profiled as a softmax
+        if mask is None:
+            probs = jax.nn.softmax(scores, axis=-1)
+        else:
+            # a constant mask stays numpy: the masking is public selects, no secret comparisons
+            bcast = np.broadcast_to if is_const(mask) else jnp.broadcast_to
+            probs = masked_softmax(scores, bcast(mask, jnp.shape(scores)))
     if dropout_p:  # as torch's math attention: dropout on the probabilities
         probs = dropout.apply(probs, dropout_p, "attention dropout")
     return jnp.matmul(probs, value)
