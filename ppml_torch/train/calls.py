@@ -190,7 +190,7 @@ def check_loss_shapes(
     Returns ``mc`` with the model's output structure (:func:`with_outputs`)."""
     import jax
 
-    from ppml_torch import dropout
+    import ppml_torch.dropout as dropout
 
     y = loaded.labels[0]
     positional, named, _ = mc.shapes(loaded, batch_size)

@@ -248,8 +248,8 @@ def horizontal(
             feats.append(Block(party, entry[0]))
         if entry[1] is not None:
             labs.append(Block(party, entry[1]))
-    if labs and len(labs) != len(feats):
-        no = [b.owner for b in feats if b.owner not in {lb.owner for lb in labs}]
+    if labs and len(labs) != len(rows):
+        no = [p for p in rows if p not in {lb.owner for lb in labs}]
         raise DataError(
             f"data: {', '.join(no)} give rows without labels; every party of a horizontal split "
             "gives labels for its rows"
@@ -367,7 +367,7 @@ def load(data: Data, parties: Sequence[str], *, need_labels: bool, session: Any 
     if session is None or set(local) >= set(session.parties):
         everything = [b.load() for b in blocks]  # one process holds every party's data
     else:
-        everything = owners_blocks(blocks, local, session.announce)
+        everything = owners_blocks(blocks, local, session.announce, DataError)
     feats = tuple(everything[: len(data.features)])
     labs = tuple(everything[len(data.features) :])
     column_order = None

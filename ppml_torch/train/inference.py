@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 from ppml_torch.runners.base import Session
 from ppml_torch.runners.placeholders import is_placeholder, shapes_of
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 from ppml_torch.runners.base import Handle, Session
 from ppml_torch.runners.placeholders import shapes_of
 

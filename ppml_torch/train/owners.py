@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ppml_torch.errors import PpmlError
 from ppml_torch.runners.placeholders import is_placeholder
 
-if TYPE_CHECKING:
-    from .data import Block
+Block = Any  # a ppml_torch.train.data.Block (not imported: data imports this module)
 
 
 def _placeholder(shape: tuple[int, ...], dtype: str) -> Any:
@@ -47,10 +46,13 @@ def local_blocks(
 
 
 def owners_blocks(
-    blocks: Sequence[Block], local: Sequence[str], announce: Callable[[Callable], dict] | None
+    blocks: Sequence[Block],
+    local: Sequence[str],
+    announce: Callable[[Callable], dict] | None,
+    error: type[Exception],
 ) -> list[Any]:
     """Each block as an array where its owner's process is this one, else as a placeholder
-    with the shape and dtype its owner announced (public metadata)."""
+    with the shape and dtype its owner announced (public metadata); problems are ``error``."""
     arrays, meta = local_blocks(blocks, local)
     if announce is None:
         every = meta
@@ -59,7 +61,7 @@ def owners_blocks(
     for b in blocks:  # the first error in block order, the same line in every process
         err = (every.get(b.owner) or {}).get("error")
         if err:
-            raise _data_error(err)
+            raise error(err)
     out = []
     for i, b in enumerate(blocks):
         if i in arrays:
@@ -68,7 +70,7 @@ def owners_blocks(
         shape, dtype = every[b.owner][i]
         out.append(_placeholder(shape, dtype))
         if not callable(b.value):  # a placeholder (or an array): its shape must match
-            _check_declared(b, shape, dtype)
+            _check_declared(b, shape, dtype, error)
     return out
 
 
@@ -76,7 +78,9 @@ def _meta_of(meta: dict[str, Any], party: str) -> dict[int, Any]:
     return meta.get(party, {})
 
 
-def _check_declared(block: Block, shape: tuple[int, ...], dtype: str) -> None:
+def _check_declared(
+    block: Block, shape: tuple[int, ...], dtype: str, error: type[Exception]
+) -> None:
     from ppml_torch.dtypes import jax_dtype_name
 
     v = block.value
@@ -85,14 +89,8 @@ def _check_declared(block: Block, shape: tuple[int, ...], dtype: str) -> None:
     got_shape = tuple(int(d) for d in np.shape(v)) if not is_placeholder(v) else tuple(v.shape)
     got_dtype = np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype)
     if got_shape != tuple(shape) or jax_dtype_name(got_dtype) != jax_dtype_name(dtype):
-        raise _data_error(
+        raise error(
             f"data: this process describes {block.owner}'s block as {jax_dtype_name(got_dtype)}"
             f"{list(got_shape)} but {block.owner} holds {jax_dtype_name(dtype)}{list(shape)}; "
             "describe the owner's data exactly (or give a loader)"
         )
-
-
-def _data_error(message: str) -> Exception:
-    from .data import DataError  # data imports this module
-
-    return DataError(message)

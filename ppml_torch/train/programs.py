@@ -96,7 +96,7 @@ class TrainPlan:
         import jax
         import optax
 
-        from ppml_torch import dropout
+        import ppml_torch.dropout as dropout
 
         apply = self.apply if apply is None else apply
 
@@ -160,7 +160,7 @@ class TrainPlan:
 
 def _step_key(key: Any, step: Any) -> Any:
     """The dropout key of one step (``None`` when the model does not drop out)."""
-    from ppml_torch import dropout
+    import ppml_torch.dropout as dropout
 
     return None if key is None else dropout.step_key(key, step)
 

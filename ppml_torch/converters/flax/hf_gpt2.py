@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import torch.nn as nn
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 
 from .common import WeightMap, WeightMapError, flax_shapes
 from .registry import Family, Transfer

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 from ppml_torch.models.mlp import ACTIVATIONS, MLP
 
 from .common import WeightMap, WeightMapError, flax_shapes

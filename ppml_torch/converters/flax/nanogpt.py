@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import torch.nn as nn
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 from ppml_torch.models import flax_nanogpt
 from ppml_torch.models.nanogpt import GPT, GPTConfig
 

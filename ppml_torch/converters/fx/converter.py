@@ -61,7 +61,7 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import is_supported, to_numpy
 from ppml_torch.converters.fx.errors import ConversionError

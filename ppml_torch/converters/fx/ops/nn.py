@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from jax import lax
 
-from ppml_torch import dropout
+import ppml_torch.dropout as dropout
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.ops.args import is_const
 from ppml_torch.converters.fx.ops.index_lowering import INPUT_INDEX_NOTE, take_const, take_input
