@@ -49,7 +49,9 @@ def test_masks_have_their_rate_and_differ_per_site_and_step():
 
 
 def test_dropout_outside_a_stream_is_one_line():
-    with pytest.raises(dropout.DropoutError, match=r"p=0.1 in training mode \(here\) .* module\.eval\(\)"):
+    with pytest.raises(
+        dropout.DropoutError, match=r"p=0.1 in training mode \(here\) .* module\.eval\(\)"
+    ):
         dropout.apply(np.ones(3, np.float32), 0.1, "here")
 
 

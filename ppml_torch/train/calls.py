@@ -141,6 +141,17 @@ def plan_call(module: Any, data: Data, route: str, *, own_loss: bool) -> ModelCa
     return ModelCall(own_loss=own_loss, fixed=fixed, model=name)
 
 
+def check_read(model: Any, mc: ModelCall, data: Data) -> None:
+    """Every named block is read by the converted program (a ``forward(**kwargs)`` takes any
+    keyword and may drop it: one line instead of a block silently left out)."""
+    unread = [k for k in data.input_names if k in model.extras.get("unread_inputs", ())]
+    if unread:
+        raise FitError(
+            f"data: input {unread[0]!r} is not used by {mc.model} (its forward takes "
+            "it and ignores it); name the blocks as the model's arguments"
+        )
+
+
 def with_outputs(mc: ModelCall, out: Any) -> ModelCall:
     """``mc`` with the output structure read from ``out`` (``jax.eval_shape`` of the model):
     one line if the loss or the prediction cannot be found in it."""
@@ -169,6 +180,8 @@ def with_outputs(mc: ModelCall, out: Any) -> ModelCall:
 
 
 def _kind(out: Any) -> str:
+    if getattr(out, "shape", None) is not None:
+        return f"one tensor of shape {tuple(out.shape)}"
     if isinstance(out, (tuple, list)):
         return f"a {type(out).__name__} of {len(out)}"
     return type(out).__name__

@@ -24,7 +24,7 @@ from ppml_torch.runners.base import Session
 from ppml_torch.runners.placeholders import is_placeholder, shapes_of
 
 from .cache import ConversionCache, conversions
-from .calls import model_input, plan_call, with_outputs
+from .calls import check_read, model_input, plan_call, with_outputs
 from .checks import FitError, check_route, plan_session
 from .data import ArrayLike, Data, horizontal, load, vertical
 from .layout import InputLayout, call
@@ -86,6 +86,7 @@ def predict(
             module, cache, loaded.n_rows, loaded.example_row_shape, loaded.features[0].dtype
         )
     _refuse_dropout(model)
+    check_read(model, mc, inputs)
     params = cache.params(model)
     positional, named, _ = mc.shapes(loaded, loaded.n_rows)
     mc = with_outputs(

@@ -44,7 +44,7 @@ from ppml_torch.runners.base import Handle, Session
 from ppml_torch.runners.placeholders import shapes_of
 
 from .cache import ConversionCache, conversions
-from .calls import ModelCall, check_loss_shapes, plan_call
+from .calls import ModelCall, check_loss_shapes, check_read, plan_call
 from .checks import (
     check_batch_size,
     check_counts,
@@ -154,6 +154,7 @@ def fit(
     converted = cache.conversions
     row, dtype = loaded.example_row_shape, loaded.features[0].dtype
     model = cache.get(*mc.shapes(loaded, batch_size))
+    check_read(model, mc, data)
     params = cache.params(model)
     leaves = Leaves.of(model, set(trainable))
     check_trained_names(trainable, leaves.names, route)

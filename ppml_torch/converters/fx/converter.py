@@ -66,7 +66,13 @@ from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.dtypes import is_supported, to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
 from ppml_torch.converters.fx.indices import index_inputs
-from ppml_torch.converters.fx.program import Program, build, dropout_sites, module_path
+from ppml_torch.converters.fx.program import (
+    Program,
+    build,
+    dropout_sites,
+    module_path,
+    unread_inputs,
+)
 from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
 from ppml_torch.dtypes import jax_dtype_name
 from ppml_torch.errors import InputError
@@ -169,6 +175,8 @@ def convert(
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
             "index_inputs": {s.name: s.index_size for s in specs if s.index_size is not None},
             dropout.EXTRA: dropout_sites(program.steps),
+            # keyword inputs the program never reads (``**kwargs`` forwards drop unknown ones)
+            "unread_inputs": tuple(s.arg for s in specs if s.name in unread_inputs(program)),
         },
         inputs=specs,
     )

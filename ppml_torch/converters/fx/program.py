@@ -368,6 +368,14 @@ def _lower_nodes(
     return out
 
 
+def unread_inputs(program: Program) -> tuple[str, ...]:
+    """The tensor inputs no step and no output reads (a keyword a ``**kwargs`` forward takes
+    and drops, such as a misspelt ``attention_mask``)."""
+    read = {r.name for step in program.steps for r in _refs((step.args, step.kwargs))}
+    read.update(r.name for r in _refs(program.outputs))
+    return tuple(s.name for s in program.input_slots if s.is_tensor and s.name not in read)
+
+
 # random ops that run (dropout): folding one would fix torch's draw into the program as a constant
 _NEVER_FOLDED = {torch.ops.aten.native_dropout.default}
 
