@@ -5,7 +5,8 @@ by a random mask.  Here every mask comes from a **mask stream**: a public key (t
 a counter-based generator, Threefry-2x32 (20 rounds, the generator of ``jax.random``), run
 inside the program on public values.  ``fit`` makes one key per epoch from its ``seed`` and
 one per step from it; each dropout call of a step takes the next site number, and its mask is
-``threefry(step key, (element index, site))`` compared with the rate.  The same seed therefore
+``threefry(step key, (counter, site))`` (four 16-bit draws per counter) compared with the
+rate.  The same seed therefore
 gives the same masks in every session (plaintext ``cpu``, SPU under any protocol and field,
 SecretFlow), on the graph route (the ``aten.native_dropout`` and attention lowerings) and on
 the Flax route (Flax's ``nn.Dropout`` calls, intercepted inside :func:`drawn_from`).
@@ -58,7 +59,9 @@ U = np.uint32
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32's rotation constants
 _PARITY = 0x1BD11BDA
 _STEP_TAG = 0x5EED  # the second counter word of a step key (keeps it apart from masks)
-RATE_BITS = 24  # a mask compares 24 random bits with the rate: rates are multiples of 2**-24
+# a mask compares 16 random bits with the rate (rates are multiples of 2**-16): each Threefry
+# call gives two 32-bit words, four masks' bits, a quarter of the public work of one per mask
+RATE_BITS = 16
 
 # ConvertedModel.extras key: the training-mode dropout sites of a converted model, as
 # ((where, p), ...) in the order the program calls them (both routes fill it)
@@ -111,14 +114,17 @@ def step_key(key: Any, step: Any) -> Any:
 
 
 def _bits(key: Any, shape: tuple[int, ...], site: int) -> Any:
-    """``RATE_BITS`` uniform random bits per element of ``shape`` for dropout site ``site``."""
+    """``RATE_BITS`` (16) uniform random bits per element of ``shape`` for dropout site
+    ``site``: Threefry of the counters ``(i, site)``, each output word cut in two halves."""
     import jax.numpy as jnp
     from jax import lax
 
     n = int(np.prod(shape)) if shape else 1
-    count = lax.iota(U, n)
-    x0, _ = threefry2x32((key[0], key[1]), count, jnp.full((n,), site, U))
-    return ((x0 >> U(32 - RATE_BITS)) & U((1 << RATE_BITS) - 1)).reshape(shape)
+    calls = -(-n // 4)  # four 16-bit draws per call
+    x0, x1 = threefry2x32((key[0], key[1]), lax.iota(U, calls), jnp.full((calls,), site, U))
+    low = U((1 << RATE_BITS) - 1)
+    halves = [x0 & low, (x0 >> U(16)) & low, x1 & low, (x1 >> U(16)) & low]
+    return jnp.concatenate(halves)[:n].reshape(shape)
 
 
 class MaskStream:

@@ -243,6 +243,10 @@ def fit(
     )  # fmt: skip
     history.weights_to = data.weights_to
     history.model_call = mc.describe(data)
+    if plan.dropout:
+        history.model_call += (
+            f"; dropout at {len(dropout.sites_of(model))} sites, masks of seed {seed}"
+        )
     history.wall_s = time.perf_counter() - t_start
     if trained is None:  # one process per party: the weights went to weights_to's process
         return None, history
