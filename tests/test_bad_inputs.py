@@ -264,10 +264,10 @@ def _with(a: np.ndarray, at: tuple[int, int], value: Any) -> np.ndarray:
 
 # bad input -> (model, its inputs, error, message fragment); every entry must refuse each alike
 BAD_VALUES = {
-    "id-beyond-table": (_emb, _with(IDS10, (2, 0), 15), InputError, "id 15 is outside the table of 10 entries"),
-    "id-negative": (_emb, _with(IDS10, (1, 0), -2), InputError, "id -2 is outside the table of 10"),
-    "nan": (_lin, _with(ROWS, (1, 2), np.nan), InputError, "1 NaN/inf value(s), first nan at index (1, 2)"),
-    "beyond-fixed-point": (_lin, _with(ROWS, (3, 0), 1e14), InputError, "|x| up to 1e+14 is beyond FM64"),
+    "id-beyond-table": (_emb, _with(IDS10, (2, 0), 15), PpmlError, "id 15 is outside the table of 10 entries"),
+    "id-negative": (_emb, _with(IDS10, (1, 0), -2), PpmlError, "id -2 is outside the table of 10"),
+    "nan": (_lin, _with(ROWS, (1, 2), np.nan), PpmlError, "1 NaN/inf value(s), first nan at index (1, 2)"),
+    "beyond-fixed-point": (_lin, _with(ROWS, (3, 0), 1e14), PpmlError, "|x| up to 1e+14 is beyond FM64"),
 }  # fmt: skip
 
 
@@ -282,16 +282,43 @@ def _fit_entry(make: Callable[[], Any], x: np.ndarray) -> Any:
     )  # fmt: skip
 
 
+def _generate_entry(make: Callable[[], Any], x: np.ndarray) -> Any:
+    """generate takes token ids only: the model is a nanoGPT with the Embedding's 10 ids."""
+    from ppml_torch.models.nanogpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, n_embd=8))
+    return ppml_torch.generate(gpt, x.reshape(1, -1), 1, session=_spu())
+
+
+def _equivalence_entry(make: Callable[[], Any], x: np.ndarray) -> Any:
+    return ppml_torch.check_equivalence(make(), (torch.as_tensor(x),), runs=["spu:SEMI2K"])
+
+
 ENTRIES: dict[str, Callable[[Callable[[], Any], np.ndarray], Any]] = {
     "fit": _fit_entry,
     "predict": lambda make, x: ppml_torch.predict(make(), x, session=_spu()),
     "calibrate": lambda make, x: ppml_torch.calibrate(make(), x),
+    "generate": _generate_entry,
+    "check_equivalence": _equivalence_entry,
+}
+# where an entry refuses in its own words: generate's prompt is integer ids (floats are refused
+# by their dtype); check_equivalence's torch reference raises for ids outside the table first
+OWN_WORDS = {
+    ("generate", "nan"): (PpmlError, "prompt_ids must be integer token ids, got dtype float32"),
+    ("generate", "beyond-fixed-point"): (PpmlError, "prompt_ids must be integer token ids"),
+    ("check_equivalence", "id-beyond-table"): (PpmlError, "IndexError: index out of range"),
+    ("check_equivalence", "id-negative"): (PpmlError, "IndexError: index out of range"),
 }
 
 
 def _entry_cases() -> list[Case]:
     return [
-        Case(f"{entry}-{bad}", functools.partial(run, make, x), error, fragment)
+        Case(
+            f"{entry}-{bad}",
+            functools.partial(run, make, x),
+            *OWN_WORDS.get((entry, bad), (error, fragment)),
+        )
         for entry, run in ENTRIES.items()
         for bad, (make, x, error, fragment) in BAD_VALUES.items()
     ]

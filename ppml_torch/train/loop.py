@@ -27,7 +27,9 @@ How a ``fit`` runs (every check first, then the session work):
 
 **Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
 label owner by default).  Under MPC that is a value computed from every party's data: opt in
-only if that party may learn it.  ``session.record`` lists every put and reveal.
+only if that party may learn it.  ``session.record`` lists every put and reveal.  Dropout
+masks are public (a function of ``seed``, the epoch, the step and the shape: nothing about data
+or weights; :mod:`ppml_torch.dropout`); the epoch's key is put as a public value.
 """
 
 from __future__ import annotations
