@@ -80,20 +80,43 @@ def _rotl(x: Any, d: int) -> Any:
     return (low << U(d)) | high
 
 
+def _group(x0: Any, x1: Any, rotations: tuple[int, ...], k_a: Any, k_b: Any, i: Any) -> Any:
+    """Four Threefry rounds, then the key injection of group ``i`` (``k_a``, ``k_b``, ``i + 1``)."""
+    for r in rotations:
+        x0 = x0 + x1
+        x1 = _rotl(x1, r) ^ x0
+    return x0 + k_a, x1 + k_b + i + U(1)
+
+
 def threefry2x32(key: tuple[Any, Any], x0: Any, x1: Any) -> tuple[Any, Any]:
     """Threefry-2x32 (20 rounds) of the counter words ``(x0, x1)`` under ``key``: numpy or
     JAX uint32 arrays.  Only the low 32 bits of the result are defined under SPU (additions
-    carry into the ring's upper bits); :func:`_bits` reads them through a mask."""
+    carry into the ring's upper bits); :func:`_bits` reads them through a mask.
+
+    Traced (JAX), the five groups of four rounds run as a loop, not unrolled: XLA's CPU compiler
+    otherwise copies the whole generator into every consumer of a mask (a GPT-2 step's epoch
+    program took minutes to compile on ``cpu``); SPU runs the loop on public values.
+    """
     k0, k1 = key
-    ks = (k0, k1, k0 ^ k1 ^ U(_PARITY))
-    x0, x1 = x0 + ks[0], x1 + ks[1]
-    for i in range(5):
-        for r in _ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = _rotl(x1, r) ^ x0
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + U(i + 1)
-    return x0, x1
+    k2 = k0 ^ k1 ^ U(_PARITY)
+    x0, x1 = x0 + k0, x1 + k1
+    if isinstance(x0, np.ndarray) or np.isscalar(x0):  # plaintext (epoch keys): unrolled
+        ks = (k0, k1, k2)
+        for i in range(5):
+            x0, x1 = _group(x0, x1, _ROTATIONS[i % 2], ks[(i + 1) % 3], ks[(i + 2) % 3], U(i))
+        return x0, x1
+    from jax import lax
+
+    def two_groups(j: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
+        # groups 2j and 2j+1; (a, b, c) = the key words (2j+1, 2j+2, 2j) mod 3
+        y0, y1, a, b, c = carry
+        i = (j * 2).astype(U)
+        y0, y1 = _group(y0, y1, _ROTATIONS[0], a, b, i)
+        y0, y1 = _group(y0, y1, _ROTATIONS[1], b, c, i + U(1))
+        return y0, y1, c, a, b
+
+    x0, x1, a, b, _ = lax.fori_loop(0, 2, two_groups, (x0, x1, k1, k2, k0))
+    return _group(x0, x1, _ROTATIONS[0], a, b, U(4))
 
 
 def epoch_key(seed: int, epoch: int) -> np.ndarray:
