@@ -141,3 +141,34 @@ def test_routes_draw_the_same_masks_on_cpu_and_spu(name):
 # the nanoGPT's softmax and GELU under SPU: measured 4.5e-4 and 7.2e-4 on its logits (scratch
 # runs of this test); another mask would move them by the logits' size (about 0.1-1)
 _GPT_TOL = Tolerance(atol=5e-3, rtol=0)
+
+
+def test_hf_gpt2_flax_route_drops_what_the_graph_route_drops():
+    """HF GPT-2 in training mode (embedding, residual and MLP dropout; attention dropout 0):
+    its Flax twin's nn.Dropout calls draw the graph route's masks (catches: train=False on the
+    flax route, as before, or sites drawn in another order)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=32, n_positions=8, n_embd=16, n_layer=2, n_head=2,
+        resid_pdrop=0.2, embd_pdrop=0.2, attn_pdrop=0.0,
+    )  # fmt: skip
+    module = transformers.GPT2LMHeadModel(config).train()
+    ids = np.random.default_rng(2).integers(0, 32, (2, 8)).astype(np.int32)
+    graph = convert(module, (torch.as_tensor(ids).long(),), {"use_cache": False})
+    flax = to_flax(module)
+    assert len(dropout.sites_of(graph)) == len(dropout.sites_of(flax)) == 5
+
+    def run(model):
+        def fn(params, key, x):
+            with dropout.drawn_from(dropout.step_key(key, 0)):
+                return model.apply(params, x)["logits"]
+
+        return fn
+
+    got_graph = np.asarray(jax.jit(run(graph))(graph.params, KEY, ids))
+    got_flax = np.asarray(jax.jit(run(flax))(flax.params, KEY, ids))
+    assert_close(got_flax, got_graph, what="HF GPT-2 with dropout: flax vs graph on cpu")
+    with torch.no_grad():
+        plain = module.eval()(torch.as_tensor(ids).long()).logits.numpy()
+    assert np.abs(got_graph - plain).max() > 0.05  # the dropout changes the logits
