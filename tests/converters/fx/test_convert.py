@@ -382,6 +382,19 @@ def test_export_failure_says_what_to_change():
     assert "torch.where" in str(info.value)
 
 
+def test_generation_cache_export_failure_names_the_cache_not_torch_cond():
+    """A HF model returning its DynamicCache: the hint is use_cache=False, and the torch.cond
+    advice (for data-dependent control flow) is left out (catches: that advice given to every
+    export failure, as before)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+    with pytest.raises(ConversionError) as info:
+        convert(transformers.GPT2LMHeadModel(config).eval(), (torch.zeros(1, 4, dtype=torch.long),))
+    msg = str(info.value)
+    assert "returns a DynamicCache (a generation cache" in msg and "use_cache=False" in msg, msg
+    assert "torch.cond" not in msg and "\n" not in msg, msg
+
+
 class AttentionDropout(nn.Module):
     def forward(self, q):
         return torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.25)
