@@ -35,7 +35,9 @@ class InputSpec:
     the input is used as indices (token ids, class labels) into a table of that many entries;
     such ids must be integers in ``[0, index_size)``: torch raises for others, and under MPC
     they could not be checked once secret (the two ``index_lowering`` forms would differ).
-    ``used_by`` names the ops and module paths that index with it.
+    ``used_by`` names the ops and module paths that index with it.  ``index_ignore`` is a
+    value the model masks out before indexing (a cross entropy's ``ignore_index``, e.g. -100):
+    allowed besides the table's ids.
     """
 
     name: str
@@ -45,6 +47,7 @@ class InputSpec:
     dtype: str | None = None
     index_size: int | None = None
     used_by: str = ""
+    index_ignore: int | None = None
 
     def locate(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
         """(found, value) of this input in an ``apply(params, *args, **kwargs)`` call."""
@@ -81,8 +84,9 @@ def _dtype_name(x: Any) -> str:
     return jax_dtype_name(dtype)
 
 
-def check_ids(value: Any, size: int, where: str) -> None:
-    """Refuse ids that are not integers or lie outside ``[0, size)`` (concrete values only)."""
+def check_ids(value: Any, size: int, where: str, ignore: int | None = None) -> None:
+    """Refuse ids that are not integers or lie outside ``[0, size)`` (concrete values only);
+    ``ignore`` is one more allowed value (masked out by the model before it indexes)."""
     name = _dtype_name(value)
     if not (name.startswith("int") or name.startswith("uint")):
         raise InputError(
@@ -94,15 +98,34 @@ def check_ids(value: Any, size: int, where: str) -> None:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
+    if ignore is not None:
+        arr = arr[arr != ignore]
     if arr.size == 0:
         return
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= size:
         bad = lo if lo < 0 else hi
+        also = "" if ignore is None else f", or be {ignore} (ignored)"
         raise InputError(
             f"{where}: id {bad} is outside the table of {size} entries (ids must lie in "
-            f"[0, {size - 1}]; torch raises for it, MPC would return a wrong row); fix or drop it"
+            f"[0, {size - 1}]{also}; torch raises for it, MPC would return a wrong row); fix or "
+            "drop it"
         )
+
+
+def _check_values(spec: InputSpec, value: Any, where: str) -> None:
+    """The value checks of one input: ids inside their table, then the dtype."""
+    if spec.index_size is not None:
+        check_ids(
+            value, spec.index_size, f"{where} (ids used by {spec.used_by})", spec.index_ignore
+        )
+    if spec.dtype is not None:
+        dtype = _dtype_name(value)
+        if dtype != spec.dtype:
+            raise InputError(
+                f"{where} is {dtype}, the model was converted with {spec.dtype}: pass "
+                f"{spec.dtype} (64-bit counts as 32-bit)"
+            )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -209,15 +232,15 @@ class ConvertedModel:
                         "shapes are static, convert again with example inputs of the shape you "
                         "will run"
                     )
-            if spec.index_size is not None:
-                check_ids(value, spec.index_size, f"{where} (ids used by {spec.used_by})")
-            if spec.dtype is not None:
-                dtype = _dtype_name(value)
-                if dtype != spec.dtype:
-                    raise InputError(
-                        f"{where} is {dtype}, the model was converted with {spec.dtype}: pass "
-                        f"{spec.dtype} (64-bit counts as 32-bit)"
-                    )
+            _check_values(spec, value, where)
+
+    def check_input(self, arg: int | str, value: Any, where: str) -> None:
+        """:meth:`check_inputs`' checks but the shape, for one input given in pieces (a party's
+        rows or columns of it, assembled inside a program where its ids are secret): ids
+        inside their table and the dtype.  ``arg``: the position or keyword of the input."""
+        for spec in self.inputs:
+            if spec.arg == arg and not spec.path:
+                _check_values(spec, value, f"{where}, input {spec.name!r} of {self._name}")
 
     @property
     def _name(self) -> str:

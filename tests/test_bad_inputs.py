@@ -201,12 +201,147 @@ def _load_vertical(block: Any) -> Any:
                 need_labels=False)  # fmt: skip
 
 
+class TakesLabels(nn.Module):
+    """Takes ``labels`` but computes no loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+
+    def forward(self, x, labels=None):
+        return self.lin(x)
+
+
+class TakesAny(TakesLabels):
+    def forward(self, x, labels=None, **kwargs):
+        return {"loss": ((self.lin(x) - labels) ** 2).mean()}
+
+
+def _fit_own_loss(module: nn.Module, inputs: Any, route: str = "graph") -> Any:
+    from ppml_torch.train import horizontal
+
+    data = horizontal({"bob": (inputs, np.zeros((4, 1), F32))}, weights_owner="alice")
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    return ppml_torch.fit(
+        module, None, opt, data, route=route, session=_spu(), batch_size=2, progress=False
+    )
+
+
+def _tiny_hf_gpt2(p: float = 0.0) -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=1,
+        resid_pdrop=p, embd_pdrop=p, attn_pdrop=p,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _fit_flax_gpt2_attention_dropout() -> Any:
+    from ppml_torch.train import horizontal
+
+    model = _tiny_hf_gpt2(0.1)
+    ids = np.zeros((2, 4), np.int32)
+
+    def next_token(logits, targets):
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    data = horizontal({"bob": (ids, ids)}, weights_owner="alice")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return ppml_torch.fit(
+        model, next_token, opt, data, route="flax", session=_spu(), batch_size=2, progress=False
+    )
+
+
 def _generate_placeholder_prompt() -> Any:
     from ppml_torch.generation import generate
     from ppml_torch.models.nanogpt import GPT, GPTConfig
 
     gpt = GPT(GPTConfig(block_size=8, vocab_size=20, n_layer=1, n_head=1, n_embd=8))
     return generate(gpt, jax.ShapeDtypeStruct((1, 3), np.int32), 2, session="cpu")
+
+
+# --- every entry checks its inputs as check_inputs and put do (issue 19, item 4) -----------------
+def _emb():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 3), nn.Flatten(), nn.Linear(3, 1))
+
+
+def _lin():
+    torch.manual_seed(0)
+    return nn.Linear(3, 1)
+
+
+IDS10 = np.array([[1], [4], [9], [0]], np.int32)
+ROWS = np.arange(12, dtype=F32).reshape(4, 3) / 10
+
+
+def _with(a: np.ndarray, at: tuple[int, int], value: Any) -> np.ndarray:
+    a = a.copy()
+    a[at] = value
+    return a
+
+
+# bad input -> (model, its inputs, error, message fragment); every entry must refuse each alike
+BAD_VALUES = {
+    "id-beyond-table": (_emb, _with(IDS10, (2, 0), 15), PpmlError, "id 15 is outside the table of 10 entries"),
+    "id-negative": (_emb, _with(IDS10, (1, 0), -2), PpmlError, "id -2 is outside the table of 10"),
+    "nan": (_lin, _with(ROWS, (1, 2), np.nan), PpmlError, "1 NaN/inf value(s), first nan at index (1, 2)"),
+    "beyond-fixed-point": (_lin, _with(ROWS, (3, 0), 1e14), PpmlError, "|x| up to 1e+14 is beyond FM64"),
+}  # fmt: skip
+
+
+def _fit_entry(make: Callable[[], Any], x: np.ndarray) -> Any:
+    from ppml_torch.train import horizontal
+
+    m = make()
+    data = horizontal({"bob": (x, np.zeros((len(x), 1), F32))}, weights_owner="alice")
+    return ppml_torch.fit(
+        m, nn.MSELoss(), torch.optim.SGD(m.parameters(), lr=0.1), data, session=_spu(),
+        batch_size=2, progress=False,
+    )  # fmt: skip
+
+
+def _generate_entry(make: Callable[[], Any], x: np.ndarray) -> Any:
+    """generate takes token ids only: the model is a nanoGPT with the Embedding's 10 ids."""
+    from ppml_torch.models.nanogpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, n_embd=8))
+    return ppml_torch.generate(gpt, x.reshape(1, -1), 1, session=_spu())
+
+
+def _equivalence_entry(make: Callable[[], Any], x: np.ndarray) -> Any:
+    return ppml_torch.check_equivalence(make(), (torch.as_tensor(x),), runs=["spu:SEMI2K"])
+
+
+ENTRIES: dict[str, Callable[[Callable[[], Any], np.ndarray], Any]] = {
+    "fit": _fit_entry,
+    "predict": lambda make, x: ppml_torch.predict(make(), x, session=_spu()),
+    "calibrate": lambda make, x: ppml_torch.calibrate(make(), x),
+    "generate": _generate_entry,
+    "check_equivalence": _equivalence_entry,
+}
+# where an entry refuses in its own words: generate's prompt is integer ids (floats are refused
+# by their dtype); check_equivalence's torch reference raises for ids outside the table first
+OWN_WORDS = {
+    ("generate", "nan"): (PpmlError, "prompt_ids must be integer token ids, got dtype float32"),
+    ("generate", "beyond-fixed-point"): (PpmlError, "prompt_ids must be integer token ids"),
+    ("check_equivalence", "id-beyond-table"): (PpmlError, "IndexError: index out of range"),
+    ("check_equivalence", "id-negative"): (PpmlError, "IndexError: index out of range"),
+}
+
+
+def _entry_cases() -> list[Case]:
+    return [
+        Case(
+            f"{entry}-{bad}",
+            functools.partial(run, make, x),
+            *OWN_WORDS.get((entry, bad), (error, fragment)),
+        )
+        for entry, run in ENTRIES.items()
+        for bad, (make, x, error, fragment) in BAD_VALUES.items()
+    ]
 
 
 CASES = [
@@ -486,6 +621,71 @@ CASES = [
         lambda: ppml_torch.to_flax(nn.Sequential(nn.Bilinear(2, 2, 2))),
         PpmlError,
         "no Flax weight map for Sequential",
+    ),
+    *_entry_cases(),
+    # -- Hugging Face models as they come (issue 19, item 3) -------------------------------------
+    Case(
+        "fit-loss-none-model-takes-no-labels",
+        lambda: _fit_own_loss(_lin(), {"input": ROWS}),
+        PpmlError,
+        "loss_fn=None: Linear.forward takes no labels= (it takes input), so it computes no loss",
+    ),
+    Case(
+        "fit-loss-none-model-returns-no-loss",
+        lambda: _fit_own_loss(TakesLabels(), {"x": ROWS}),
+        PpmlError,
+        "loss_fn=None but TakesLabels returns no loss (its output: one tensor of shape (2, 1))",
+    ),
+    Case(
+        "fit-named-input-not-an-argument",
+        lambda: _fit_own_loss(TakesLabels(), {"x": ROWS, "mask": ROWS}),
+        PpmlError,
+        "data: input 'mask' is not an argument of TakesLabels.forward (it takes labels, x)",
+    ),
+    Case(
+        "fit-named-input-dropped-by-kwargs",
+        lambda: _fit_own_loss(TakesAny(), {"x": ROWS, "attention_maks": ROWS}),
+        PpmlError,
+        "data: input 'attention_maks' is not used by TakesAny (its forward takes it and ignores it)",
+    ),
+    Case(
+        "data-labels-as-named-input",
+        lambda: _fit_own_loss(TakesLabels(), {"x": ROWS, "labels": ROWS}),
+        PpmlError,
+        "bob gives 'labels' as a named input; labels are the label block",
+    ),
+    Case(
+        "fit-loss-none-on-flax-route",
+        lambda: _fit_own_loss(nn.Sequential(nn.Linear(3, 1)), ROWS, route="flax"),
+        PpmlError,
+        "loss_fn=None: Sequential.forward takes no labels=",
+    ),
+    Case(
+        "predict-dropout-in-training-mode",
+        lambda: ppml_torch.predict(nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5)), ROWS),
+        PpmlError,
+        "predict: 1: Dropout drops out in training mode (p=0.5) and predict draws no masks; call "
+        "module.eval() first",
+    ),
+    Case(
+        "apply-dropout-outside-fit",
+        lambda: convert(nn.Sequential(nn.Dropout(0.5)), (torch.ones(2, 3),))(ROWS[:2]),
+        PpmlError,
+        "dropout with p=0.5 in training mode (aten.native_dropout) needs masks drawn from a seed",
+    ),
+    Case(
+        "fit-flax-gpt2-attention-dropout",
+        lambda: _fit_flax_gpt2_attention_dropout(),
+        PpmlError,
+        "route flax: FlaxGPT2LMHeadModel's attention dropout (attn_pdrop=0.1) is drawn with "
+        "jax.random inside transformers, which SPU does not reproduce; use route='graph'",
+    ),
+    Case(
+        "export-generation-cache",
+        lambda: convert(_tiny_hf_gpt2(), (torch.zeros(1, 4, dtype=torch.long),)),
+        ConversionError,
+        "GPT2LMHeadModel returns a DynamicCache (a generation cache of past keys and values), "
+        "which is not a tensor: pass use_cache=False",
     ),
     # -- convolutional networks (issue 20): refused before any MPC work ---------------------------
     Case(

@@ -50,3 +50,13 @@ def test_fit_breast_cancer(capsys):
         float(v) for v in re.search(r"AUC ([0-9.]+) \(torch eager ([0-9.]+)\)", line).groups()
     )
     assert abs(auc - ref) < 1e-4 and ref > 0.95, line
+
+
+def test_finetune_hf_follows_torch_eager(capsys):
+    """GPT-2 as transformers makes it, its own loss, dropout off: fit on cpu is torch's steps."""
+    argv = ["--session", "cpu", "--dropout", "0", "--epochs", "2", "--sequences", "8"]
+    assert _load("finetune_hf").main(argv) == 0
+    out = capsys.readouterr().out
+    assert "GPT2LMHeadModel(input_ids=<input_ids>, labels=<labels>, use_cache=False).loss" in out
+    err = float(re.search(r"vs torch eager \(the same steps\) ([0-9.e+-]+)", out).group(1))
+    assert err < 1e-5, out

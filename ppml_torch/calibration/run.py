@@ -60,7 +60,10 @@ def calibrate(
       A :class:`~.report.CalibrationReport`; ``print(report.describe())`` for the table,
       ``report.check()`` to refuse a run that is predicted to overflow.
 
-    Runs in plaintext only: nothing is secret-shared, no SPU runtime starts.
+    Runs in plaintext only: nothing is secret-shared, no SPU runtime starts.  The sample is
+    checked first as a run would check it (one-line ``InputError``): ids inside their tables
+    (``ConvertedModel.check_inputs``), and what ``Session.put`` refuses at this field and
+    fraction bits (NaN/inf, a value beyond the fixed-point range).
     """
 
     from ..model import ConvertedModel
@@ -81,6 +84,9 @@ def calibrate(
         converted = _convert(model, args, kwargs, route, index_lowering)
     j_args = tuple(_to_jax_input(a, f"input {i}") for i, a in enumerate(args))
     j_kwargs = {k: _to_jax_input(v, f"input {k!r}") for k, v in kwargs.items()}
+    converted.check_inputs(*j_args, **j_kwargs)  # ids inside their tables, as apply checks them
+    named = {f"input {i}": a for i, a in enumerate(j_args)}
+    _check_as_put({**named, **{f"input {k!r}": v for k, v in j_kwargs.items()}}, cfg, "calibrate")
 
     return _measure(
         lambda p, a, k: converted.apply(p, *a, **k),
@@ -125,6 +131,7 @@ def calibrate_function(
             f"calibrate_function: fn must be callable, got {type(fn).__name__}"
         )
     args = jax.tree_util.tree_map(lambda a: _to_jax_input(a, "an argument"), _as_tuple(sample_args))
+    _check_as_put({f"argument {i}": a for i, a in enumerate(args)}, cfg, "calibrate_function")
     return _measure(
         lambda p, a, k: fn(*a),
         {},
@@ -177,6 +184,21 @@ def _measure(
         inputs=rec.inputs,
         modules=list(rec.modules.values()),
     )
+
+
+def _check_as_put(values: Mapping[str, Any], cfg: Any, what: str) -> None:
+    """What ``Session.put`` refuses at ``cfg``'s field and fraction bits (one line naming the
+    input: ``values`` is ``{name: pytree}``)."""
+    import jax
+
+    from ..runners.base import check_leaf
+
+    bits = int(cfg.runtime["fxp_fraction_bits"])
+    for name, value in values.items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+            if isinstance(leaf, np.ndarray):
+                where = f"{what}: {name}{jax.tree_util.keystr(path)}"
+                check_leaf(leaf, where, cfg.field or DEFAULT_FIELD, bits)
 
 
 def _as_tuple(x: Any) -> tuple[Any, ...]:

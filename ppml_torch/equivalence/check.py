@@ -22,6 +22,7 @@ from .inputs import (
     EquivalenceError,
     ToleranceArg,
     check_dtypes,
+    check_values,
     routes_of,
     runs_of,
     split_inputs,
@@ -102,6 +103,7 @@ def check_equivalence(
     name = type(module).__name__
     args, tensor_kw, fixed_kw = split_inputs(example_inputs, example_kwargs, name)
     check_dtypes(module, args, tensor_kw, name)
+    check_values(args, tensor_kw, run_specs, name)
 
     # -- torch eager reference (also the check that the inputs fit the module) ----------------
     t0 = time.perf_counter()
@@ -142,6 +144,8 @@ def check_equivalence(
     with stack:
         for route in route_list:
             cm, why = convert(route, module, args, tensor_kw, fixed_kw)
+            if cm is not None:  # ids inside their tables, as every apply checks them
+                cm.check_inputs(*data[0], **data[1])
             if cm is None:
                 status = SKIP if why.startswith(NOT_APPLICABLE) else ERROR
                 rows.append(Row(route, "*", status, detail=why))  # one row: no run started

@@ -108,3 +108,18 @@ def check_dtypes(module: Any, args: tuple, kw: Mapping[str, Any], name: str) -> 
         raise EquivalenceError(
             f"{name} has float64 weights ({wide[0]}, ...); JAX runs float32: call module.float()"
         )
+
+
+def check_values(args: tuple, kw: Mapping[str, Any], runs: Sequence[RunSpec], name: str) -> None:
+    """The example inputs as ``Session.put`` checks them in every session the runs open (NaN or
+    inf anywhere; a float beyond a run's fixed-point range), one line before anything runs;
+    ids are refused by the torch reference and by ``check_inputs`` after each conversion."""
+    from ppml_torch.runners.base import check_leaf
+    from ppml_torch.runners.plan import session_plan
+
+    points = {session_plan(str(r)).fixed_point for r in runs if not r.is_torch}
+    for where, t in [*((f"input #{i}", a) for i, a in enumerate(args)), *kw.items()]:
+        value = t.detach().cpu().numpy()
+        for fp in sorted(points, key=str):  # None (cpu) checks NaN/inf only
+            field, bits = fp if fp is not None else (None, None)
+            check_leaf(value, f"check_equivalence: {name} {where}", field, bits)

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from ppml_torch.errors import InputError
 from ppml_torch.generation.checkpoint import GenerationError
 from ppml_torch.generation.ops import ARGMAXES
-from ppml_torch.model import ROUTES
+from ppml_torch.model import ROUTES, check_ids
 
 
 def check_prompt(prompt_ids: Any, vocab_size: int) -> np.ndarray:
@@ -32,11 +33,10 @@ def check_prompt(prompt_ids: Any, vocab_size: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2:
         raise GenerationError(f"prompt_ids must be (T,) or (B, T), got shape {arr.shape}")
-    bad = arr[(arr < 0) | (arr >= vocab_size)]
-    if bad.size:
-        raise GenerationError(
-            f"prompt token id {int(bad[0])} is outside the model's vocabulary 0..{vocab_size - 1}"
-        )
+    try:  # the rule every converted model's check_inputs applies to its ids
+        check_ids(arr, vocab_size, "prompt_ids (token ids of the model's vocabulary)")
+    except InputError as e:
+        raise GenerationError(str(e)) from None
     return arr.astype(np.int32)
 
 

@@ -8,7 +8,10 @@ names with Flax's leaf names::
     flax   transformer/h_0/attn/c_attn/kernel   (in, out)    transposed
 
 ``lm_head`` has no parameters of its own: it is ``wte.attend`` (tied, as in GPT-2).
-There is no dropout (``config.dropout`` is ignored): this is the inference/eval model.
+Dropout (``config.dropout``) sits where torch has it (after the embeddings, on the attention
+probabilities, after each residual projection) and runs when ``deterministic=False``; its masks
+come from the seed's stream (:mod:`ppml_torch.dropout`), so the same seed drops the same units
+as the graph route of the torch model.
 Attention masks with :func:`causal_softmax`, which stays right under MPC.
 The weight map between the two lives in ``ppml_torch/converters/flax/nanogpt.py``.
 """
@@ -67,7 +70,7 @@ class CausalSelfAttention(nn.Module):
     config: GPTConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         cfg = self.config
         B, T, C = x.shape  # batch, sequence length, embedding width (n_embd)
         nh, hs = cfg.n_head, C // cfg.n_head  # heads, head size
@@ -81,32 +84,35 @@ class CausalSelfAttention(nn.Module):
         att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]  # (1, 1, T, T)
         att = causal_softmax(att, causal)  # (B, nh, T, T)
+        att = nn.Dropout(cfg.dropout, name="attn_dropout")(att, deterministic)
         y = att @ v  # (B, nh, T, hs)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C): heads side by side
 
-        return nn.Dense(C, use_bias=cfg.bias, name="c_proj")(y)
+        y = nn.Dense(C, use_bias=cfg.bias, name="c_proj")(y)
+        return nn.Dropout(cfg.dropout, name="resid_dropout")(y, deterministic)
 
 
 class MLP(nn.Module):
     config: GPTConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         C = self.config.n_embd
         x = nn.Dense(4 * C, use_bias=self.config.bias, name="c_fc")(x)
         x = nn.gelu(x, approximate=True)  # GPT-2's "gelu_new"
-        return nn.Dense(C, use_bias=self.config.bias, name="c_proj")(x)
+        x = nn.Dense(C, use_bias=self.config.bias, name="c_proj")(x)
+        return nn.Dropout(self.config.dropout, name="dropout")(x, deterministic)
 
 
 class Block(nn.Module):
     config: GPTConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         x = x + CausalSelfAttention(self.config, name="attn")(
-            LayerNorm(self.config, name="ln_1")(x)
+            LayerNorm(self.config, name="ln_1")(x), deterministic
         )
-        x = x + MLP(self.config, name="mlp")(LayerNorm(self.config, name="ln_2")(x))
+        x = x + MLP(self.config, name="mlp")(LayerNorm(self.config, name="ln_2")(x), deterministic)
         return x
 
 
@@ -121,12 +127,14 @@ class Transformer(nn.Module):
         self.wpe = nn.Embed(cfg.block_size, cfg.n_embd)  # position embeddings
         self.h = [Block(cfg) for _ in range(cfg.n_layer)]  # named h_0, h_1, ...
         self.ln_f = LayerNorm(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
 
-    def __call__(self, idx: jax.Array) -> jax.Array:
+    def __call__(self, idx: jax.Array, deterministic: bool = True) -> jax.Array:
         B, T = idx.shape
         x = self.wte(idx) + self.wpe(jnp.arange(T))[None]  # (B, T, C)
+        x = self.drop(x, deterministic)
         for block in self.h:
-            x = block(x)
+            x = block(x, deterministic)
         return self.ln_f(x)  # (B, T, C)
 
     def lm_head(self, x: jax.Array) -> jax.Array:
@@ -139,9 +147,10 @@ class GPT(nn.Module):
     def setup(self) -> None:
         self.transformer = Transformer(self.config)
 
-    def __call__(self, idx: jax.Array) -> jax.Array:
-        """Token ids ``(B, T)`` -> logits ``(B, T, vocab_size)``."""
+    def __call__(self, idx: jax.Array, deterministic: bool = True) -> jax.Array:
+        """Token ids ``(B, T)`` -> logits ``(B, T, vocab_size)``; ``deterministic=False`` runs
+        the dropout (training mode)."""
         T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"GPT: sequence length {T} > block_size {self.config.block_size}")
-        return self.transformer.lm_head(self.transformer(idx))
+        return self.transformer.lm_head(self.transformer(idx, deterministic))

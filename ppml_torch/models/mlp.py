@@ -3,6 +3,10 @@
 ``MLP(features=(15, 8, 1), activation="relu")`` on 30 inputs is the homework model
 ``[30, 15, 8, 1]``: Dense layers with the activation between them, none after the last.
 Layers are named ``Dense_0``, ``Dense_1``, ... (Flax's default), kernels are ``(in, out)``.
+
+``dropout`` places ``nn.Dropout`` layers (no parameters) by stage: stage 0 is the input, stage
+``2i + 1`` the output of ``Dense_i``, stage ``2i + 2`` the output of its activation.  They run
+when ``deterministic=False``, with masks from the seed's stream (:mod:`ppml_torch.dropout`).
 """
 
 from __future__ import annotations
@@ -29,18 +33,27 @@ class MLP(nn.Module):
 
     features: Sequence[int]
     activation: str = "relu"
+    dropout: Sequence[tuple[int, float]] = ()  # (stage, rate), in the order they run
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"MLP: unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}"
             )
         act = ACTIVATIONS[self.activation]
+
+        def drop(x: jax.Array, stage: int) -> jax.Array:
+            for at, rate in self.dropout:
+                if at == stage:
+                    x = nn.Dropout(rate)(x, deterministic)
+            return x
+
+        x = drop(x, 0)
         for i, width in enumerate(self.features):
-            x = nn.Dense(width)(x)
+            x = drop(nn.Dense(width)(x), 2 * i + 1)
             if i != len(self.features) - 1:
-                x = act(x)
+                x = drop(act(x), 2 * i + 2)
         return x
 
 

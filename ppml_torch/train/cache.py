@@ -15,7 +15,7 @@ it) never leaves a stale copy in the cache.  The cache holds the module weakly.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ppml_torch.errors import PpmlError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 Signature = tuple[tuple[tuple[int, ...], str], ...]  # ((shape, dtype), ...) per input
+Shapes = Sequence[tuple[tuple[int, ...], Any]]  # (shape, dtype) per positional input
 
 
 class ConversionCache:
@@ -48,23 +49,38 @@ class ConversionCache:
             raise RuntimeError("the module of this conversion cache no longer exists")
         return m
 
-    def get(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> ConvertedModel:
-        """The conversion for positional inputs of these ``(shape, dtype)``s (converting once)."""
+    def get(
+        self,
+        inputs: Shapes,
+        named: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
+        fixed: Sequence[tuple[str, Any]] = (),
+    ) -> ConvertedModel:
+        """The conversion for positional inputs of these ``(shape, dtype)``s, keyword inputs
+        ``named`` and non-tensor keywords ``fixed`` (``use_cache=False``), converting once."""
         module = self.module
-        key = self._key(inputs)
+        key = self._key(inputs, named, fixed)
         model = self._models.get(key)
         if model is None:
-            model = self._convert(module, _signature(inputs))
+            model = self._convert(module, _signature(inputs), _named(named), tuple(fixed))
             self._models[key] = model
             self.conversions += 1
         return model
 
-    def has(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> bool:
+    def has(self, inputs: Shapes) -> bool:
         """Whether :meth:`get` of these inputs would reuse a conversion (no conversion)."""
         return self._key(inputs) in self._models
 
-    def _key(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> tuple[bool, Signature]:
-        return (self.module.training, _signature(inputs) if self.route == "graph" else ())
+    def _key(
+        self,
+        inputs: Shapes,
+        named: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
+        fixed: Sequence[tuple[str, Any]] = (),
+    ) -> tuple[Any, ...]:
+        if self.route != "graph":  # one shape-polymorphic transfer per mode
+            return (self.module.training, ())
+        if not named and not fixed:
+            return (self.module.training, _signature(inputs))
+        return (self.module.training, _signature(inputs), _named(named), tuple(fixed))
 
     def same_rows(self, row_shape: tuple[int, ...], dtype: Any) -> list[tuple[int, ConvertedModel]]:
         """The cached one-input conversions whose rows have ``row_shape`` and ``dtype``, as
@@ -76,8 +92,9 @@ class ConversionCache:
         name = np.dtype(dtype).name
         found = [
             (sig[0][0][0], model)
-            for (training, sig), model in self._models.items()
+            for (training, sig, *keywords), model in self._models.items()
             if training == self.module.training
+            and not keywords
             and len(sig) == 1
             and len(sig[0][0]) >= 1
             and sig[0][0][1:] == row
@@ -85,7 +102,13 @@ class ConversionCache:
         ]
         return sorted(found, key=lambda bm: -bm[0])
 
-    def _convert(self, module: torch.nn.Module, sig: Signature) -> ConvertedModel:
+    def _convert(
+        self,
+        module: torch.nn.Module,
+        sig: Signature,
+        named: tuple[tuple[str, tuple[tuple[int, ...], str]], ...] = (),
+        fixed: tuple[tuple[str, Any], ...] = (),
+    ) -> ConvertedModel:
         if self.route == "flax":
             from ppml_torch.converters.flax import to_flax
 
@@ -95,7 +118,8 @@ class ConversionCache:
         from ppml_torch.converters.fx import convert
 
         examples = tuple(torch.zeros(s, dtype=_torch_dtype(t)) for s, t in sig)
-        return convert(module, examples)
+        keywords = {k: torch.zeros(s, dtype=_torch_dtype(t)) for k, (s, t) in named}
+        return convert(module, examples, {**keywords, **dict(fixed)})
 
     def params(self, model: ConvertedModel) -> Any:
         """The module's current weights in ``model``'s layout (``model.params``' structure)."""
@@ -115,10 +139,17 @@ class ConversionCache:
         return {k: jnp.asarray(to_numpy(state[k])) for k in model.params}
 
 
-def _signature(inputs: Sequence[tuple[tuple[int, ...], Any]]) -> Signature:
+def _signature(inputs: Shapes) -> Signature:
     import numpy as np
 
     return tuple((tuple(int(d) for d in s), np.dtype(t).name) for s, t in inputs)
+
+
+def _named(
+    named: Mapping[str, tuple[tuple[int, ...], Any]] | None,
+) -> tuple[tuple[str, tuple[tuple[int, ...], str]], ...]:
+    """Keyword inputs as a key: ``((name, (shape, dtype)), ...)`` in the given order."""
+    return tuple((k, _signature([v])[0]) for k, v in (named or {}).items())
 
 
 def _torch_dtype(name: str):

@@ -2,9 +2,10 @@
 any session work.
 
 The data description is checked by :func:`ppml_torch.train.data.load`, the optimizer and the
-loss by their mappings (:mod:`~ppml_torch.train.optim`, :mod:`~ppml_torch.train.losses`);
-what is left is here: the route, the counts, the session, the optimizer's parameters, who
-sees the loss, and the shapes the model, the labels and the loss agree on.
+loss by their mappings (:mod:`~ppml_torch.train.optim`, :mod:`~ppml_torch.train.losses`),
+the shapes the model, the labels and the loss agree on by :mod:`~ppml_torch.train.calls`,
+the owners' values by :mod:`~ppml_torch.train.values`; what is left is here: the route, the
+counts, the session, the optimizer's parameters and who sees the loss.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ppml_torch.model import ROUTES
 from ppml_torch.runners.base import Session
 from ppml_torch.runners.plan import SessionPlan, session_plan
 
-from .data import Data, Loaded
+from .data import Data
 
 
 class FitError(PpmlError, ValueError):
@@ -92,43 +93,6 @@ def check_trained_names(trainable: Sequence[str], names: Sequence[str], route: s
         raise FitError(
             f"parameters {missing[:4]} are trained by the optimizer but the {route} route's "
             "weights do not include them"
-        )
-
-
-def check_loss_shapes(
-    model: Any,
-    loss: Any,
-    params: Any,
-    loaded: Loaded,
-    batch_size: int,
-    row: tuple[int, ...],
-    dtype: Any,
-) -> None:
-    """Trace the model and the loss on shapes only: a mismatch is one line, before any MPC."""
-    import jax
-
-    y = loaded.labels[0]
-    xb = jax.ShapeDtypeStruct((batch_size, *row), dtype)
-    yb = jax.ShapeDtypeStruct((batch_size, *y.shape[1:]), y.dtype)
-    out = jax.eval_shape(model.apply, params, xb)
-    if getattr(out, "shape", None) is None:
-        raise FitError("the module's output is not one tensor; fit trains single-output modules")
-    class_labels = np.issubdtype(y.dtype, np.integer) and out.shape[:-1] == yb.shape
-    if out.shape != yb.shape and not class_labels:  # no silent broadcasting (n, 1) vs (n,)
-        raise FitError(
-            f"the module's output has shape {out.shape} per batch but the labels {yb.shape}; "
-            "give labels of the output's shape (e.g. y.reshape(-1, 1))"
-        )
-    try:
-        value = jax.eval_shape(loss, out, yb)
-    except Exception as e:  # noqa: BLE001 - re-raised as one line
-        raise FitError(
-            f"the loss cannot take outputs {out.shape} and labels {yb.shape}: {e}"
-        ) from None
-    if getattr(value, "shape", None) != ():
-        raise FitError(
-            f"the loss returns shape {getattr(value, 'shape', type(value).__name__)}, not a scalar; "
-            "fit differentiates one number: use reduction='mean' or 'sum'"
         )
 
 

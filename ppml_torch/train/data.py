@@ -17,6 +17,17 @@ Two splits:
 A block is an array (numpy or torch) or a **loader**: a function of no arguments that returns
 the array, called only when that party's value is put into the session (once per ``fit``).
 
+**Named inputs** (Hugging Face models: ``input_ids``, ``attention_mask``, ``token_type_ids``)
+are blocks passed to the model by keyword.  Horizontal: each party gives a dict of its blocks,
+the same names at every party::
+
+      data = horizontal({"bob": ({"input_ids": ids, "attention_mask": mask}, labels)},
+                        weights_owner="alice")
+
+Vertical: ``named={"attention_mask": ("bob", mask)}`` adds whole inputs of one owner, passed
+by name, next to the column-split positional input.  ``labels`` is never a named input: it is
+the label block (a model that computes its own loss gets it as ``labels=``).
+
 **One process per party** (a production session, ``open_session(..., cluster=, party=)``):
 every party runs the same program, but each process holds only its own data.  There a block
 of another party is never loaded: give it as a loader (not called outside its owner's
@@ -35,7 +46,6 @@ party that receives the trained weights at the end.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +53,8 @@ import numpy as np
 
 from ppml_torch.errors import PpmlError
 from ppml_torch.runners.placeholders import is_placeholder
+
+from .owners import owners_blocks
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray takes
 Loader = Callable[[], ArrayLike]
@@ -57,11 +69,13 @@ class Block:
     """One party's piece: an array or a loader only its owner calls.
 
     ``columns`` (vertical split only): the model-input columns this block fills, in order.
+    ``name``: the keyword the model takes this block as (``None``: the positional input).
     """
 
     owner: str
     value: ArrayLike | Loader
     columns: tuple[int, ...] | None = None
+    name: str | None = None
 
     def load(self) -> np.ndarray:
         """The owner's array (calls the loader)."""
@@ -74,7 +88,7 @@ class Block:
             ) from e
         if is_placeholder(value):
             raise DataError(
-                f"data: {self.owner}'s block is a shape-only placeholder in {self.owner}'s own "
+                f"data: {self.describe()} is a shape-only placeholder in {self.owner}'s own "
                 "process; the owner gives the array (or a loader of it)"
             )
         if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
@@ -82,10 +96,14 @@ class Block:
         arr = np.asarray(value)
         if arr.dtype == object or arr.ndim == 0:
             raise DataError(
-                f"data: {self.owner}'s block is not a numeric array (got {type(value).__name__} "
+                f"data: {self.describe()} is not a numeric array (got {type(value).__name__} "
                 f"of shape {arr.shape}); pass an array with rows first"
             )
         return arr
+
+    def describe(self) -> str:
+        """``bob's block`` / ``bob's attention_mask``: the block in a message."""
+        return f"{self.owner}'s {self.name or 'block'}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +134,16 @@ class Data:
     def label_owners(self) -> tuple[str, ...]:
         return tuple(b.owner for b in self.labels)
 
+    @property
+    def names(self) -> tuple[str | None, ...]:
+        """The keyword of each feature block (``None``: the positional input)."""
+        return tuple(b.name for b in self.features)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The named inputs, each once, in order."""
+        return tuple(dict.fromkeys(n for n in self.names if n is not None))
+
 
 def _party(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name:
@@ -129,13 +157,15 @@ def vertical(
     *,
     weights_owner: str,
     weights_to: str | None = None,
+    named: Mapping[str, tuple[str, ArrayLike | Loader]] | None = None,
 ) -> Data:
     """Feature columns split between parties; ``labels`` is ``(owner, labels)``.
 
     ``features`` maps each party to ``(columns, block)``: the model-input columns the block
     fills (e.g. ``range(0, 15)``) and the block (rows x those columns) or a loader of it.
     Together the columns must be ``0 .. F-1``, each exactly once.  ``labels=None`` describes
-    inputs for :func:`ppml_torch.predict`.
+    inputs for :func:`ppml_torch.predict`.  ``named={"attention_mask": (owner, block)}``: whole
+    inputs of one owner each, passed to the model by keyword (same rows).
     """
     if not isinstance(features, Mapping) or not features:
         raise DataError(
@@ -171,6 +201,7 @@ def vertical(
                 )
             owner_of[c] = party
         blocks.append(Block(party, value, cols))
+    blocks += _named_blocks(named)
     n_cols = max(owner_of) + 1
     missing = [c for c in range(n_cols) if c not in owner_of]
     if missing:
@@ -190,12 +221,17 @@ def vertical(
 
 
 def horizontal(
-    rows: Mapping[str, tuple[ArrayLike | Loader, ArrayLike | Loader | None]],
+    rows: Mapping[str, tuple[Any, ArrayLike | Loader | None]],
     *,
     weights_owner: str,
     weights_to: str | None = None,
 ) -> Data:
-    """Whole rows per party: ``rows={party: (features, labels)}`` (labels ``None`` for predict)."""
+    """Whole rows per party: ``rows={party: (features, labels)}`` (labels ``None`` for predict).
+
+    ``features`` is one block (the model's positional input) or a dict of named blocks, e.g.
+    ``{"input_ids": ids, "attention_mask": mask}``, passed to the model by keyword; every party
+    gives the same names.
+    """
     if not isinstance(rows, Mapping) or not rows:
         raise DataError(
             "data: horizontal() needs rows={party: (features, labels)}, e.g. "
@@ -206,19 +242,62 @@ def horizontal(
         _party(party, "a row owner")
         if not (isinstance(entry, tuple) and len(entry) == 2):
             raise DataError(f"data: rows[{party!r}] must be (features, labels)")
-        feats.append(Block(party, entry[0]))
+        if isinstance(entry[0], Mapping):
+            feats += [Block(party, v, None, _name(k, party)) for k, v in entry[0].items()]
+        else:
+            feats.append(Block(party, entry[0]))
         if entry[1] is not None:
             labs.append(Block(party, entry[1]))
-    if labs and len(labs) != len(feats):
-        no = [b.owner for b in feats if b.owner not in {lb.owner for lb in labs}]
+    if labs and len(labs) != len(rows):
+        no = [p for p in rows if p not in {lb.owner for lb in labs}]
         raise DataError(
             f"data: {', '.join(no)} give rows without labels; every party of a horizontal split "
             "gives labels for its rows"
         )
+    names = {p: tuple(b.name for b in feats if b.owner == p) for p in rows}
+    if len(set(names.values())) != 1:
+        raise DataError(
+            f"data: the parties give different inputs ({', '.join(f'{p}: {list(n)}' for p, n in names.items())}); "
+            "every party of a horizontal split gives the same named inputs, in the same order"
+        )
+    if not feats:
+        raise DataError("data: a party gives an empty dict of inputs; give its blocks by name")
     owner = _party(weights_owner, "weights_owner")
     return Data(
         "horizontal", tuple(feats), tuple(labs), owner, _party(weights_to or owner, "weights_to")
     )
+
+
+def _name(key: Any, party: str) -> str:
+    """A named input's keyword: a Python identifier, and never ``labels`` (the label block)."""
+    if not isinstance(key, str) or not key.isidentifier():
+        raise DataError(
+            f"data: {party}'s input name {key!r} is not a keyword argument name; use the model's "
+            "argument names, e.g. 'input_ids', 'attention_mask'"
+        )
+    if key == "labels":
+        raise DataError(
+            f"data: {party} gives 'labels' as a named input; labels are the label block: "
+            "(features, labels) per party (horizontal) or labels=(owner, y) (vertical)"
+        )
+    return key
+
+
+def _named_blocks(named: Mapping[str, tuple[str, Any]] | None) -> list[Block]:
+    """The blocks of ``vertical(named=...)``: ``{name: (owner, block)}``."""
+    if named is None:
+        return []
+    if not isinstance(named, Mapping):
+        raise DataError(
+            "data: named= must be {name: (owner, block)}, e.g. {'attention_mask': ('bob', m)}"
+        )
+    out = []
+    for key, entry in named.items():
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise DataError(f"data: named[{key!r}] must be (owner, block), e.g. ('bob', mask)")
+        owner = _party(entry[0], f"the owner of {key!r}")
+        out.append(Block(owner, entry[1], None, _name(key, owner)))
+    return out
 
 
 def _span(cols: Sequence[int]) -> str:
@@ -242,78 +321,21 @@ class Loaded:
 
     @property
     def example_row_shape(self) -> tuple[int, ...]:
-        return (self.n_features,) if self.features[0].ndim == 2 else self.features[0].shape[1:]
+        """The row shape of the positional input (of the first named one if there is none)."""
+        if self.data.split == "vertical":
+            return (self.n_features,)
+        return tuple(self.features[0].shape[1:])
 
-
-def _placeholder(shape: tuple[int, ...], dtype: str) -> Any:
-    import jax
-
-    return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
-
-
-def local_blocks(
-    blocks: Sequence[Block], local: Sequence[str]
-) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
-    """Load the blocks of the ``local`` parties: ``({block index: array}, {party: metadata})``,
-    the metadata being ``{block index: (shape, dtype)}`` or ``{"error": one line}``."""
-    arrays: dict[int, np.ndarray] = {}
-    meta: dict[str, Any] = {p: {} for p in local}
-    for i, b in enumerate(blocks):
-        if b.owner not in local or "error" in meta[b.owner]:
-            continue
-        try:
-            arrays[i] = b.load()
-        except DataError as e:
-            meta[b.owner] = {"error": str(e)}
-            continue
-        meta[b.owner][i] = (tuple(int(d) for d in arrays[i].shape), arrays[i].dtype.str)
-    return arrays, meta
-
-
-def _owners_blocks(
-    blocks: Sequence[Block], local: Sequence[str], announce: Callable[[Callable], dict] | None
-) -> list[Any]:
-    """Each block as an array where its owner's process is this one, else as a placeholder
-    with the shape and dtype its owner announced (public metadata)."""
-    arrays, meta = local_blocks(blocks, local)
-    if announce is None:
-        every = meta
-    else:
-        every = announce(functools.partial(_meta_of, meta))
-    for b in blocks:  # the first error in block order, the same line in every process
-        err = (every.get(b.owner) or {}).get("error")
-        if err:
-            raise DataError(err)
-    out = []
-    for i, b in enumerate(blocks):
-        if i in arrays:
-            out.append(arrays[i])
-            continue
-        shape, dtype = every[b.owner][i]
-        out.append(_placeholder(shape, dtype))
-        if not callable(b.value):  # a placeholder (or an array): its shape must match
-            _check_declared(b, shape, dtype)
-    return out
-
-
-def _meta_of(meta: dict[str, Any], party: str) -> dict[int, Any]:
-    return meta.get(party, {})
-
-
-def _check_declared(block: Block, shape: tuple[int, ...], dtype: str) -> None:
-    from ppml_torch.dtypes import jax_dtype_name
-
-    v = block.value
-    if hasattr(v, "detach"):  # a torch tensor given outside its owner's process
-        v = v.detach().cpu().numpy()
-    got_shape = tuple(int(d) for d in np.shape(v)) if not is_placeholder(v) else tuple(v.shape)
-    got_dtype = np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype)
-    if got_shape != tuple(shape) or jax_dtype_name(got_dtype) != jax_dtype_name(dtype):
-        raise DataError(
-            f"data: this process describes {block.owner}'s block as {jax_dtype_name(got_dtype)}"
-            f"{list(got_shape)} but {block.owner} holds {jax_dtype_name(dtype)}{list(shape)}; "
-            "describe the owner's data exactly (or give a loader)"
-        )
+    def rows_of(self, n: int) -> tuple[list[Any], dict[str, Any]]:
+        """The model's inputs for ``n`` rows as ``(shape, dtype)``: positional and named."""
+        positional, named = [], {}
+        for b, a in zip(self.data.features, self.features, strict=True):
+            if b.name is None:
+                if not positional:
+                    positional.append(((n, *self.example_row_shape), a.dtype))
+            elif b.name not in named:
+                named[b.name] = ((n, *a.shape[1:]), a.dtype)
+        return positional, named
 
 
 def load(data: Data, parties: Sequence[str], *, need_labels: bool, session: Any = None) -> Loaded:
@@ -345,12 +367,12 @@ def load(data: Data, parties: Sequence[str], *, need_labels: bool, session: Any 
     if session is None or set(local) >= set(session.parties):
         everything = [b.load() for b in blocks]  # one process holds every party's data
     else:
-        everything = _owners_blocks(blocks, local, session.announce)
+        everything = owners_blocks(blocks, local, session.announce, DataError)
     feats = tuple(everything[: len(data.features)])
     labs = tuple(everything[len(data.features) :])
     column_order = None
     if data.split == "vertical":
-        rows = {b.owner: a.shape[0] for b, a in zip(data.features, feats, strict=True)}
+        rows = {b.describe(): a.shape[0] for b, a in zip(data.features, feats, strict=True)}
         rows.update(
             {f"{b.owner} (labels)": a.shape[0] for b, a in zip(data.labels, labs, strict=True)}
         )
@@ -359,33 +381,53 @@ def load(data: Data, parties: Sequence[str], *, need_labels: bool, session: Any 
                 f"data: the parties' blocks have different numbers of rows ({rows}); a vertical "
                 "split needs the same rows in the same order at every party"
             )
-        for b, a in zip(data.features, feats, strict=True):
+        positional = [(b, a) for b, a in zip(data.features, feats, strict=True) if b.name is None]
+        for b, a in positional:
             if a.ndim != 2 or a.shape[1] != len(b.columns):
                 raise DataError(
                     f"data: {b.owner}'s block has shape {a.shape} but {len(b.columns)} columns "
                     f"are declared for it; give a (rows, {len(b.columns)}) array"
                 )
         n_rows = feats[0].shape[0]
-        order = tuple(c for b in data.features for c in b.columns)
+        order = tuple(c for b, _ in positional for c in b.columns)
         n_features = len(order)
         column_order = None if order == tuple(range(n_features)) else order
     else:
-        widths = {b.owner: a.shape[1:] for b, a in zip(data.features, feats, strict=True)}
-        if len(set(widths.values())) != 1:
-            raise DataError(
-                f"data: the parties' rows have different shapes ({widths}); a horizontal split "
-                "needs the same features at every party"
-            )
-        for b, a, lb in zip(data.features, feats, labs or [None] * len(feats), strict=True):
-            if lb is not None and lb.shape[0] != a.shape[0]:
-                raise DataError(
-                    f"data: {b.owner} gives {a.shape[0]} rows of features but {lb.shape[0]} labels"
-                )
-        for b, a in zip(data.features, feats, strict=True):
-            if a.shape[0] == 0:
-                raise DataError(f"data: {b.owner} gives no rows; leave it out or give it rows")
-        n_rows = sum(a.shape[0] for a in feats)
-        n_features = int(np.prod(feats[0].shape[1:]))
+        n_rows = _horizontal_rows(data, feats, labs)
+        first = feats[0]
+        n_features = int(np.prod(first.shape[1:]))
     if n_rows == 0:
         raise DataError("data: there are no rows")
     return Loaded(data, feats, labs, n_rows, n_features, column_order)
+
+
+def _horizontal_rows(data: Data, feats: Sequence[Any], labs: Sequence[Any]) -> int:
+    """The rows of a horizontal split (every check on the parties' shapes first)."""
+    for name in dict.fromkeys(data.names):
+        widths = {
+            b.owner: a.shape[1:]
+            for b, a in zip(data.features, feats, strict=True)
+            if b.name == name
+        }
+        if len(set(widths.values())) != 1:
+            what = "rows" if name is None else f"{name!r} rows"
+            raise DataError(
+                f"data: the parties' {what} have different shapes ({widths}); a horizontal split "
+                "needs the same features at every party"
+            )
+    rows: dict[str, int] = {}
+    for b, a in zip(data.features, feats, strict=True):
+        if a.shape[0] == 0:
+            what = "" if b.name is None else f" of {b.name!r}"
+            raise DataError(f"data: {b.owner} gives no rows{what}; leave it out or give it rows")
+        if rows.setdefault(b.owner, a.shape[0]) != a.shape[0]:
+            raise DataError(
+                f"data: {b.owner} gives {rows[b.owner]} rows of one input but {a.shape[0]} of "
+                f"{b.name!r}; every input of a party has the same rows"
+            )
+    for lb, y in zip(data.labels, labs, strict=True):
+        if y.shape[0] != rows[lb.owner]:
+            raise DataError(
+                f"data: {lb.owner} gives {rows[lb.owner]} rows of features but {y.shape[0]} labels"
+            )
+    return sum(rows.values())

@@ -3,7 +3,11 @@ party.
 
 The weights' owner puts the module's current weights, each party puts its blocks, ONE program
 assembles the model input from them (:class:`~ppml_torch.train.layout.InputLayout`) and runs
-the model, and only the outputs are revealed, to ``reveal_to`` (default: every party).
+the model, and only the outputs are revealed, to ``reveal_to`` (default: every party).  A model
+returning a Hugging Face ``ModelOutput`` gives its ``logits``; named inputs and
+``use_cache=False`` as in ``fit`` (:mod:`ppml_torch.train.calls`).  Every block is checked on
+its owner's side first (:mod:`ppml_torch.train.values`: ids inside their tables, what ``put``
+refuses), and a module that drops out in training mode is refused (call ``module.eval()``).
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from typing import Any
 
 import numpy as np
 
+import ppml_torch.dropout as dropout
 from ppml_torch.runners.base import Session
 from ppml_torch.runners.placeholders import is_placeholder, shapes_of
 
 from .cache import ConversionCache, conversions
+from .calls import check_read, model_input, plan_call, with_outputs
 from .checks import FitError, check_route, plan_session
 from .data import ArrayLike, Data, horizontal, load, vertical
-from .layout import InputLayout
+from .layout import InputLayout, call
 from .scope import Scope
+from .values import check_blocks
 
 
 def predict(
@@ -56,6 +63,8 @@ def predict(
     outputs are dropped, when the model is row-wise (checked in plaintext first,
     :func:`~ppml_torch.train.rows.chunks_are_exact`); else that shape is converted once.
     """
+    import jax
+
     check_route(route)
     sp = plan_session(session)
     parties = sp.parties
@@ -67,13 +76,29 @@ def predict(
     inputs = dataclasses.replace(inputs, labels=())  # labels are not needed: never loaded
     loaded = load(inputs, parties, need_labels=False, session=sp.session)
     w_owner = weights_owner or inputs.weights_owner
+    mc = plan_call(module, inputs, route, own_loss=False)
     cache = conversions(module, route)
-    model, apply_fn = _model_for(
-        module, cache, loaded.n_rows, loaded.example_row_shape, loaded.features[0].dtype
-    )
+    if inputs.input_names or mc.fixed:  # keywords: their own shape, converted once
+        model = cache.get(*mc.shapes(loaded, loaded.n_rows))
+        apply_fn = model.apply
+    else:
+        model, apply_fn = _model_for(
+            module, cache, loaded.n_rows, loaded.example_row_shape, loaded.features[0].dtype
+        )
+    _refuse_dropout(model)
+    check_read(model, mc, inputs)
     params = cache.params(model)
-    layout = InputLayout(inputs.split, loaded.column_order, len(loaded.features), 0)
-    program = _program(layout, apply_fn)
+    positional, named, _ = mc.shapes(loaded, loaded.n_rows)
+    mc = with_outputs(
+        mc,
+        jax.eval_shape(lambda p, x: call(apply_fn, p, x), params, model_input(positional, named)),
+    )
+    check_blocks(
+        model, inputs, loaded, sp.fixed_point,
+        announce=sp.session.announce if sp.one_process_per_party else None,
+    )  # fmt: skip
+    layout = InputLayout(inputs.split, loaded.column_order, len(loaded.features), 0, inputs.names)
+    program = _program(layout, apply_fn, mc.output_key)
     with sp.borrow() as s:
         scope = Scope(s)
         try:
@@ -105,13 +130,27 @@ def _one_owner(inputs: ArrayLike, owner: str, weights_owner: str | None) -> Data
     return horizontal({owner: (arr, None)}, weights_owner=weights_owner or owner)
 
 
+def _refuse_dropout(model: Any) -> None:
+    """A module that drops out in training mode: one line before anything is put."""
+    sites = dropout.sites_of(model)
+    if sites:
+        where, p = sites[0]
+        raise dropout.DropoutError(
+            f"predict: {where} drops out in training mode (p={p}) and predict draws no masks; "
+            "call module.eval() first (torch's module(x) would drop units at random)"
+        )
+
+
 @functools.cache
-def _program(layout: InputLayout, apply_fn: Callable[..., Any]) -> Callable[..., Any]:
+def _program(
+    layout: InputLayout, apply_fn: Callable[..., Any], output_key: str | None = None
+) -> Callable[..., Any]:
     """The predict program (cached: the session's compiled programs key on it)."""
 
     def run(params: Any, *blocks: Any) -> Any:
         x, _ = layout.assemble(blocks)
-        return apply_fn(params, x)
+        out = call(apply_fn, params, x)
+        return out[output_key] if output_key is not None else out
 
     return run
 

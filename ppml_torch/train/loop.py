@@ -39,7 +39,9 @@ label owner by default; with ``log_every`` also every n-th step's).  Under MPC t
 value computed from every party's data: opt in only if that party may learn it.  In a
 plaintext session the loss is always read (nothing is secret there).  The sentinel's bit
 per epoch goes to the label owner; the optimizer's moments (averages of the last gradients)
-go to ``weights_to`` with the weights.  ``session.record`` lists every put and reveal.
+go to ``weights_to`` with the weights.  ``session.record`` lists every put and reveal.  Dropout
+masks are public (a function of ``seed``, the epoch, the step and the shape: nothing about data
+or weights; :mod:`ppml_torch.dropout`); the epoch's key is put as a public value.
 """
 
 from __future__ import annotations
@@ -51,22 +53,23 @@ from typing import Any
 
 import numpy as np
 
+import ppml_torch.dropout as dropout
 from ppml_torch.runners.base import Handle, Session
 from ppml_torch.runners.placeholders import shapes_of
 
 from .cache import ConversionCache, conversions
+from .calls import ModelCall, check_loss_shapes, check_read, plan_call
 from .checks import (
     check_batch_size,
     check_counts,
     check_fit_options,
-    check_loss_shapes,
     check_module_params,
     check_route,
     check_trained_names,
     loss_receiver,
     plan_session,
 )
-from .data import Data, load
+from .data import Data, Loaded, load
 from .history import History
 from .layout import Batches, InputLayout
 from .names import Leaves, load_trained
@@ -75,6 +78,7 @@ from .programs import TrainPlan
 from .progress import Stages
 from .scope import Scope
 from .state import secret_leaves, secret_optimizer_leaves
+from .values import check_blocks
 
 
 def fit(
@@ -103,8 +107,14 @@ def fit(
     """Train ``module`` inside ``session``; return the same module with the trained weights.
 
     Args:
-      module: the torch module (its current weights are the initial ones).
-      loss_fn: a torch loss (``nn.MSELoss()``, ...) called as ``loss_fn(module(x), y)``.
+      module: the torch module (its current weights are the initial ones).  It may return one
+        tensor or a Hugging Face ``ModelOutput`` (the loss reads its ``logits``), and take named
+        inputs (:mod:`ppml_torch.train.data`); a ``forward`` with ``use_cache`` is converted with
+        ``use_cache=False`` (no generation cache in training; ``history.model_call`` says so).
+        Training-mode dropout runs, with masks drawn from ``seed`` (:mod:`ppml_torch.dropout`).
+      loss_fn: a torch loss (``nn.MSELoss()``, ...) called as ``loss_fn(module(x), y)``, or
+        ``None`` for a model that computes its own loss from ``labels=`` (``GPT2LMHeadModel``,
+        ``BertForSequenceClassification``...): the label block is passed as ``labels``.
       optimizer: the torch optimizer built on ``module.parameters()``; its settings and its
         state (momentum buffers, Adam's step and moments) are read, it takes no step itself,
         and the trained state is written back into it (``optimizer.state_dict()`` resumes).
@@ -116,6 +126,7 @@ def fit(
       shuffle: a new public row order every epoch (``numpy.random.default_rng(seed)``); the
         order is public (it reveals nothing about the values).  Default off: batches in data
         order.
+      seed: the shuffle orders and the dropout masks (public, the same in every session).
       drop_last: drop the last partial batch (torch's ``DataLoader(drop_last=True)``).  By
         default it is kept as one more step of the same epoch program; on the graph route it
         runs padded to the batch shape (loss on its own rows only) when the model is row-wise,
@@ -159,8 +170,9 @@ def fit(
     names the receiver).  A revealed loss is ``None`` outside its receiver's process.
 
     Raises:
-      DataError, FitError, OptimizerMappingError, LossMappingError, TrainingRangeError: bad
-        input, one line, before any session work.  TrainingOverflowError: the sentinel fired.
+      DataError, FitError, OptimizerMappingError, LossMappingError, TrainingRangeError,
+        InputError: bad input (an id outside its table, a value put would refuse), one line,
+        before any session work.  TrainingOverflowError: the sentinel fired.
     """
     from .fit_optimizer import FitOptimizer, owner_facts
     from .losses import lazy_from_torch  # torch and optax are imported when fit runs
@@ -181,7 +193,7 @@ def fit(
         check_module_params(optimizer, module)
         sp.gate(calibration)
         check_scheduler(scheduler, optimizer, scheduler_step)
-        loss = lazy_from_torch(loss_fn)
+        loss = None if loss_fn is None else lazy_from_torch(loss_fn)
         loaded = load(data, sp.parties, need_labels=True, session=sp.session)
         check_batch_size(batch_size, loaded.n_rows)
         receiver = loss_receiver(reveal_loss, data, sp.parties)
@@ -194,22 +206,25 @@ def fit(
             owner_facts=owner_facts(sp, data.weights_owner),
         )  # fmt: skip
         trainable = [name for g in opt.topt.groups for name in g["names"]]
+        mc = plan_call(module, data, route, own_loss=loss_fn is None)
 
         # the module converted once per shape (cached); its weights in the converted layout
         stages.stage("convert")
         cache = conversions(module, route)
         converted = cache.conversions
         row, dtype = loaded.example_row_shape, loaded.features[0].dtype
-        model = cache.get([((batch_size, *row), dtype)])
+        model = cache.get(*mc.shapes(loaded, batch_size))
+        check_read(model, mc, data)
         params = cache.params(model)
         leaves = Leaves.of(model, set(trainable))
         check_trained_names(trainable, leaves.names, route)
-        check_loss_shapes(model, loss, params, loaded, batch_size, row, dtype)
+        mc = check_loss_shapes(model, mc, loss, params, loaded, batch_size)
+        _check_values(model, mc, loss, params, data, loaded, sp, batch_size)
         batches, apply_partial, refused = _partial_batch(
-            module, cache, model, params, batches, row, dtype
+            module, cache, model, params, batches, row, dtype, mc, loaded
         )
         layout = InputLayout(
-            data.split, loaded.column_order, len(loaded.features), len(loaded.labels)
+            data.split, loaded.column_order, len(loaded.features), len(loaded.labels), data.names
         )
         train_struct = leaves.trained_struct(params)
         plan = TrainPlan(
@@ -225,6 +240,8 @@ def fit(
             carried=not opt.topt.start.fresh,
             sentinel=for_fit(sentinel, sp, train_struct, loss_fn, receiver is not False),
             log_every=log_every or 0,
+            call=mc,
+            dropout=bool(dropout.sites_of(model)),  # the partial batch's conversion has the same
         )
         owner_here = data.weights_owner in sp.local_parties
         if owner_here or not plan.carried:  # the optimizer state to start from (plaintext)
@@ -273,6 +290,8 @@ def fit(
                     order.append(
                         scope.put(rng.permutation(loaded.n_rows).astype(np.int32), "public")
                     )
+                if plan.dropout:  # the epoch's dropout key (public: masks reveal nothing)
+                    order.append(scope.put(dropout.epoch_key(seed, e), "public"))
                 out = scope.call(plan.epoch, state, *blocks, *order, name="epoch")
                 scope.free(state, *order)
                 state, value = epochs_run.read(e, out, s.last_report)
@@ -293,6 +312,11 @@ def fit(
             scope.free_all()  # only after a failure: a shared session keeps no stray shares
     history.range_check, history.stages = checked, dict(stages.times)
     history.profile = profiled
+    history.model_call = mc.describe(data)
+    if plan.dropout:
+        history.model_call += (
+            f"; dropout at {len(dropout.sites_of(model))} sites, masks of seed {seed}"
+        )
     history.wall_s = time.perf_counter() - stages.t0
     opt.finish(
         model, leaves.names, leaves.split(params)[0], plan.secret_opt,
@@ -304,6 +328,36 @@ def fit(
     return module, history
 
 
+def _check_values(
+    model: Any,
+    mc: ModelCall,
+    loss: Any,
+    params: Any,
+    data: Data,
+    loaded: Loaded,
+    sp: Any,
+    batch_size: int,
+) -> None:
+    """Every owner's blocks as ``check_inputs`` and ``put`` check them (:mod:`.values`)."""
+    import jax
+
+    out = None
+    if not mc.own_loss:
+        from .calls import model_input
+
+        positional, named, _ = mc.shapes(loaded, batch_size)
+        with dropout.drawn_from(np.zeros(2, np.uint32)):  # shapes only
+            out = jax.eval_shape(
+                lambda p, x: mc.outputs(model.apply, p, x), params, model_input(positional, named)
+            )
+    check_blocks(
+        model, data, loaded, sp.fixed_point,
+        labels_keyword="labels" if mc.own_loss else None, loss=loss,
+        output_shape=None if out is None else tuple(out.shape),
+        announce=sp.session.announce if sp.one_process_per_party else None,
+    )  # fmt: skip
+
+
 def _partial_batch(
     module: Any,
     cache: ConversionCache,
@@ -312,6 +366,8 @@ def _partial_batch(
     batches: Batches,
     row: tuple[int, ...],
     dtype: Any,
+    mc: ModelCall,
+    loaded: Loaded,
 ) -> tuple[Batches, Callable[..., Any] | None, str | None]:
     """How the kept partial batch runs: ``(batches, apply_partial, why padding was refused)``.
 
@@ -322,6 +378,11 @@ def _partial_batch(
     if not batches.partial:
         return batches, None, None
     refused = None
+    if cache.route == "graph" and (
+        reason := _not_paddable(model, mc, loaded)
+    ):  # padding needs one positional input, the loss outside the model, no random masks
+        part = cache.get(*mc.shapes(loaded, batches.partial))
+        return batches, part.apply, reason
     if cache.route == "graph":
         from .rows import padding_is_exact
 
@@ -332,6 +393,17 @@ def _partial_batch(
             return dataclasses.replace(batches, padded=True), None, None
     part = cache.get([((batches.partial, *row), dtype)])
     return batches, part.apply, refused
+
+
+def _not_paddable(model: Any, mc: ModelCall, loaded: Loaded) -> str | None:
+    """Why the graph route cannot pad this model's partial batch (``None``: it may try)."""
+    if mc.own_loss:
+        return "the model computes its loss over the whole batch (loss_fn=None)"
+    if loaded.data.input_names:
+        return "the model takes named inputs"
+    if dropout.sites_of(model):
+        return "the model drops out in training mode (its masks are drawn per batch shape)"
+    return None
 
 
 def _shapes(fn: Callable[..., Any], *args: Any) -> Any:

@@ -61,9 +61,17 @@ class TorchLoss:
     name: str
     route: str
     shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    # check_targets(target, output_shape, where): the owner-side check of class-index targets
+    # (secret under MPC, where an index outside the classes gives a wrong loss, not an error)
+    check_targets: Callable[[Any, tuple[int, ...], str], None] | None = None
 
     def __call__(self, output: Any, target: Any) -> Any:
         return self.fn(output, target)
+
+    def check_target(self, target: Any, output_shape: tuple[int, ...], where: str) -> None:
+        """Refuse class indices outside the output's classes (concrete labels, one line)."""
+        if self.check_targets is not None:
+            self.check_targets(target, tuple(output_shape), where)
 
 
 def from_torch(
@@ -105,6 +113,12 @@ class LazyLoss:
     def __init__(self, loss_fn: Callable[..., Any]):
         self._fn = loss_fn
         self._mapped: dict[tuple[Any, ...], TorchLoss] = {}
+
+    def check_target(self, target: Any, output_shape: tuple[int, ...], where: str) -> None:
+        """The target checks of the conversion made for ``output_shape`` (after a trace)."""
+        for key, mapped in self._mapped.items():
+            if key[0] == tuple(output_shape):
+                mapped.check_target(target, output_shape, where)
 
     def __call__(self, output: Any, target: Any) -> Any:
         import torch
@@ -232,7 +246,14 @@ def _ce(m: torch.nn.CrossEntropyLoss) -> TorchLoss:
             nll = (1.0 - eps) * nll + eps / n_classes * smooth
         return _reduce(nll, reduction, name)
 
-    return TorchLoss(loss, name, "jax")
+    def check_targets(target: Any, output_shape: tuple[int, ...], where: str) -> None:
+        from ppml_torch.model import check_ids
+
+        if np.issubdtype(np.asarray(target).dtype, np.integer) and len(output_shape) >= 1:
+            n_classes = output_shape[1 if len(output_shape) >= 2 else 0]
+            check_ids(target, n_classes, f"{where} (class indices of {name})", ignore)
+
+    return TorchLoss(loss, name, "jax", check_targets=check_targets)
 
 
 # --- anything else: through the graph converter ---------------------------------------------
@@ -286,4 +307,8 @@ def _converted(loss_fn: Callable[..., Any], example: Any, torch: Any) -> TorchLo
     def loss(output: Any, target: Any) -> Any:
         return model.apply(params, output, target)
 
-    return TorchLoss(loss, label, "graph", (tuple(out.shape), tuple(tgt.shape)))
+    def check_targets(target: Any, output_shape: tuple[int, ...], where: str) -> None:
+        model.check_input(1, target, where)  # ids of the target, if the loss indexes with it
+
+    shapes = (tuple(out.shape), tuple(tgt.shape))
+    return TorchLoss(loss, label, "graph", shapes, check_targets=check_targets)

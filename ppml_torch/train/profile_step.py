@@ -51,9 +51,9 @@ def scoped(plan: TrainPlan) -> TrainPlan:
         if apply is None:
             return None
 
-        def marked(params: Any, x: Any) -> Any:
+        def marked(params: Any, *args: Any, **kwargs: Any) -> Any:
             with model_scope():
-                return apply(params, x)
+                return apply(params, *args, **kwargs)
 
         return marked
 
@@ -68,7 +68,7 @@ def scoped(plan: TrainPlan) -> TrainPlan:
     tx = optax.GradientTransformation(plan.tx.init, update)
     return dataclasses.replace(
         plan, apply=mark_model(plan.apply), apply_partial=mark_model(plan.apply_partial),
-        loss=loss, tx=tx,
+        loss=None if plan.loss is None else loss, tx=tx,
     )  # fmt: skip
 
 

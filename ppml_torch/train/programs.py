@@ -12,10 +12,12 @@
 * ``epoch(state, *blocks) -> state`` (or ``(state, outputs)``: the mean loss, every
   ``log_every``-th step's loss, the overflow sentinel's bit, :meth:`TrainPlan.epoch`): ONE
   program per epoch.  The model input is assembled inside it
-  (:class:`~ppml_torch.train.layout.InputLayout`), optionally permuted by a public order (the
-  last block), cut into ``n_full`` equal batches that ``lax.scan`` runs with ``train_step``
-  (compile time does not grow with the number of batches), then the kept partial batch as
-  one more ``train_step`` in the same program;
+  (:class:`~ppml_torch.train.layout.InputLayout`), optionally permuted by a public order,
+  cut into ``n_full`` equal batches that ``lax.scan`` runs with ``train_step`` (compile time
+  does not grow with the number of batches), then the kept partial batch as one more
+  ``train_step`` in the same program.  After the blocks come the public inputs: the shuffle
+  order (``shuffle``), then the epoch's dropout key (``dropout``): step ``i`` draws its masks
+  from ``step_key(key, i)`` (:mod:`ppml_torch.dropout`);
 * ``weights(state)``: what is revealed at the end: the trained leaves only (the fixed ones
   never change); ``result(state)`` adds the optimizer state's secret leaves (carried back
   into the torch optimizer).
@@ -29,7 +31,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .layout import Batches, InputLayout
+from .calls import ModelCall
+from .layout import Batches, InputLayout, batched, row_range, take_rows
 from .names import Leaves
 from .state import TrainState, secret_leaves, start_secret, with_secret_leaves
 
@@ -57,6 +60,8 @@ class TrainPlan:
       sentinel: the overflow checks the epoch runs (:mod:`ppml_torch.train.sentinel`), or
         ``None``.
       log_every: ``epoch`` also outputs the loss of every ``log_every``-th step (0: none).
+      call: how the model is called and where its loss is (:mod:`~ppml_torch.train.calls`).
+      dropout: the model drops out in training mode: ``epoch`` takes a public key last.
     """
 
     inputs: InputLayout
@@ -71,6 +76,8 @@ class TrainPlan:
     carried: bool = False
     sentinel: Any = None
     log_every: int = 0
+    call: ModelCall = ModelCall()
+    dropout: bool = False
 
     def init(self, params: Any, *carried: Any) -> TrainState:
         trainable, fixed = self.leaves.split(params)
@@ -89,27 +96,32 @@ class TrainPlan:
         rows: int = 0,
         apply: Callable[..., Any] | None = None,
         with_grads: bool = False,
+        key: Any = None,
     ) -> Any:
         """One step on the batch ``(xb, yb)``: ``(next state, the batch's loss before it)``.
 
         ``rows > 0``: the loss reads only the last ``rows`` outputs and labels (a partial
         batch padded to the batch shape with the rows before it).  ``apply``: the model
         program to run (default: :attr:`apply`, the batch shape).  ``with_grads``: the
-        gradients as a third output (the overflow sentinel checks them).
+        gradients as a third output (the overflow sentinel checks them).  ``key``: the step's
+        dropout key (public), when the model drops out.
         """
+        import contextlib
+
         import jax
         import optax
+
+        import ppml_torch.dropout as dropout
 
         apply = self.apply if apply is None else apply
 
         def objective(trainable: dict[str, Any]) -> Any:
-            out = apply(self.leaves.merge(trainable, state.fixed, state.buffers), xb)
-            with jax.named_scope("loss"):  # calibration files the loss's values under "loss"
-                if rows:
-                    return self.loss(out[-rows:], yb[-rows:])
-                return self.loss(out, yb)
+            params = self.leaves.merge(trainable, state.fixed, state.buffers)
+            return self.call.loss(apply, params, xb, yb, self.loss, rows)
 
-        value, grads = jax.value_and_grad(objective)(state.trainable)
+        masks = dropout.drawn_from(key) if key is not None else contextlib.nullcontext()
+        with masks:
+            value, grads = jax.value_and_grad(objective)(state.trainable)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         new = dataclasses.replace(state, trainable=trainable, opt_state=opt_state)
@@ -124,35 +136,46 @@ class TrainPlan:
         return state, (value, self.sentinel.gradient(grads))
 
     def epoch(self, state: TrainState, *blocks: Any) -> Any:
+        import contextlib
+
         import jax
         import jax.numpy as jnp
 
+        import ppml_torch.dropout as dropout
+
         b = self.batches
         inputs = self.inputs
-        x, y = inputs.assemble(blocks[: inputs.n_feature_blocks + inputs.n_label_blocks])
+        n_blocks = inputs.n_feature_blocks + inputs.n_label_blocks
+        x, y = inputs.assemble(blocks[:n_blocks])
+        public = list(blocks[n_blocks:])  # the shuffle order, then the dropout key
         if b.shuffle:  # a public order: gathering rows by it needs no communication
-            perm = blocks[-1]
-            x, y = jnp.take(x, perm, axis=0), jnp.take(y, perm, axis=0)
+            perm = public.pop(0)
+            x, y = take_rows(x, perm), jnp.take(y, perm, axis=0)
+        key = public.pop(0) if self.dropout else None
         bs, nf = b.batch_size, b.n_full
-        xs = x[: nf * bs].reshape(nf, bs, *x.shape[1:])
-        ys = y[: nf * bs].reshape(nf, bs, *y.shape[1:])
+        xs, ys = batched(x, nf, bs), batched(y, nf, bs)
+        steps = jnp.arange(nf, dtype=jnp.uint32)
 
-        def body(carry: TrainState, batch: tuple[Any, Any]) -> tuple[TrainState, Any]:
-            return self._step(carry, *batch)
+        def body(carry: TrainState, batch: tuple[Any, Any, Any]) -> tuple[TrainState, Any]:
+            xb, yb, i = batch
+            return self._step(carry, xb, yb, key=_step_key(key, i))
 
-        state, (losses, checks) = jax.lax.scan(body, state, (xs, ys))
+        state, (losses, checks) = jax.lax.scan(body, state, (xs, ys, steps))
         total = jnp.sum(losses) * bs
         if b.partial:
             a = nf * bs
+            last = _step_key(key, nf)
             if b.padded:  # the last bs rows: the partial batch last, the rows before it pad
                 end = a + b.partial
                 state, (value, check) = self._step(
-                    state, x[end - bs : end], y[end - bs : end], rows=b.partial
-                )
+                    state, row_range(x, end - bs, end), y[end - bs : end], rows=b.partial,
+                    key=last,
+                )  # fmt: skip
             else:
                 state, (value, check) = self._step(
-                    state, x[a : a + b.partial], y[a : a + b.partial], apply=self.apply_partial
-                )
+                    state, row_range(x, a, a + b.partial), y[a : a + b.partial],
+                    apply=self.apply_partial, key=last,
+                )  # fmt: skip
             total = total + value * b.partial
             losses = jnp.concatenate([losses, value[None]])
             if check is not None:
@@ -165,7 +188,11 @@ class TrainPlan:
         if self.sentinel is not None:  # the loss of the last full batch at the final weights
             a = (nf - 1) * bs
             params = self.leaves.merge(state.trainable, state.fixed, state.buffers)
-            probe = self.loss(self.apply(params, x[a : a + bs]), y[a : a + bs])
+            probe_key = _step_key(key, nf + 1)  # masks of a step no batch uses
+            with dropout.drawn_from(probe_key) if key is not None else contextlib.nullcontext():
+                probe = self.call.loss(
+                    self.apply, params, row_range(x, a, a + bs), y[a : a + bs], self.loss
+                )
             out["overflow"] = self.sentinel.flag(losses, checks, state.trainable, probe)
         return (state, out) if out else state
 
@@ -177,6 +204,13 @@ class TrainPlan:
         """What is revealed at the end: the trained leaves and the optimizer state's secret
         leaves (its moments and buffers; the public ones, step counts, every party knows)."""
         return state.trainable, secret_leaves(state.opt_state, self.secret_opt)
+
+
+def _step_key(key: Any, step: Any) -> Any:
+    """The dropout key of one step (``None`` when the model does not drop out)."""
+    import ppml_torch.dropout as dropout
+
+    return None if key is None else dropout.step_key(key, step)
 
 
 def first(pair: tuple[Any, Any]) -> Any:

@@ -19,8 +19,10 @@ program itself, in plaintext, on random inputs of the batch's shape:
 2. they match the torch module run on those ``p`` rows alone (nothing depends on the
    position or on the batch size).
 
-Batch norm in training mode (batch statistics) and training-mode dropout are refused by the
-converter before this check; batch norm in eval mode is row-wise and passes.
+Batch norm in training mode (batch statistics) is refused by the converter before this check;
+batch norm in eval mode is row-wise and passes.  ``fit`` does not try a model with
+training-mode dropout, named inputs or its own loss (it converts the partial shape instead:
+a mask is drawn for the batch's shape, and an own loss reads every row).
 
 Under MPC the padding rows' output gradient is an exact (shared) zero, but truncating a shared
 zero may leave one fixed-point step (2^-18 on FM64): truncation noise of the size each real

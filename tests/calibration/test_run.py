@@ -14,6 +14,7 @@ import torch
 import ppml_torch
 from ppml_torch.calibration import CalibrationError, CalibrationReport
 from ppml_torch.calibration.run import CalibrationInputError
+from ppml_torch.errors import InputError
 from ppml_torch.runners import wrap
 from ppml_torch.runners.config import ConfigError
 from tests.sessions import get_session
@@ -329,10 +330,15 @@ def test_a_training_step_is_measured_backward_included():
         report.check()
 
 
-def test_nan_and_huge_sample_inputs_are_named():
-    x = np.array([[1.0, np.nan, 1e35, 2.0]], np.float32)
-    report = ppml_torch.calibrate(Square(), x)
-    assert {"NaN", "overflow risk"} <= _risks(report)["(inputs)"]
+def test_nan_and_huge_sample_inputs_are_refused_as_put_refuses_them():
+    """A sample ``Session.put`` would refuse is refused here too, in put's words (was: a risk
+    row of the report; a run could never take these values)."""
+    with pytest.raises(InputError, match=r"calibrate: input 0: 1 NaN/inf value\(s\)"):
+        ppml_torch.calibrate(Square(), np.array([[1.0, np.nan, 2.0]], np.float32))
+    with pytest.raises(InputError, match=r"input 0: \|x\| up to 1e\+35 is beyond FM64"):
+        ppml_torch.calibrate(Square(), np.array([[1.0, 1e35, 2.0]], np.float32))
+    with pytest.raises(InputError, match=r"id 9 is outside the table of 7 entries"):
+        ppml_torch.calibrate(torch.nn.Embedding(7, 2), np.array([[9]]))
 
 
 def test_arguments_beyond_spus_function_ranges_are_flagged_and_wrong_under_spu():

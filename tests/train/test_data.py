@@ -81,7 +81,7 @@ class _TwoProcesses:
         self.local_parties = (me,)
 
     def announce(self, fn):
-        from ppml_torch.train.data import local_blocks
+        from ppml_torch.train.owners import local_blocks
 
         out = {}
         for p in self.parties:

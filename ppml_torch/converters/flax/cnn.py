@@ -4,8 +4,9 @@ Accepted layers, in ``Sequential`` order: ``Conv1d``/``Conv2d`` (zero padding gi
 numbers, ``groups=1``), ``BatchNorm1d``/``BatchNorm2d`` (affine, running statistics, eval
 mode), activations (ReLU, Sigmoid, Tanh, GELU, SiLU), ``MaxPool1d``/``MaxPool2d`` (no
 indices), ``AvgPool1d``/``AvgPool2d``, ``AdaptiveAvgPool1d``/``2d`` to size 1, ``Flatten``,
-``Linear``; ``Dropout`` and ``Identity`` are dropped.  Anything else is refused in one line
-naming the layer (the graph route, ``ppml_torch.convert``, takes any of them).
+``Linear``; ``Identity`` and a ``Dropout`` that does not run (eval mode, ``p=0``) are
+dropped; one that runs is refused, as is anything else, in one line naming the layer (the
+graph route, ``ppml_torch.convert``, takes any of them and draws dropout's masks).
 
 Weight map, layer ``i`` (Flax layouts are channels-last; the model converts at its input
 and at ``Flatten``)::
@@ -66,6 +67,12 @@ def _why_not(name: str, m: nn.Module) -> str | None:
     elif isinstance(m, _GAP):
         if any(o != 1 for o in _t(m.output_size, 1 if isinstance(m, nn.AdaptiveAvgPool1d) else 2)):
             return f"{what}: only output size 1 is mapped"
+    elif isinstance(m, nn.Dropout):
+        if m.training and m.p > 0:  # dropping it would train without dropout, without a word
+            return (
+                f"{what} drops out in training mode (p={m.p}) and the CNN twin has no dropout: "
+                "call module.eval(), or use the graph route (its masks come from fit's seed)"
+            )
     elif isinstance(m, nn.Flatten):
         if (m.start_dim, m.end_dim) != (1, -1):
             return f"{what}: only Flatten(1, -1) is mapped"

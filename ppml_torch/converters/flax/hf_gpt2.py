@@ -4,6 +4,12 @@ The Flax model is built from the same ``GPT2Config`` (``_do_init=False``: no ran
 weights are made).  ``apply(params, input_ids, attention_mask=None)`` returns
 ``{"logits": (B, T, vocab)}``, the same structure the graph route gives for a HF model.
 
+A module in training mode runs Flax's dropout (``train=True``): the embedding, residual and
+MLP dropouts are ``nn.Dropout`` modules and take their masks from the seed's stream
+(:mod:`ppml_torch.dropout`).  FlaxGPT2's *attention* dropout is drawn inside transformers'
+code with ``jax.random`` (whose bits SPU does not reproduce), so ``attn_pdrop > 0`` in training
+mode is refused when the model is traced, naming the graph route, which runs it.
+
 Weight map, for each block ``N`` (HF's ``Conv1D`` stores ``(in, out)``, HF's
 ``FlaxConv1D`` ``(out, in)``: the four Conv1D weights are transposed)::
 
@@ -35,6 +41,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import torch.nn as nn
+
+import ppml_torch.dropout as dropout
 
 from .common import WeightMap, WeightMapError, flax_shapes
 from .registry import Family, Transfer
@@ -123,10 +131,31 @@ def transfer(module: nn.Module) -> Transfer:
         flax_log.setLevel(level)
     shapes = flax_shapes(lambda: {"params": hf.init_weights(jax.random.PRNGKey(0), (1, 1))})
 
+    sites = training_dropout(module)
+    attn_pdrop = float(config.attn_pdrop) if sites else 0.0
+
     def apply_fn(
         params: Any, input_ids: jax.Array, attention_mask: jax.Array | None = None
     ) -> dict[str, jax.Array]:
-        out = hf(input_ids, attention_mask=attention_mask, params=params["params"], train=False)
+        if not sites:
+            out = hf(input_ids, attention_mask=attention_mask, params=params["params"], train=False)
+            return {"logits": out.logits}
+        if attn_pdrop:
+            raise dropout.DropoutError(
+                f"route flax: FlaxGPT2LMHeadModel's attention dropout (attn_pdrop="
+                f"{attn_pdrop}) is drawn with jax.random inside transformers, which SPU "
+                "does not reproduce; use route='graph' (it runs it), or set attn_pdrop=0"
+            )
+        dropout.require(sites[0][1], sites[0][0])
+        # train=True: Flax's nn.Dropout calls run, their masks from the stream (the key given
+        # here is never read: the stream's interceptor answers every dropout call)
+        out = hf(
+            input_ids,
+            attention_mask=attention_mask,
+            params=params["params"],
+            train=True,
+            dropout_rng=jax.random.PRNGKey(0),
+        )
         return {"logits": out.logits}
 
     return Transfer(
@@ -136,8 +165,22 @@ def transfer(module: nn.Module) -> Transfer:
         spec=spec(module),
         kept_buffers=frozenset(mask_buffer_keys(module)),
         source=type(module).__name__,
-        extras={"flax_model": hf},
+        extras={"flax_model": hf, dropout.EXTRA: sites},
     )
+
+
+def training_dropout(module: nn.Module) -> tuple[tuple[str, float], ...]:
+    """The dropout sites of ``module`` that run (training mode, ``p > 0``), in run order."""
+    c = module.config
+    if not module.training:
+        return ()
+    sites = [("transformer.drop: Dropout", float(c.embd_pdrop))]
+    for i in range(c.n_layer):
+        t = f"transformer.h.{i}"
+        sites += [(f"{t}.attn.attn_dropout: Dropout", float(c.attn_pdrop))]
+        sites += [(f"{t}.attn.resid_dropout: Dropout", float(c.resid_pdrop))]
+        sites += [(f"{t}.mlp.dropout: Dropout", float(c.resid_pdrop))]
+    return tuple((where, p) for where, p in sites if p)
 
 
 def spec(module: nn.Module) -> dict[str, Any]:

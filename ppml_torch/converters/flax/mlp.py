@@ -3,9 +3,12 @@
 Accepted: an ``nn.Sequential`` or any module whose ``forward`` is a plain chain of
 ``nn.Linear`` (with bias) and activations -- modules (``nn.ReLU``, ``nn.Sigmoid``,
 ``nn.Tanh``, ``nn.GELU`` exact or tanh, ``nn.SiLU``) or functions (``F.relu``,
-``torch.sigmoid``...).  ``nn.Identity`` and ``nn.Dropout`` are dropped (Dropout: the
-Flax model has none, in training too).  The chain is read with ``torch.fx``, so the order
-is the order ``forward`` runs, not the order the layers were registered.
+``torch.sigmoid``...), and ``nn.Dropout`` / ``F.dropout`` anywhere in the chain.
+``nn.Identity`` is dropped; so is a dropout that does not run (eval mode, ``p=0``).  A
+dropout that runs (training mode) becomes an ``nn.Dropout`` of the Flax MLP at the same place,
+its masks from the seed's stream (:mod:`ppml_torch.dropout`: the same masks as the graph
+route).  The chain is read with ``torch.fx``, so the order is the order ``forward`` runs, not
+the order the layers were registered.
 
 Rules:
   * every hidden activation (between two Linear layers) is the same kind, or there is
@@ -31,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import ppml_torch.dropout as dropout
 from ppml_torch.models.mlp import ACTIVATIONS, MLP
 
 from .common import WeightMap, WeightMapError, flax_shapes
@@ -86,8 +90,18 @@ def activation_of_module(m: nn.Module) -> str | None:
     return None
 
 
+def _functional_dropout(node: torch.fx.Node) -> float | None:
+    """The rate of an ``F.dropout`` call that runs, 0.0 if it does not, ``None`` if unknown."""
+    p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+    training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+    if not isinstance(p, (int, float)) or not isinstance(training, bool):
+        return None
+    return float(p) if training else 0.0
+
+
 def _chain(module: nn.Module) -> list[tuple[str, Any]]:
-    """The forward pass as ``[("linear", qualname), ("act", kind), ...]`` in run order."""
+    """The forward pass as ``[("linear", qualname), ("act", kind), ("drop", p), ...]`` in run
+    order (dropouts that run only)."""
     try:
         graph = torch.fx.symbolic_trace(module).graph
     except Exception as e:  # noqa: BLE001 - any tracing failure gets the same advice
@@ -113,6 +127,12 @@ def _chain(module: nn.Module) -> list[tuple[str, Any]]:
             sub = module.get_submodule(node.target)
             if isinstance(sub, nn.Linear):
                 step = ("linear", node.target)
+            elif isinstance(sub, nn.Dropout):
+                step = (
+                    ("drop", (float(sub.p), f"{node.target}: Dropout"))
+                    if sub.training and sub.p
+                    else None
+                )
             elif isinstance(sub, _DROPPED_MODULES):
                 step = None
             elif (kind := activation_of_module(sub)) is not None:
@@ -127,7 +147,12 @@ def _chain(module: nn.Module) -> list[tuple[str, Any]]:
             step = ("act", _ACTIVATION_FUNCTIONS[node.target])
         elif node.op == "call_method" and node.target in _ACTIVATION_METHODS:
             step = ("act", _ACTIVATION_METHODS[node.target])
-        elif node.op == "call_function" and node.target in (F.dropout, operator.pos):
+        elif node.op == "call_function" and node.target is F.dropout:
+            p = _functional_dropout(node)
+            if p is None:
+                unknown.append(f"{node.name} (F.dropout with a rate or mode fx cannot read)")
+            step = ("drop", (p, f"F.dropout ({node.name})")) if p else None
+        elif node.op == "call_function" and node.target is operator.pos:
             step = None
         else:
             unknown.append(f"{node.op} {getattr(node.target, '__name__', node.target)}")
@@ -159,6 +184,8 @@ def transfer(module: nn.Module) -> Transfer:
             "Dropout; for other layers use ppml_torch.convert (graph route)"
         )
     steps = _chain(module)
+    drops = _dropout_stages(steps)
+    steps = [s for s in steps if s[0] != "drop"]
     linears = [name for op, name in steps if op == "linear"]
     if not linears:
         raise WeightMapError(f"to_flax: {type(module).__name__} has no nn.Linear")
@@ -203,7 +230,14 @@ def transfer(module: nn.Module) -> Transfer:
         raise WeightMapError(f"to_flax: Linear widths do not chain: {chain_breaks}")
     widths = [layers[0].in_features] + [lin.out_features for lin in layers]
 
-    flax_mlp = MLP(features=tuple(widths[1:]), activation=activation)
+    n = len(linears)
+    final_drops = tuple(p for stage, p, _ in drops if stage == 2 * n)  # after the final activation
+    flax_mlp = MLP(
+        features=tuple(widths[1:]),
+        activation=activation,
+        dropout=tuple((stage, p) for stage, p, _ in drops if stage < 2 * n),
+    )
+    sites = tuple((where, p) for _, p, where in drops)
     pairs: dict[str, tuple[str, ...]] = {}
     transposed = set()
     for i, name in enumerate(linears):
@@ -224,8 +258,13 @@ def transfer(module: nn.Module) -> Transfer:
     final_fn = ACTIVATIONS[final] if final else None
 
     def apply_fn(params: Any, x: jax.Array) -> jax.Array:
-        y = flax_mlp.apply(params, x)
-        return final_fn(y) if final_fn is not None else y
+        if sites:
+            dropout.require(sites[0][1], sites[0][0])
+        y = flax_mlp.apply(params, x, deterministic=not sites)
+        y = final_fn(y) if final_fn is not None else y
+        for p in final_drops:
+            y = dropout.apply(y, p)
+        return y
 
     return Transfer(
         weight_map=wmap,
@@ -233,8 +272,23 @@ def transfer(module: nn.Module) -> Transfer:
         apply_fn=apply_fn,
         spec=mlp_spec,
         source=type(module).__name__,
-        extras={"flax_module": flax_mlp},
+        extras={"flax_module": flax_mlp, dropout.EXTRA: sites},
     )
+
+
+def _dropout_stages(steps: list[tuple[str, Any]]) -> list[tuple[int, float, str]]:
+    """``(stage, p, where)`` of each dropout of the chain (stages as in ``models/mlp.MLP``: 0
+    the input, ``2i + 1`` after Linear ``i``, ``2i + 2`` after its activation)."""
+    stage, layer, out = 0, -1, []
+    for op, arg in steps:
+        if op == "linear":
+            layer += 1
+            stage = 2 * layer + 1
+        elif op == "act":
+            stage = 2 * layer + 2
+        else:
+            out.append((stage, *arg))
+    return out
 
 
 def explain(module: nn.Module) -> str:

@@ -1,7 +1,9 @@
 """nanoGPT (``ppml_torch.models.nanogpt.GPT``) <-> its Flax twin (``models/flax_nanogpt.py``).
 
 ``apply(params, idx)`` returns the logits array ``(B, T, vocab)`` (a plain array, like
-the torch ``GPT.forward``; HF GPT-2 gives ``{"logits": ...}`` like HF's ModelOutput).
+the torch ``GPT.forward``; HF GPT-2 gives ``{"logits": ...}`` like HF's ModelOutput).  A module
+in training mode with ``config.dropout > 0`` runs the Flax model's dropout, at the same sites
+as torch, with masks from the seed's stream (:mod:`ppml_torch.dropout`).
 
 Weight map, for each block ``N`` (``nn.Linear`` is ``(out, in)``, ``nn.Dense``
 ``(in, out)``: every Linear weight is transposed)::
@@ -30,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import torch.nn as nn
 
+import ppml_torch.dropout as dropout
 from ppml_torch.models import flax_nanogpt
 from ppml_torch.models.nanogpt import GPT, GPTConfig
 
@@ -71,8 +74,13 @@ def transfer(module: GPT) -> Transfer:
     flax_gpt = flax_nanogpt.GPT(config)
     shapes = flax_shapes(lambda: flax_gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
 
+    sites = training_dropout(module)
+    deterministic = not sites
+
     def apply_fn(params: Any, idx: jax.Array) -> jax.Array:
-        return flax_gpt.apply(params, idx)
+        if sites:
+            dropout.require(sites[0][1], sites[0][0])
+        return flax_gpt.apply(params, idx, deterministic=deterministic)
 
     return Transfer(
         weight_map=WeightMap(pairs, frozenset(transposed), tied, what="nanoGPT GPT"),
@@ -80,8 +88,21 @@ def transfer(module: GPT) -> Transfer:
         apply_fn=apply_fn,
         spec=spec(module),
         source="nanoGPT GPT",
-        extras={"flax_module": flax_gpt},
+        extras={"flax_module": flax_gpt, dropout.EXTRA: sites},
     )
+
+
+def training_dropout(module: GPT) -> tuple[tuple[str, float], ...]:
+    """The dropout sites of ``module`` that run (training mode, ``p > 0``), in run order."""
+    p = float(module.config.dropout)
+    if not (module.training and p):
+        return ()
+    sites = [("transformer.drop: Dropout", p)]
+    for i in range(module.config.n_layer):
+        t = f"transformer.h.{i}"
+        sites += [(f"{t}.attn.attn_dropout: Dropout", p), (f"{t}.attn.resid_dropout: Dropout", p)]
+        sites.append((f"{t}.mlp.dropout: Dropout", p))
+    return tuple(sites)
 
 
 def spec(module: GPT) -> dict[str, Any]:

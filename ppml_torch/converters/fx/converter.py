@@ -63,12 +63,18 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
+import ppml_torch.dropout as dropout
 from ppml_torch.converters.fx.dtypes import to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
 from ppml_torch.converters.fx.export import export
 from ppml_torch.converters.fx.fold import fold_batch_norm as fold
 from ppml_torch.converters.fx.indices import index_inputs
-from ppml_torch.converters.fx.program import Program, build
+from ppml_torch.converters.fx.program import (
+    Program,
+    build,
+    dropout_sites,
+    unread_inputs,
+)
 from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
 from ppml_torch.dtypes import jax_dtype_name
 from ppml_torch.errors import InputError
@@ -196,6 +202,9 @@ def convert(
             "inputs": [s.name for s in program.input_slots if s.is_tensor],
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
             "index_inputs": {s.name: s.index_size for s in specs if s.index_size is not None},
+            dropout.EXTRA: dropout_sites(program.steps),
+            # keyword inputs the program never reads (``**kwargs`` forwards drop unknown ones)
+            "unread_inputs": tuple(s.arg for s in specs if s.name in unread_inputs(program)),
             "buffer_updates": [k for k, _ in program.updates],
             "folded_batch_norms": folded,
         },
@@ -214,7 +223,7 @@ def _input_specs(program: Program, example: Any, ep: Any, root: str) -> tuple[In
         if not slot.is_tensor:
             continue
         keys = [getattr(k, "idx", getattr(k, "key", getattr(k, "name", None))) for k in path]
-        size, used = indexed.get(slot.name, (None, ""))
+        size, used, ignore = indexed.get(slot.name, (None, "", None))
         specs.append(
             InputSpec(
                 name=slot.name,
@@ -224,6 +233,7 @@ def _input_specs(program: Program, example: Any, ep: Any, root: str) -> tuple[In
                 dtype=jax_dtype_name(slot.dtype),
                 index_size=size,
                 used_by=used,
+                index_ignore=ignore,
             )
         )
     return tuple(specs)

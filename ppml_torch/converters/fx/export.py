@@ -5,7 +5,8 @@ dtype checks (the example inputs do not fit a layer: wrong channel count, a kern
 than the padded input, integer images into a convolution) as such, everything else (``if``
 on tensor values, ``.item()``, data-dependent shapes) with the static-graph advice.  The
 captured graph is then checked for values MPC cannot hold (complex dtypes, data-dependent
-shapes).
+shapes).  A generation cache in the output gets ``use_cache=False``; the static-graph advice
+appears only for data-dependent control flow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import linecache
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Any
@@ -58,6 +60,29 @@ _STATIC_GRAPH_ADVICE = (
     "or a mask, and keep shapes fixed (no .item(), nonzero, boolean-mask indexing); the "
     "converter has no lowering for torch.cond"
 )
+_UNKNOWN_OUTPUT = re.compile(r"Found <class '([\w.]+)'> in output, which is not a known type")
+
+
+def _export_advice(e: BaseException, root: str) -> str:
+    """What to change, for the kind of export failure ``e`` is (each hint only where it
+    applies): data-dependent control flow, a generation cache in the output, or neither."""
+    text = str(e)
+    unknown = _UNKNOWN_OUTPUT.search(text)
+    if unknown:
+        kind = unknown.group(1).rsplit(".", 1)[-1]
+        if "Cache" in kind:
+            return (
+                f"{root} returns a {kind} (a generation cache of past keys and values), which is "
+                "not a tensor: pass use_cache=False (ppml_torch.fit and predict pass it for you)"
+            )
+        return (
+            f"{root} returns a {kind}, which is not a tensor: return tensors, or "
+            "tuples/lists/dicts of tensors"
+        )
+    name = type(e).__name__
+    if "DataDependent" in name or "HigherOrderOp" in name or "data-dependent" in text:
+        return _STATIC_GRAPH_ADVICE
+    return "run torch.export.export(module, args, kwargs) on it for torch's full message"
 
 
 # what torch's own argument checks raise (exactly these types: the data-dependent-guard errors
@@ -71,10 +96,11 @@ def _capture_error(
     """One line: the module that failed, torch's reason and what to change."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     where, code = _failure_site(e, module, root)
-    if type(e) not in _INPUT_CHECKS:
+    if type(e) not in _INPUT_CHECKS or _UNKNOWN_OUTPUT.search(str(e)):
+        first = first.split(". ")[0]  # torch's first sentence: the rest is links and advice
         return ConversionError(
             f"torch.export could not capture {root}, failing in {where}{code}: "
-            f"{type(e).__name__}: {first[:200]}; {_STATIC_GRAPH_ADVICE}"
+            f"{type(e).__name__}: {first[:200]}; {_export_advice(e, root)}"
         )
     shapes = ", ".join(
         f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}"

@@ -37,7 +37,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.constants import Ref, used_constants
+from ppml_torch.converters.fx.constants import Ref, refs, used_constants
 from ppml_torch.converters.fx.dtypes import to_jnp
 from ppml_torch.converters.fx.errors import ConversionError, UnsupportedOpError
 
@@ -326,7 +326,9 @@ def _lower_nodes(
         if problem:
             out.problems.append(("refused", problem))
             continue
-        if all(n.name in torch_consts for n in _node_inputs((node.args, node.kwargs))):
+        if node.target not in _NEVER_FOLDED and all(
+            n.name in torch_consts for n in _node_inputs((node.args, node.kwargs))
+        ):
             _fold(node, torch_consts, out)
             continue
         if node.target is operator.getitem:
@@ -359,6 +361,35 @@ def _lower_nodes(
             )
         )
     return out
+
+
+def unread_inputs(program: Program) -> tuple[str, ...]:
+    """The tensor inputs no step and no output reads (a keyword a ``**kwargs`` forward takes
+    and drops, such as a misspelt ``attention_mask``)."""
+    read = {r.name for step in program.steps for r in refs((step.args, step.kwargs))}
+    read.update(r.name for r in refs(program.outputs))
+    return tuple(s.name for s in program.input_slots if s.is_tensor and s.name not in read)
+
+
+# random ops that run (dropout): folding one would fix torch's draw into the program as a constant
+_NEVER_FOLDED = {torch.ops.aten.native_dropout.default}
+
+
+def dropout_sites(steps: Sequence[Step]) -> tuple[tuple[str, float], ...]:
+    """``((module path, p), ...)`` of the steps that drop out in training mode, in run order:
+    ``aten.native_dropout`` with ``p > 0`` and attention with ``dropout_p > 0``."""
+    sites = []
+    for step in steps:
+        if step.op is torch.ops.aten.native_dropout.default:
+            p = step.args[1] if len(step.args) > 1 else step.kwargs.get("p", 0.0)
+            train = step.args[2] if len(step.args) > 2 else step.kwargs.get("train")
+            if p and train is not False:
+                sites.append((step.where, float(p)))
+        elif step.op is torch.ops.aten.scaled_dot_product_attention.default:
+            p = step.args[4] if len(step.args) > 4 else step.kwargs.get("dropout_p", 0.0)
+            if p:
+                sites.append((step.where, float(p)))
+    return tuple(sites)
 
 
 def _refusal(entry: registry.Lowering | None, node: torch.fx.Node, where: str) -> str | None:

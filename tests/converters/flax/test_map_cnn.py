@@ -136,8 +136,10 @@ def test_flatten_sees_torchs_feature_order():
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(2)), "only output size 1"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2, return_indices=True)), "indices"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2)), "1 (Upsample)"),
+        # the twin has no dropout: dropping a running one trained without it, without a word
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(0.1)), "1 (Dropout) drops out"),
     ],
-    ids=["groups", "bn-train", "adaptive-2", "indices", "upsample"],
+    ids=["groups", "bn-train", "adaptive-2", "indices", "upsample", "dropout-train"],
 )
 def test_unmapped_layers_are_refused_in_one_line(module, fragment):
     with pytest.raises(WeightMapError) as e:

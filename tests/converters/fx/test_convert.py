@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from fx_models import prompts, tiny_gpt2, tiny_nanogpt
 
+from ppml_torch import dropout
 from ppml_torch.converters.fx import convert
 from ppml_torch.converters.fx.errors import ConversionError, UnsupportedOpError
 from ppml_torch.errors import InputError
@@ -381,13 +382,40 @@ def test_export_failure_says_what_to_change():
     assert "torch.where" in str(info.value)
 
 
-def test_training_mode_dropout_is_refused():
-    m = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2)).train()
-    with pytest.raises(
-        UnsupportedOpError,
-        match=r"aten.native_dropout.default is refused \(used by 1: Dropout\): dropout with p=0.2 in training mode",
-    ):
-        convert(m, (torch.randn(2, 3),))
+def test_generation_cache_export_failure_names_the_cache_not_torch_cond():
+    """A HF model returning its DynamicCache: the hint is use_cache=False, and the torch.cond
+    advice (for data-dependent control flow) is left out (catches: that advice given to every
+    export failure, as before)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+    with pytest.raises(ConversionError) as info:
+        convert(transformers.GPT2LMHeadModel(config).eval(), (torch.zeros(1, 4, dtype=torch.long),))
+    msg = str(info.value)
+    assert "returns a DynamicCache (a generation cache" in msg and "use_cache=False" in msg, msg
+    assert "torch.cond" not in msg and "\n" not in msg, msg
+
+
+class AttentionDropout(nn.Module):
+    def forward(self, q):
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.25)
+
+
+def test_training_mode_dropout_converts_and_needs_a_mask_stream():
+    """Training-mode dropout (a module and attention's dropout_p) converts, its sites listed in
+    run order; run outside a mask stream it is one line naming the fix (catches: masks drawn
+    from nothing, or dropout silently skipped)."""
+    m = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2), nn.Dropout(0.0)).train()
+    cm = convert(m, (torch.randn(16, 3),))
+    assert cm.extras[dropout.EXTRA] == (("1: Dropout", 0.2),)
+    with pytest.raises(dropout.DropoutError, match=r"p=0.2 in training mode .* module.eval\(\)"):
+        cm(np.ones((16, 3), np.float32))
+    assert convert(m.eval(), (torch.randn(16, 3),)).extras[dropout.EXTRA] == ()
+    att = convert(AttentionDropout(), (torch.randn(1, 4, 2),))
+    assert att.extras[dropout.EXTRA] == (("AttentionDropout", 0.25),)
+    with dropout.drawn_from(dropout.epoch_key(0, 1)):
+        out = np.asarray(cm(np.ones((16, 3), np.float32)))
+    # 48 outputs at rate 0.2 (a handful dropped; 6 outputs could keep all: 0.8**6 = 0.26)
+    assert 0 < np.count_nonzero(out == 0) < out.size // 2
 
 
 def test_training_mode_batchnorm_is_refused_unless_its_updates_are_returned():

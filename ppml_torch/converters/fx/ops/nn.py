@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from jax import lax
 
+import ppml_torch.dropout as dropout
 from ppml_torch.converters.fx import registry
 from ppml_torch.converters.fx.ops.args import is_const
 from ppml_torch.converters.fx.ops.index_lowering import INPUT_INDEX_NOTE, take_const, take_input
@@ -111,15 +112,6 @@ def embedding(
 # --- attention --------------------------------------------------------------------------------
 
 
-def _sdpa_check(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
-    if dropout_p:
-        return (
-            f"scaled_dot_product_attention with dropout_p={dropout_p} (attention dropout in "
-            "training mode) needs random masks; call module.eval() or set the dropout to 0"
-        )
-    return None
-
-
 def masked_softmax(scores, mask):
     """Softmax over the last axis where ``mask`` (bool) is False gives exactly 0.
 
@@ -144,8 +136,9 @@ def masked_softmax(scores, mask):
 @lower(
     aten.scaled_dot_product_attention.default,
     mpc="softmax: exp and reciprocal approximate under SPU, max costs comparisons; the causal "
-    "mask is a numpy constant and masking multiplies by it (no -inf constants)",
-    check=_sdpa_check,
+    "mask is a numpy constant and masking multiplies by it (no -inf constants); attention "
+    "dropout (dropout_p > 0) multiplies by a public mask from the seed's stream "
+    "(ppml_torch/dropout.py)",
 )
 def scaled_dot_product_attention(
     query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
@@ -178,28 +171,24 @@ def scaled_dot_product_attention(
             # a constant mask stays numpy: the masking is public selects, no secret comparisons
             bcast = np.broadcast_to if is_const(mask) else jnp.broadcast_to
             probs = masked_softmax(scores, bcast(mask, jnp.shape(scores)))
+    if dropout_p:  # as torch's math attention: dropout on the probabilities
+        probs = dropout.apply(probs, dropout_p, "attention dropout")
     return jnp.matmul(probs, value)
 
 
 # --- dropout and random ops -------------------------------------------------------------------
 
 
-def _dropout_check(x, p, train=None):
-    if p and train is not False:
-        return (
-            f"dropout with p={p} in training mode draws a new random mask per call; MPC "
-            "programs here are deterministic: call module.eval() (or set p=0) before convert"
-        )
-    return None
-
-
 @lower(
     aten.native_dropout.default,
-    note="identity when p=0 or not training; training-mode dropout with p>0 is refused at convert time",
-    check=_dropout_check,
+    note="identity when p=0 or not training; in training mode the mask is public, drawn from the "
+    "seed's stream (ppml_torch/dropout.py): the same on cpu and under MPC, no communication",
 )
 def native_dropout(x, p, train=None):
-    return x, jnp.ones(jnp.shape(x), jnp.bool_)
+    if not p or train is False:
+        return x, jnp.ones(jnp.shape(x), jnp.bool_)
+    mask = dropout.draw(jnp.shape(x), p, jnp.result_type(x), "aten.native_dropout")
+    return x * mask, mask != 0  # the mask is public: its comparison is local
 
 
 _RANDOM = [
@@ -227,6 +216,7 @@ _RANDOM = [
 ]
 refuse(
     *_RANDOM,
-    reason="a random op: the converted program is a deterministic function of its inputs; "
-    "draw the randomness outside the model and pass it in as an input",
+    reason="a random op: the converted program is a deterministic function of its inputs "
+    "(dropout is the exception: its masks come from the seed's stream); draw the randomness "
+    "outside the model and pass it in as an input",
 )
