@@ -72,6 +72,29 @@ def check_command(argv: Sequence[str], party: str) -> None:
     parser = build_parser()
     args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
     check(args)
+    if getattr(args, "save", None) is not None:
+        check_writable_folder(args.save, "--save")
+
+
+def check_writable_folder(path: str, option: str) -> None:
+    """``path`` is a folder this process can write into, or one it can make (one line if not):
+    an output the parties write at the end, checked before any of them starts."""
+    import os
+
+    from ..runners.secretflow.cluster import ClusterError
+
+    full = os.path.abspath(path)
+    existing = full
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = "is a file" if existing == full else f"is under a file ({existing})"
+        raise ClusterError(f"{option} {path} {what}; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == full else f" (nor can it be made in {existing})"
+        raise ClusterError(
+            f"{option} {path} is not writable{where}; give a folder you can write to"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,5 +119,5 @@ def run(args: argparse.Namespace) -> int:
     summary = ", ".join(
         f"{r.party}: exit {r.returncode}" + (" (killed)" if r.killed else "") for r in result.runs
     )
-    print(f"launch: {summary}; cluster file {result.cluster_file}")
+    print(f"launch: {summary}")
     return result.returncode
