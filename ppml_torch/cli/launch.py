@@ -77,24 +77,23 @@ def check_command(argv: Sequence[str], party: str) -> None:
 
 
 def check_writable_folder(path: str, option: str) -> None:
-    """``path`` is a folder this process can write into, or one it can make (one line if not):
-    an output the parties write at the end, checked before any of them starts."""
+    """``path`` is a folder this process can write into, made if needed, proved with a file
+    written and removed (one line if not): an output the parties write only at the end,
+    checked before any of them starts."""
     import os
+    import tempfile
 
     from ..runners.secretflow.cluster import ClusterError
 
-    full = os.path.abspath(path)
-    existing = full
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        what = "is a file" if existing == full else f"is under a file ({existing})"
-        raise ClusterError(f"{option} {path} {what}; give a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "" if existing == full else f" (nor can it be made in {existing})"
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
         raise ClusterError(
-            f"{option} {path} is not writable{where}; give a folder you can write to"
-        )
+            f"{option} {path}: cannot write there ({e.strerror or e}); give a folder you can "
+            "write to (checked before any party starts)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ PREFIX = "ppml-torch-"  # every temporary name of ppml-torch starts with it
 
 _lock = threading.Lock()
 _janitor: tuple[int, subprocess.Popen[bytes]] | None = None  # (pid it was started for, it)
+_live: set[str] = set()  # this process's folders, not removed or kept yet
 
 
 def make_dir(kind: str) -> str:
@@ -35,6 +36,7 @@ def make_dir(kind: str) -> str:
     _janitor_process()  # before the folder exists: no moment where nobody would remove it
     path = tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-")
     _tell(f"add {path}")
+    _live.add(path)
     return path
 
 
@@ -44,12 +46,19 @@ def remove(path: str | None) -> None:
         return
     shutil.rmtree(path, ignore_errors=True)
     _tell(f"drop {path}")
+    _live.discard(path)
 
 
 def keep(path: str) -> str:
     """Leave a folder of :func:`make_dir` behind on purpose (its name goes in an error)."""
     _tell(f"drop {path}")
+    _live.discard(path)
     return path
+
+
+def live() -> frozenset[str]:
+    """This process's folders still in use (made, neither removed nor kept yet)."""
+    return frozenset(_live)
 
 
 def end_with_me(pgid: int) -> None:

@@ -37,9 +37,9 @@ from . import devices, janitor, patches, scratch
 from .logs import SpuLogs, quiet
 
 RAY_LOGICAL_CPUS = 8
-# the longest name Ray makes in its temporary folder, a socket whose path must fit in 107 bytes:
-# "/session_2026-12-07_11-28-53_720983_4194304/sockets/plasma_store"
-RAY_SOCKET_SUFFIX = 64
+# the longest name Ray makes in its temporary folder, a socket whose path must fit in 107 bytes
+# (ray/_private/node.py): "/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store"
+RAY_SOCKET = "/session_2026-12-07_11-28-53_720983_{pid}/sockets/plasma_store"
 
 
 class SecretFlowSession(Session):
@@ -155,11 +155,13 @@ class SecretFlowSession(Session):
 
 def _check_socket_room(folder: str) -> None:
     """Ray's sockets in ``folder`` must fit in an AF_UNIX path (107 bytes): one line if not."""
-    if len(folder.encode()) + RAY_SOCKET_SUFFIX > 107:
+    suffix = len(RAY_SOCKET.format(pid=os.getpid()))
+    if len(folder.encode()) + suffix > 107:
+        parent = os.path.dirname(folder)
         raise ConfigError(
-            f"the temporary folder {os.path.dirname(folder)} is too long for Ray's sockets "
-            f"(at most {107 - RAY_SOCKET_SUFFIX - len(os.path.basename(folder)) - 1} "
-            "characters); set TMPDIR to a shorter folder, e.g. /tmp"
+            f"the temporary folder {parent} is too long for Ray's sockets (at most "
+            f"{107 - suffix - len(os.path.basename(folder)) - 1} characters); set TMPDIR to a "
+            "shorter folder, e.g. /tmp"
         )
 
 
