@@ -5,7 +5,9 @@ fails one launch in a few on a loaded machine and passes on an idle one, so this
 the machine on purpose: one busy-looping process per CPU, at the parties' own priority.  It
 cycles through three launches (the 2- and 3-party homework, and 3-party GPT-2 generation on a
 random 2-layer model) and prints one line per launch; a failed launch's whole output is kept
-in the output folder.  Exit code 1 if any launch failed.
+in the output folder.  Every launch must also leave nothing in the temporary folder: new
+``ppml-torch-*`` entries (or a ``ray`` folder) there after it count as a failure.  Exit code 1
+if any launch failed.
 
     .venv/bin/python scripts/stress_launch.py --launches 24        # about 15 minutes on 2 cores
 """
@@ -29,6 +31,12 @@ KINDS = {
                "--tokens", "3", "--layers", "2", "--width", "64", "--heads", "4"],
 }  # fmt: skip
 ORDER = ("homework-3", "gpt2-3", "homework-2")  # two three-party launches in every three
+
+
+def left_behind() -> set[str]:
+    """What ppml-torch (and Ray) would leave in the temporary folder."""
+    tmp = tempfile.gettempdir()
+    return {n for n in os.listdir(tmp) if n.startswith(("ppml-torch-", "ray"))}
 
 
 def busy_loops(n: int) -> list[subprocess.Popen[bytes]]:
@@ -61,12 +69,17 @@ def main() -> int:
             kind = args.kinds[i % len(args.kinds)]
             counts[kind] = counts.get(kind, 0) + 1
             t0 = time.perf_counter()
+            before = left_behind()
             cmd = [sys.executable, "-m", "ppml_torch", "launch", *KINDS[kind]]
             res = subprocess.run(
                 cmd, capture_output=True, text=True, env=env, cwd=root, timeout=900
             )
             last = (res.stdout.strip().splitlines() or [""])[-1]
-            ok = res.returncode == 0
+            time.sleep(2)  # the parties' janitors remove their folders a moment after they end
+            left = sorted(left_behind() - before)
+            if left:
+                last += f"; left in {tempfile.gettempdir()}: {', '.join(left)}"
+            ok = res.returncode == 0 and not left
             print(
                 f"{i + 1:3d} {kind:<11} {'ok  ' if ok else 'FAIL'} {time.perf_counter() - t0:5.1f}s  {last}",
                 flush=True,

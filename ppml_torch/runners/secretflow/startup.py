@@ -134,6 +134,7 @@ class PartyRuntime:
                 bye = {p: self.pyus[p](lambda: 0, num_returns=1)() for p in self.cluster.names}
                 with self.failures.guard("closing (waiting for the other parties to finish)"):
                     self.sf.reveal(bye)
+                self.supervisor.closing()
                 # the watchdog stays on during the handshake: a party lost now is still named
                 with quiet(), patches.links_stopped_then_linger():
                     self.sf.shutdown()

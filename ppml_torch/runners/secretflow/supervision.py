@@ -132,6 +132,7 @@ class Watchdog:
         self._stderr = console_stderr
         self._keep_logs = keep_logs
         self._news: list[tuple[str, int]] = []
+        self._deaf = False
         self._wake = threading.Event()
         self._ending: tuple[float, str, int] | None = None
         self._log_at = len(read_log()) if cluster.tls else 0  # earlier sessions' lines
@@ -144,13 +145,21 @@ class Watchdog:
 
     def stop(self) -> None:
         if not self._stop.is_set():
-            launcher.subscribe(None)
+            self.deaf()
         self._stop.set()
         self._wake.set()
 
     def _hear(self, party: str, code: int) -> None:
-        self._news.append((party, code))
-        self._wake.set()
+        if not self._deaf:
+            self._news.append((party, code))
+            self._wake.set()
+
+    def deaf(self) -> None:
+        """No more news from the launcher: every party has received everything (the closing
+        barrier), so another party ending cannot change this one's results."""
+        self._deaf = True
+        launcher.subscribe(None)
+        self._news.clear()
 
     def ending(self, message: str, code: int, within_s: float) -> None:
         """This party ends (e.g. the parties disagree) and says ``message``: from now on only
@@ -210,7 +219,7 @@ class Watchdog:
 
     def _launcher_news(self, starting: bool) -> None:
         """A party that ended with a failure, says the launcher (``ppml-torch launch``)."""
-        while self._news:
+        while self._news and not self._deaf:
             other, code = self._news.pop(0)
             if other == self.party:
                 continue
@@ -327,6 +336,12 @@ class Supervisor:
         ``code`` once its main program is done."""
         self.stop()
         self._exit_at_shutdown(code)
+
+    def closing(self) -> None:
+        """Past the closing barrier: the launcher's news no longer concerns this party (a party
+        lost during the closing handshake is still named, by its ports)."""
+        if self._watchdog is not None:
+            self._watchdog.deaf()
 
     def ending(self, message: str, code: int = BAD_INPUT_EXIT_CODE) -> None:
         """Start-up stops with ``message`` (the caller closes the runtime, then raises it): the

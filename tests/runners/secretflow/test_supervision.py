@@ -28,7 +28,8 @@ from tests.runners.secretflow.processes import (
 @pytest.mark.secretflow
 def test_launch_homework_then_kill_bob_ends_alice_within_bound():
     """Through `ppml-torch launch`: bob is killed mid-training; alice ends with one line
-    naming bob within the bound, the launcher exits non-zero, no party process is left."""
+    naming bob and how he ended within seconds (the launcher's news; without it the watchdog
+    would within timeout_s), the launcher exits non-zero, no party process is left."""
     timeout = 8
     cmd = [
         sys.executable,
@@ -79,10 +80,13 @@ def test_launch_homework_then_kill_bob_ends_alice_within_bound():
     text = "".join(lines)
     assert killed_at is not None, text
     err = [x for x in lines if x.startswith("alice | ppml-torch")]
-    assert len(err) == 1 and "party bob stopped answering" in err[0], text
+    assert len(err) == 1, text
+    assert err[0].startswith(
+        "alice | ppml-torch: party bob ended (killed by SIGKILL) while this party still needed it"
+    ), text
     elapsed = alice_err_at - killed_at
-    print(f"alice's error {elapsed:.1f} s after bob was killed (bound {timeout} s)")
-    assert elapsed < timeout + 5, text
+    print(f"alice's error {elapsed:.1f} s after bob was killed")
+    assert elapsed < 5, text
     assert proc.returncode != 0
     assert "bob: exit -9" in text
     time.sleep(1)
