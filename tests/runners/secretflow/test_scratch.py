@@ -5,6 +5,7 @@ itself: test_janitor.py)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,17 +48,18 @@ def _users_of(folder):
     return found
 
 
-def _settled(folder, before=(), limit=20):
-    """Nothing new of ours in ``folder`` and no process using it, within ``limit`` s (each
-    process's janitor works a moment after the process ended)."""
+def _settled(folder, before=(), limit=20, users_of=None):
+    """Nothing new of ours in ``folder`` and no process using ``users_of`` (default: the
+    folder), within ``limit`` s (each process's janitor works a moment after it ended)."""
     end = time.monotonic() + limit
+    users_of = users_of or folder
 
     def new():
         return sorted(set(_ours(folder)) - set(before))
 
-    while (new() or _users_of(folder)) and time.monotonic() < end:
+    while (new() or _users_of(users_of)) and time.monotonic() < end:
         time.sleep(0.2)
-    return new(), _users_of(folder)
+    return new(), _users_of(users_of)
 
 
 @pytest.mark.slow
@@ -136,12 +138,14 @@ def test_a_simulation_session_leaves_nothing_however_it_ends(how):
     )
     try:
         listed = proc.stdout.readline()
-        assert "'ppml-torch-sim-" in listed, listed
+        sim = [n for n in re.findall(r"'([^']+)'", listed) if n not in before]
+        assert len(sim) == 1 and sim[0].startswith("ppml-torch-sim-"), listed
+        sim = os.path.join(tmp, sim[0])
         if how != "close":
-            assert _users_of(tmp)  # Ray runs in the session's folder
+            assert _users_of(sim)  # Ray runs in the session's folder
             os.kill(proc.pid, getattr(signal, how))
         proc.wait(timeout=120)
-        assert _settled(tmp, before) == ([], [])
+        assert _settled(tmp, before, users_of=sim) == ([], [])
         assert not os.path.exists(os.path.join(tmp, "ray"))
     finally:
         kill_group(proc.pid)
