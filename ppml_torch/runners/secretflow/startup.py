@@ -158,9 +158,14 @@ class PartyRuntime:
             except Exception:  # noqa: BLE001 - a party lost while closing: error says enough
                 pass
             return
-        code = 130 if isinstance(error, KeyboardInterrupt) else 2
-        self.supervisor.lost(code if isinstance(error, KeyboardInterrupt | ConfigError) else 1)
+        if isinstance(error, KeyboardInterrupt):
+            code = 130  # as shells say for ^C
+        else:
+            code = 2 if isinstance(error, ConfigError) else 1
+        self.supervisor.lost(code)  # SecretFlow's threads may be half started: end at exit
         self.native.restore()
+        if not self.connected:
+            scratch.remove(self.folder)  # nothing of SPU's writes there yet
 
 
 def _first_difference(theirs: list[list[str]], mine: list[list[str]], p: str, me: str) -> str:
