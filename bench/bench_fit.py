@@ -13,7 +13,7 @@ initial weights (the homework's Flax init, seed 1), one SPU session, side by sid
   batches (``array_split``: 5 of 11 rows, 40 of 10) unrolled in Python inside a
   ``lax.fori_loop`` over the epochs, the whole training one program, one call; its loss with
   ``y`` of shape ``(n, 1)`` (the original broadcast ``(n,)`` against ``(n, 1)``);
-* ``hand-written``: :mod:`ppml_torch.apps.homework.flax_loop`, what ``homework-mlp`` ran
+* ``hand-written``: ``bench/flax_loop.py``, what ``homework-mlp`` ran
   before ``fit``: one Python-unrolled program per epoch, called once per epoch.
 
 End-to-end time = everything from the plaintext model to the trained weights revealed to
@@ -122,7 +122,7 @@ def run_fit_flax(session, data, epochs) -> Result:
 
 def run_homework(session, data, epochs) -> Result:
     from ppml_torch.apps.homework.evaluate import evaluate_auc
-    from ppml_torch.apps.homework.flax_loop import init_flax_mlp
+    from ppml_torch.apps.homework.train import init_flax_mlp
 
     apply_fn, params = init_flax_mlp()
     fn = train_auto_grad(apply_fn, n_epochs=epochs)
@@ -144,10 +144,12 @@ def run_homework(session, data, epochs) -> Result:
 
 
 def run_hand(session, data, epochs) -> Result:
-    from ppml_torch.apps.homework import flax_loop
-    from ppml_torch.apps.homework.evaluate import evaluate_auc
+    import flax_loop  # bench/flax_loop.py, beside this script
 
-    apply_fn, params = flax_loop.init_flax_mlp()
+    from ppml_torch.apps.homework.evaluate import evaluate_auc
+    from ppml_torch.apps.homework.train import init_flax_mlp
+
+    apply_fn, params = init_flax_mlp()
     first = len(session.reports)
     t0 = time.perf_counter()
     result = flax_loop.fit(session, apply_fn, params, data, epochs=epochs)
@@ -178,7 +180,7 @@ def one_epoch(session, data) -> tuple[float, float, float, float]:
     """Compile time and end-to-end time of a one-epoch training on ``data``: fit (graph
     route), then the homework loop: ``(fit compile, fit wall, homework compile, wall)``."""
     from ppml_torch.apps.homework import train
-    from ppml_torch.apps.homework.flax_loop import init_flax_mlp
+    from ppml_torch.apps.homework.train import init_flax_mlp
 
     module = train.torch_mlp()
     t0 = time.perf_counter()

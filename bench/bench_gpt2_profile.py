@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from ppml_torch.generation import decode as dec_mod
+    from ppml_torch.generation.checks import check_candidates
+    from ppml_torch.generation.ops import ARGMAXES, greedy_argmax
     from ppml_torch.generation.programs import build
     from ppml_torch.models.nanogpt import GPT, GPTConfig
     from ppml_torch.runners.comm import SpuLogTap
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--route", choices=("graph", "flax"), default="flax")
     p.add_argument("--approx", action="store_true")
-    p.add_argument("--argmax", choices=dec_mod.ARGMAXES, default="tree")
+    p.add_argument("--argmax", choices=ARGMAXES, default="tree")
     p.add_argument("--candidates", type=int, default=0, help="K evenly spaced token ids")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--width", type=int, default=128)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cand = None
     if a.candidates:
         cand = np.linspace(0, a.vocab - 1, a.candidates).round().astype(np.int32)
-        dec_mod.check_candidates(cand, a.vocab, how)
+        check_candidates(cand, a.vocab, how)
 
     def step(params, idx, kc, vc, pos):
         logits, kc, vc = progs.decode(params, idx, kc, vc, pos)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             from ppml_torch.generation.ops import tree_argmax
 
             return tree_argmax(logits[:, cand], ids=cand), kc, vc
-        return dec_mod._argmax(logits, how), kc, vc
+        return greedy_argmax(logits, how), kc, vc
 
     with parse_run(a.run).open() as s:
         rng = np.random.default_rng(0)

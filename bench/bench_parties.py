@@ -56,9 +56,9 @@ def _homework(session, data, epochs: int, module=None, loop: str = "fit"):
 
     t0 = time.perf_counter()
     if loop == "flax":
-        from ppml_torch.apps.homework import flax_loop
+        import flax_loop  # bench/flax_loop.py, beside this script
 
-        apply_fn, params = flax_loop.init_flax_mlp()
+        apply_fn, params = hw.init_flax_mlp()
         res = flax_loop.fit(session, apply_fn, params, data, epochs=epochs)
         t1 = time.perf_counter()
         scores = flax_loop.predict_test(session, apply_fn, res.params, data)

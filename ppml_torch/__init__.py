@@ -14,6 +14,8 @@ Public entry points (imported lazily, so ``import ppml_torch`` is cheap):
   (``ppml_torch.calibration``);
 * ``check_equivalence(module, example_inputs, runs=..., grads=...)``: the module against its
   conversions in plaintext and under MPC, as a table (:mod:`ppml_torch.equivalence`);
+* ``profile(module, example_inputs, session=..., grads=...)``: bytes, sends and time per torch
+  module and kind of work under MPC, and LAN/WAN estimates (:mod:`ppml_torch.profiling`);
 * ``ppml_torch.runners``: sessions on ``cpu``, ``spu`` and ``secretflow``.
 """
 
@@ -32,6 +34,7 @@ __all__ = [
     "from_flax",
     "generate",
     "predict",
+    "profile",
     "to_flax",
 ]
 __version__ = "0.1.0"
@@ -43,17 +46,13 @@ def __getattr__(name: str) -> Any:
 
         return convert
     if name in ("to_flax", "from_flax"):
-        from .converters import flax as _flax
+        from .converters.flax import from_flax, to_flax
 
-        return getattr(_flax, name)
-    if name == "fit":
-        from .train import fit
+        return {"to_flax": to_flax, "from_flax": from_flax}[name]
+    if name in ("fit", "predict"):
+        from .train import fit, predict
 
-        return fit
-    if name == "predict":
-        from .train import predict
-
-        return predict
+        return {"fit": fit, "predict": predict}[name]
     if name == "generate":
         from .generation import generate
 
@@ -62,6 +61,10 @@ def __getattr__(name: str) -> Any:
         from .calibration import calibrate
 
         return calibrate
+    if name == "profile":
+        from .profiling import profile
+
+        return profile
     if name == "check_equivalence":
         from .equivalence.check import check_equivalence
 

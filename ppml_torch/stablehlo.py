@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputFileError, PpmlError
 
@@ -45,15 +45,24 @@ class ExportError(PpmlError, ValueError):
 
 
 # -- StableHLO text -----------------------------------------------------------------------------
+@runtime_checkable
+class ModelFunction(Protocol):
+    """A function with its parameters, as :class:`~ppml_torch.model.ConvertedModel` carries
+    them: ``apply_fn(params, *inputs)``.  (This module stands below the model container and
+    reads only these two attributes and the optional ``source``.)"""
+
+    apply_fn: Callable[..., Any]
+    params: Any
+
+
 def as_function(fn_or_model: Any) -> tuple[Callable[..., Any], tuple[Any, ...], str]:
     """(pure function, leading arguments to prepend, name) of a function or ConvertedModel.
 
-    A ``ConvertedModel`` becomes ``model.apply_fn`` with ``model.params`` as its first argument.
+    A ``ConvertedModel`` (a :class:`ModelFunction`) becomes ``model.apply_fn`` with
+    ``model.params`` as its first argument.
     """
-    from ppml_torch.model import ConvertedModel
-
-    if isinstance(fn_or_model, ConvertedModel):
-        name = fn_or_model.source or "model"
+    if isinstance(fn_or_model, ModelFunction):
+        name = getattr(fn_or_model, "source", None) or "model"
         return fn_or_model.apply_fn, (fn_or_model.params,), _identifier(name)
     if not callable(fn_or_model):
         raise TypeError(

@@ -1,56 +1,34 @@
-"""Comparing MPC results with plaintext: one helper, tolerances in one table.
+"""Comparing MPC results with plaintext in tests: one helper, :func:`assert_close`.
 
 SPU computes in fixed point (18 fraction bits on FM64, 26 on FM128 by default), so every MPC
 result is an approximation.  A result passes when, element by element, the absolute error is
 within ``atol`` or the relative error within ``rtol`` (``|a - e| <= atol + rtol * |e|``).
 
-The tolerances below were chosen from measured errors (tests/runners/test_parity.py prints
-the largest error seen per protocol/field) with head-room; they are not loosened per test.
-They hold for additions and products; a model's default tolerance in
-``ppml_torch.check_equivalence`` adds the measured errors of the approximated ops its program
-uses (exp, tanh, softmax, ...) to them (:mod:`ppml_torch.equivalence.tolerances`).
+The per-protocol tolerances are the library's own (``TOLERANCES`` in
+:mod:`ppml_torch.equivalence.tolerances`, where ``ppml_torch.check_equivalence`` adds the
+measured errors of the approximated ops a program uses); :func:`tolerance` picks one, or the
+plaintext one of a test comparing plaintext with plaintext.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import numpy as np
 
+from ppml_torch.equivalence.tolerances import Tolerance, base
+from ppml_torch.runners.config import DEFAULT_FIELD
 
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
+__all__ = ["PLAINTEXT", "Tolerance", "assert_close", "max_abs_error", "tolerance"]
 
-
+# plaintext against plaintext (a test's own reference): float32 rounding only
 PLAINTEXT = Tolerance(atol=1e-5, rtol=1e-5)
-
-# (protocol, field) -> tolerance for values of order 1 after a few fixed-point operations.
-TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    # Largest errors measured on the parity suite (elementwise, matmul, reductions, MLP forward on
-    # inputs in [-2, 2]): FM64 3.5e-5 (CHEETAH), 3.3e-5 (ABY3), 2.7e-5 (SEMI2K); FM128 4.8e-7.
-    # Deep models (GPT-2's exp/division/rsqrt chains) exceed these: their tests measure the error
-    # and check decisions against it (top-1 margins) instead of using this table.
-    ("SEMI2K", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
-    ("CHEETAH", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
-    ("ABY3", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
-    ("SEMI2K", "FM128"): Tolerance(atol=5e-6, rtol=1e-5),
-    ("CHEETAH", "FM128"): Tolerance(atol=5e-6, rtol=1e-5),
-    ("ABY3", "FM128"): Tolerance(atol=5e-6, rtol=1e-5),
-}
 
 
 def tolerance(protocol: str | None = None, field: str | None = None) -> Tolerance:
-    """The tolerance for a protocol/field; ``None`` means plaintext."""
-    if protocol is None:
-        return PLAINTEXT
-    key = (protocol.upper(), (field or "FM64").upper())
-    if key not in TOLERANCES:
-        raise KeyError(f"no tolerance for {key}; add one to ppml_torch/testing.py TOLERANCES")
-    return TOLERANCES[key]
+    """The tolerance for a protocol/field (the library's table); ``None`` means plaintext."""
+    return PLAINTEXT if protocol is None else base(protocol, field)
 
 
 def max_abs_error(actual: Any, expected: Any) -> float:
@@ -85,7 +63,7 @@ def assert_close(
     a_leaves, a_tree = jax.tree_util.tree_flatten(actual)
     e_leaves, e_tree = jax.tree_util.tree_flatten(expected)
     label = f"{what} " if what else ""
-    setting = f"{protocol}/{field or 'FM64'}" if protocol else "plaintext"
+    setting = f"{protocol}/{field or DEFAULT_FIELD}" if protocol else "plaintext"
     if a_tree != e_tree:
         raise AssertionError(f"{label}structure differs: {a_tree} vs {e_tree}")
     worst = 0.0

@@ -5,7 +5,7 @@ From the bottom: the base modules every layer may use (``errors.py``, ``model.py
 which import only each other; ``models/`` and ``converters/`` (converters may use models), then
 ``runners/`` (which know only JAX functions and :class:`~ppml_torch.model.ConvertedModel`),
 then the features users call by name (``train/``, ``generation/``, ``equivalence/``,
-``calibration/``), then the applications (``apps/``), and the command line (``cli/``) on top.
+``calibration/``, ``profiling/``), then the applications (``apps/``), and the command line (``cli/``) on top.
 A module may import from its own layer and the layers below it, never from above.
 """
 
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ppml_torch"
 
-FEATURES = ("train", "generation", "equivalence", "calibration")  # above the runners
+FEATURES = ("train", "generation", "equivalence", "calibration", "profiling")  # above runners
 # package under ppml_torch -> packages it must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "models": ("converters", "runners", *FEATURES, "apps", "cli"),
@@ -153,3 +153,127 @@ def test_allowed_violations_still_exist(edges):
     assert not stale, "fixed, remove from ALLOWED in tests/test_layers.py: " + ", ".join(
         f"{mod} -> {target}" for mod, target in stale
     )
+
+
+# -- floors, circles, argparse, private names ---------------------------------------------------
+
+# The one import circle allowed, lazy re-exports included: the op registry's (the registry
+# imports the lowering families, which register themselves in it).
+ALLOWED_CIRCLES = ("ppml_torch.converters.fx.registry",)
+
+
+def circles(edges: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, ()):
+            if w not in edges:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(comp)
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def room_of(mod: str) -> str:
+    """``ppml_torch.runners.spu`` -> ``runners/``; a root module -> its file; the package's own
+    ``__init__`` -> ``__init__.py``."""
+    parts = mod.split(".")
+    if len(parts) == 1:
+        return "__init__.py"
+    if (PACKAGE / parts[1]).is_dir():
+        return parts[1] + "/"
+    return parts[1] + ".py"
+
+
+def floors(edges: dict[str, set[str]]) -> dict[str, int]:
+    """Each room's floor: one above every room it imports (folders and root modules as rooms,
+    every import counted, lazy ones too)."""
+    rooms: dict[str, set[str]] = {}
+    for mod, targets in edges.items():
+        here = room_of(mod)
+        rooms.setdefault(here, set()).update(
+            room_of(t) for t in targets if t in edges and room_of(t) != here
+        )
+    assert not circles(rooms), f"rooms import each other in a circle: {circles(rooms)}"
+    out: dict[str, int] = {}
+
+    def floor(r: str) -> int:
+        if r not in out:
+            out[r] = 1 + max((floor(t) for t in rooms[r]), default=0)
+        return out[r]
+
+    for r in rooms:
+        floor(r)
+    return out
+
+
+def test_no_import_circle_but_the_op_registrys(edges):
+    """Lazy re-exports count: ``from . import x`` inside a package's ``__getattr__`` makes the
+    package import ``x``; ``x`` importing the package back (``from . import y``) closes a
+    circle."""
+    extra = [sorted(c) for c in circles(edges) if not any(a in c for a in ALLOWED_CIRCLES)]
+    assert not extra, f"import circles: {extra}"
+    fake = {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}}
+    assert circles(fake) == [{"p.a", "p.b", "p.c"}]
+
+
+def test_at_most_eight_floors(edges):
+    """Drawn from every import with folders as rooms (a module of ``stablehlo.py`` importing
+    ``model.py`` again, say, makes nine)."""
+    got = floors(edges)
+    top = max(got.values())
+    by_floor = sorted(got.items(), key=lambda kv: -kv[1])
+    assert top <= 8, f"{top} floors (at most 8): {by_floor}"
+    fake = {
+        "ppml_torch.errors": set(),
+        "ppml_torch.runners.a": {"ppml_torch.errors"},
+        "ppml_torch.runners.b": {"ppml_torch.runners.a"},  # inside one room: no floor
+        "ppml_torch.cli.x": {"ppml_torch.runners.b"},
+    }
+    assert floors(fake) == {"errors.py": 1, "runners/": 2, "cli/": 3}
+
+
+def test_argparse_only_under_cli():
+    users = [
+        str(p.relative_to(ROOT))
+        for p in PACKAGE.rglob("*.py")
+        if "argparse" in imports(p) and p.parent.name != "cli"
+    ]
+    assert not users, f"argparse outside ppml_torch/cli/: {users}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    """``from .x import _name`` reaches into another module's insides; give the name a public
+    one where it is defined."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level or "ppml_torch" in (node.module or "")
+            ):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {', '.join(private)}")
+    assert not found, "private names imported across modules:\n" + "\n".join(found)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import PpmlError
 from ..model import ROUTES
+from ..runners.config import DEFAULT_FIELD
 from .report import CalibrationReport
 from .stats import MASK_MAGNITUDE, MASK_SAFE, PRODUCTS, ModuleStats, analyse
 
@@ -32,7 +33,7 @@ def calibrate(
     model: Any,
     sample_inputs: Any,
     *,
-    field: str = "FM64",
+    field: str = DEFAULT_FIELD,
     fraction_bits: int | None = None,
     protocol: str | None = None,
     runtime: Mapping[str, Any] | None = None,
@@ -97,7 +98,7 @@ def calibrate_function(
     fn: Callable[..., Any],
     sample_args: Any,
     *,
-    field: str = "FM64",
+    field: str = DEFAULT_FIELD,
     fraction_bits: int | None = None,
     protocol: str | None = None,
     runtime: Mapping[str, Any] | None = None,
@@ -149,12 +150,12 @@ def _measure(
 ) -> CalibrationReport:
     import jax
 
-    from . import interpret
+    from .interpret import run as run_jaxpr
 
     closed = jax.make_jaxpr(fn)(params, j_args, j_kwargs)
     leaves_with_path, _ = jax.tree_util.tree_flatten_with_path((params, j_args, j_kwargs))
     rec = _Recorder(route, root_kind)
-    interpret.run(closed, [leaf for _, leaf in leaves_with_path], rec)
+    run_jaxpr(closed, [leaf for _, leaf in leaves_with_path], rec)
     # weights and inputs after the program, so the modules are listed in program order
     n_params = len(jax.tree_util.tree_leaves(params))
     for i, (path, leaf) in enumerate(leaves_with_path):
@@ -168,7 +169,7 @@ def _measure(
     return CalibrationReport(
         source=source,
         route=route,
-        field=cfg.field or "FM64",
+        field=cfg.field or DEFAULT_FIELD,
         fraction_bits=int(cfg.runtime["fxp_fraction_bits"]),
         protocol=cfg.protocol or "SEMI2K",
         runtime=dict(cfg.runtime),

@@ -30,6 +30,7 @@ COMMANDS = {
     "homework-mlp": "homework_mlp",
     "launch": "launch",
     "ops": "ops",
+    "profile": "profile",
     "protocols": "protocols",
     "to-flax": "to_flax",
 }
@@ -63,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error, already printed in one line (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except PpmlError as e:

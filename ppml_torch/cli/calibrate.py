@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 HELP = "find fixed-point overflow and precision loss before an MPC run (plaintext, sample data)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..runners.config import FIELD_FRACTION_BITS
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--module", help="package.module:factory_or_class building the nn.Module")
     src.add_argument(
@@ -36,15 +40,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--int-high",
-        type=int,
+        type=options.positive_int,
         help="random integer inputs are drawn from [0, N) (e.g. the vocabulary size)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and random inputs")
-    p.add_argument("--epochs", type=int, default=10, help="--homework: plaintext training epochs")
-    p.add_argument("--tokens", type=int, default=16, help="--gpt2: length of the token sample")
-    p.add_argument("--route", choices=("graph", "flax"), default="graph")
-    p.add_argument("--field", default="FM64", help="FM64 (default) or FM128")
-    p.add_argument("--fraction-bits", type=int, help="default: 18 on FM64, 26 on FM128")
+    p.add_argument(
+        "--seed",
+        type=options.non_negative_int,
+        default=0,
+        help="seed for weights and random inputs",
+    )
+    p.add_argument(
+        "--epochs",
+        type=options.positive_int,
+        default=10,
+        help="--homework: plaintext training epochs",
+    )
+    p.add_argument(
+        "--tokens", type=options.positive_int, default=16, help="--gpt2: length of the token sample"
+    )
+    options.add_route(p, "graph")
+    options.add_field(p, runs=False)
+    p.add_argument(
+        "--fraction-bits",
+        type=options.positive_int,
+        help="default: " + ", ".join(f"{b} on {f}" for f, b in FIELD_FRACTION_BITS.items()),
+    )
     p.add_argument("--protocol", default="SEMI2K", help="SEMI2K (default), CHEETAH or ABY3")
     p.add_argument(
         "--check",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 HELP = "check a torch model against its conversions on cpu and under MPC (a table)"
 
 
@@ -22,24 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "input_ids=int64[1,8])",
     )
     p.add_argument("--kwargs", help="JSON object of keyword arguments for the factory")
-    p.add_argument(
-        "--runs",
-        nargs="+",
-        default=["torch", "cpu", "spu:SEMI2K", "spu:ABY3"],
-        metavar="RUN",
-        help="torch, cpu, spu[:PROTOCOL[:FIELD]], secretflow[:...] (default: %(default)s)",
-    )
-    p.add_argument("--routes", nargs="+", default=["graph", "flax"], choices=["graph", "flax"])
+    from ..equivalence.check import DEFAULT_RUNS
+
+    options.add_runs(p, DEFAULT_RUNS)
+    options.add_routes(p)
     p.add_argument("--grads", action="store_true", help="also compare gradients of sum(outputs)")
     p.add_argument(
         "--tolerance",
         type=float,
         help="atol and rtol for MPC runs (default: derived from the ops the model uses)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    p.add_argument(
+        "--seed", type=options.non_negative_int, default=0, help="seed of the weights and inputs"
+    )
     p.add_argument(
         "--int-high",
-        type=int,
+        type=options.positive_int,
         help="integer inputs are drawn from [0, INT_HIGH) (default: the vocabulary size of a "
         "HF model, else 2)",
     )

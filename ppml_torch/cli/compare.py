@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 HELP = (
     "train the breast-cancer MLP defined in torch on torch eager, cpu, spu and secretflow "
     "(both routes); one row each, and plots"
@@ -13,49 +15,35 @@ MODELS = ("mlp",)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..apps.compare import DEFAULT_RUNS
-    from ..model import ROUTES
 
     p.add_argument("model", choices=MODELS, help="the model to compare (mlp: the homework MLP)")
-    p.add_argument(
-        "--runs",
-        nargs="+",
-        default=list(DEFAULT_RUNS),
-        help="torch and backend[:protocol[:field]] list (default: %(default)s)",
-    )
-    p.add_argument(
-        "--field", default="FM64", help="field of MPC runs that name none: FM64 or FM128"
-    )
-    p.add_argument(
-        "--routes", nargs="+", choices=ROUTES, default=list(ROUTES), help="conversion routes"
-    )
-    p.add_argument("--epochs", type=int, default=10)
+    options.add_runs(p, DEFAULT_RUNS)
+    options.add_field(p)
+    options.add_routes(p)
+    p.add_argument("--epochs", type=options.positive_int, default=10)
     p.add_argument(
         "--cheetah-epochs",
-        type=int,
+        type=options.positive_int,
         default=1,
         help="epochs of CHEETAH runs (about 18 s an epoch per route here; default %(default)s)",
     )
-    p.add_argument("--out", default="compare-mlp", help="directory for the PNG plots")
+    p.add_argument(
+        "--out", type=options.output_dir, default="compare-mlp", help="directory for the PNG plots"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..apps import compare
-    from ..runners.config import ConfigError
     from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field)  # validated before any work
-    for name in ("epochs", "cheetah_epochs"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, name)}")
-    if len(set(args.routes)) != len(args.routes):
-        raise ConfigError(f"--routes lists a route twice: {' '.join(args.routes)}")
+    routes = options.distinct_routes(args.routes)
     print(compare.setup_line(args.epochs, args.cheetah_epochs))
     print(compare.HEADER)
     print("-" * len(compare.HEADER))
     rows, references = compare.run_compare(
         runs,
-        routes=args.routes,
+        routes=routes,
         epochs=args.epochs,
         cheetah_epochs=args.cheetah_epochs,
         on_row=lambda row: print(compare.line(row), flush=True),

@@ -6,6 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from . import options
+
 HELP = "convert a torch model to StableHLO (.mlir), its weights (.safetensors) and a manifest"
 
 
@@ -24,7 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out-dir", required=True, type=Path, help="folder for the three files")
     p.add_argument("--name", help="output file stem (default: the module's class name)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and example inputs")
+    p.add_argument(
+        "--seed",
+        type=options.non_negative_int,
+        default=0,
+        help="seed for weights and example inputs",
+    )
     p.add_argument(
         "--index-lowering",
         choices=("auto", "take", "one_hot"),

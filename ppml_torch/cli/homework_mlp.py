@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 HELP = "train the breast-cancer MLP (the SecretFlow homework) on cpu, spu and secretflow"
 DEFAULT_RUNS = ("cpu", "spu:SEMI2K", "spu:ABY3", "secretflow:SEMI2K")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..apps.homework.data import NORMALISATIONS
+    from ..apps.homework.train import ROUTE
 
-    p.add_argument(
-        "--runs",
-        nargs="+",
-        default=list(DEFAULT_RUNS),
-        help="backend[:protocol[:field]] list (default: %(default)s); e.g. spu:CHEETAH (slow: ~18 s/epoch)",
-    )
-    p.add_argument(
-        "--field", default="FM64", help="field of MPC runs that name none: FM64 or FM128"
-    )
-    p.add_argument("--epochs", type=int, default=10)
+    options.add_runs(p, DEFAULT_RUNS, torch=False, note="e.g. spu:CHEETAH (slow: ~18 s/epoch)")
+    options.add_field(p)
+    p.add_argument("--epochs", type=options.positive_int, default=10)
     p.add_argument("--normalise", choices=NORMALISATIONS, default="per-feature")
-    p.add_argument(
-        "--route",
-        choices=("graph", "flax"),
-        default="flax",
-        help="fit's conversion route (default %(default)s)",
-    )
-    p.add_argument(
-        "--cluster",
-        metavar="FILE",
-        help="run this process as one party of a multi-process secretflow run (cluster file; "
-        "see `ppml-torch launch` for one machine)",
-    )
-    p.add_argument("--party", help="this process's party in --cluster (alice, bob, carol)")
+    options.add_route(p, ROUTE, what="fit's conversion route")
+    options.add_party(p)
     p.add_argument(
         "--save",
         metavar="DIR",
@@ -56,11 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runners.runspec import parse_runs
 
     runs = parse_runs(args.runs, args.field, allow_torch=False)  # validated before any work
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
-    if (args.cluster is None) != (args.party is None):
-        raise ConfigError("--cluster and --party go together (or use `ppml-torch launch`)")
-    if args.cluster is not None:
+    if options.one_party(args):
         return _run_party(args, runs[0])
     if args.save is not None:
         raise ConfigError(

@@ -47,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_command(argv: Sequence[str], party: str) -> None:
     """The sub-command must exist, run across processes, and its arguments must be valid."""
+    import contextlib
     import importlib
+    import io
 
     from ..runners.secretflow.cluster import ClusterError
     from . import COMMANDS, build_parser
@@ -70,7 +72,12 @@ def check_command(argv: Sequence[str], party: str) -> None:
         if any(a == flag or a.startswith(flag + "=") for a in argv):
             raise ClusterError(f"launch sets {flag} itself; drop it from the sub-command")
     parser = build_parser()
-    args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            args = parser.parse_args([*argv, "--cluster", "cluster.json", "--party", party])
+    except SystemExit:  # the sub-command's usage error, as the one line of this refusal
+        raise ClusterError(usage.getvalue().strip().removeprefix("ppml-torch ")) from None
     check(args)
     if getattr(args, "save", None) is not None:
         check_writable_folder(args.save, "--save")

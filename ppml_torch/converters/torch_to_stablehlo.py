@@ -129,6 +129,12 @@ def load_factory_module(
         module = factory(**(kwargs or {}))
     except TypeError as e:
         raise ExportError(f"{module_path}(**{kwargs or {}}) failed: {e}; fix --kwargs") from None
+    except Exception as e:  # noqa: BLE001 - the user's factory: its error, in one line
+        text = " ".join(str(e).split())[:200]
+        raise ExportError(
+            f"{module_path}(**{kwargs or {}}) raised {type(e).__name__}: {text}; fix the factory "
+            "or its --kwargs"
+        ) from None
     if not isinstance(module, torch.nn.Module):
         raise ExportError(
             f"{module_path} returned a {type(module).__name__}, not a torch.nn.Module"

@@ -7,7 +7,8 @@ plaintext and under MPC?
   fixture and ``--ppml-runs``; sessions shared over a test run (:mod:`.sessions`);
 * ``ppml-torch check MODULE_SPEC`` on the command line (:mod:`ppml_torch.cli.check`);
 * default tolerances from measured per-op errors (:mod:`.tolerances`);
-* ``python -m ppml_torch.equivalence.models``: the compatibility table ``docs/models.md``.
+* ``scripts/models_page.py`` (not part of the package) writes the compatibility table
+  ``docs/models.md`` with it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ppml_torch.testing import Tolerance
+from .tolerances import Tolerance
 
 PASS, FAIL, SKIP, ERROR = "pass", "FAIL", "n/a", "error"
 

@@ -16,7 +16,7 @@ from ..converters.torch_to_stablehlo import (
     parse_input_spec,
     parse_kwargs,
 )
-from .check import EquivalenceError
+from .inputs import EquivalenceError
 
 __all__ = ["InputSpec", "default_inputs", "load_hf_dir", "load_model", "make_inputs", "parse_input"]
 

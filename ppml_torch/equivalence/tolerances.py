@@ -8,7 +8,7 @@ tolerance of a check is computed from the ops the converted program actually run
 
     atol = base.atol + SAFETY * sum over approximated ops of  error(op) * sqrt(uses of op)
 
-``base`` is the table of :mod:`ppml_torch.testing` (truncation of additions and products);
+``base`` is :data:`TOLERANCES` below (truncation of additions and products);
 ``error(op)`` is the largest absolute error of the op measured under that protocol and field
 by ``scripts/measure_op_errors.py`` on realistic input ranges (``op_errors.json`` beside this
 file: outputs, and gradients of ``sum(op(x))``); ``sqrt(uses)`` treats the errors of repeated
@@ -22,18 +22,53 @@ largest error measured for that setting.  Plaintext runs use :data:`PLAINTEXT`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from ppml_torch.testing import TOLERANCES, Tolerance
+from ppml_torch.runners.config import DEFAULT_FIELD
 
 TABLE = Path(__file__).with_name("op_errors.json")
 SAFETY = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """An element passes when ``|got - expected| <= atol + rtol * |expected|``."""
+
+    atol: float
+    rtol: float
+
+
+# (protocol, field) -> tolerance for values of order 1 after a few fixed-point operations
+# (additions and products: their truncation).  Chosen from measured errors
+# (tests/runners/test_parity.py prints the largest error seen per protocol/field) with
+# head-room; they are not loosened per test.
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    # Largest errors measured on the parity suite (elementwise, matmul, reductions, MLP forward on
+    # inputs in [-2, 2]): FM64 3.5e-5 (CHEETAH), 3.3e-5 (ABY3), 2.7e-5 (SEMI2K); FM128 4.8e-7.
+    # Deep models (GPT-2's exp/division/rsqrt chains) exceed these: their tests measure the error
+    # and check decisions against it (top-1 margins) instead of using this table.
+    ("SEMI2K", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
+    ("CHEETAH", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
+    ("ABY3", "FM64"): Tolerance(atol=2e-4, rtol=1e-3),
+    ("SEMI2K", "FM128"): Tolerance(atol=5e-6, rtol=1e-5),
+    ("CHEETAH", "FM128"): Tolerance(atol=5e-6, rtol=1e-5),
+    ("ABY3", "FM128"): Tolerance(atol=5e-6, rtol=1e-5),
+}
 # cpu (XLA float32) against torch eager (float32): the order of float additions differs.
 PLAINTEXT = Tolerance(atol=1e-5, rtol=1e-4)
+
+
+def base(protocol: str, field: str | None = None) -> Tolerance:
+    """The :data:`TOLERANCES` entry of a protocol and field (default: the default field)."""
+    key = (protocol.upper(), (field or DEFAULT_FIELD).upper())
+    if key not in TOLERANCES:
+        raise KeyError(f"no tolerance for {key}; add one to ppml_torch/equivalence/tolerances.py")
+    return TOLERANCES[key]
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,16 +96,13 @@ def derive(
     """
     if protocol is None:
         return PLAINTEXT, "plaintext float32"
-    field = (field or "FM64").upper()
-    key = (protocol.upper(), field)
-    if key not in TOLERANCES:
-        raise KeyError(f"no base tolerance for {key}; add one to ppml_torch/testing.py")
-    base = TOLERANCES[key]
-    setting = op_errors().get(f"{key[0]}:{field}")
+    protocol, field = protocol.upper(), (field or DEFAULT_FIELD).upper()
+    start = base(protocol, field)
+    setting = op_errors().get(f"{protocol}:{field}")
     if setting is None:
         raise KeyError(
-            f"no measured op errors for {key[0]}:{field}; run scripts/measure_op_errors.py "
-            f"--settings {key[0]}:{field}"
+            f"no measured op errors for {protocol}:{field}; run scripts/measure_op_errors.py "
+            f"--settings {protocol}:{field}"
         )
     worst = max(float(r[kind]) for r in setting.values())
     terms = []
@@ -81,10 +113,10 @@ def derive(
         total += err * math.sqrt(uses)
         short = op.removeprefix("aten.").split(".")[0]
         terms.append(f"{short}{'' if uses == 1 else f'x{uses}'} {err:.1e}")
-    atol = base.atol + SAFETY * total
-    how = f"base {base.atol:g}" + (f" + {SAFETY:g}*({', '.join(terms)})" if terms else "")
-    rtol = base.rtol
+    atol = start.atol + SAFETY * total
+    how = f"base {start.atol:g}" + (f" + {SAFETY:g}*({', '.join(terms)})" if terms else "")
+    rtol = start.rtol
     if kind == "grad":  # a parameter's gradient sums the ops' derivative errors over the batch
-        rtol = base.rtol + SAFETY * total
+        rtol = start.rtol + SAFETY * total
         how += " (also as rtol of the largest gradient)"
     return Tolerance(atol=float(f"{atol:.2g}"), rtol=float(f"{rtol:.2g}")), how

@@ -111,7 +111,29 @@ def load_checkpoint(path: str | os.PathLike[str], *, weights: bool = True) -> nn
         with torch.random.fork_rng(devices=[]):  # seeded, the caller's RNG state untouched
             torch.manual_seed(0)
             return GPT2LMHeadModel(GPT2Config.from_pretrained(path, local_files_only=True)).eval()
-    return GPT2LMHeadModel.from_pretrained(path, local_files_only=True).eval()
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of a .bin file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return GPT2LMHeadModel.from_pretrained(path, local_files_only=True).eval()
+    except Exception as e:  # noqa: BLE001 - the readers raise many types; one line names it
+        chain = [e]
+        while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None:
+            chain.append(nxt)
+        if any(isinstance(c, pickle.UnpicklingError) for c in chain):
+            why = (
+                "it holds pickled objects other than tensors, which are not run (weights are "
+                "loaded with weights_only)"
+            )
+        else:
+            root = chain[-1]
+            why = f"{type(root).__name__}: {' '.join(str(root).split())[:160]}; it is truncated or corrupt"
+        raise GenerationError(
+            f"checkpoint {path!r}: its weights cannot be read ({why}); write it again with "
+            "save_pretrained"
+        ) from e
 
 
 CANDIDATES_FILE = "candidates.json"

@@ -70,8 +70,29 @@ def link_totals(text: str) -> tuple[int, int]:
     The one place SPU's link log is read: each party's runtime writes one such line per run,
     so a log holding several parties or several runs gives their sum.
     """
-    found = [(int(m[1]), int(m[3])) for m in _LINK_RE.finditer(text)]
+    found = party_links(text)
     return sum(b for b, _ in found), sum(a for _, a in found)
+
+
+_EXECUTION_RE = re.compile(
+    r"\[Profiling\] SPU execution \S+ completed, .*?execution took ([\d.e+-]+)s"
+)
+
+
+def party_links(text: str) -> list[tuple[int, int]]:
+    """``(send bytes, send actions)`` of every ``Link details`` line in ``text``, in log order.
+
+    One line per party per run: in-process, where every party logs to one stream without its
+    name, the list of one run holds each party's figures, in an unknown party order.
+    """
+    return [(int(m[1]), int(m[3])) for m in _LINK_RE.finditer(text)]
+
+
+def execution_seconds(text: str) -> list[float]:
+    """SPU's own execution time of every ``[Profiling] SPU execution ... completed`` line in
+    ``text`` (one per party per run: the time inside SPU's runtime, waiting for peers
+    included, without the caller's thread start-up)."""
+    return [float(m[1]) for m in _EXECUTION_RE.finditer(text)]
 
 
 class SpuLogTap:

@@ -93,7 +93,7 @@ def test_given_samples_and_integer_inputs(models, capsys, tmp_path):
             "holds int64[1, 3], but input 0 is float32[8, 4]",
         ),
         (["--homework", "--strict"], "--strict goes with --check"),
-        (["--homework", "--fraction-bits", "40"], "use an integer in 1..30"),
+        (["--homework", "--fraction-bits", "40"], "use an integer in 8..26"),
         (["--homework", "--field", "FM32"], "unknown field 'FM32'"),
         (["--homework", "--protocol", "SPDZ"], "unknown protocol 'SPDZ'"),
     ],

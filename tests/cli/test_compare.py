@@ -22,7 +22,8 @@ def test_torch_and_cpu_one_epoch(capsys, tmp_path):
 def test_bad_input_is_one_line(capsys):
     assert main(["compare", "mlp", "--runs", "cpu", "--epochs", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "ppml-torch compare: --epochs must be at least 1, got 0"
+        "ppml-torch compare: argument --epochs: must be a positive integer, got 0 "
+        "(see ppml-torch compare --help)"
     )
     assert main(["compare", "mlp", "--runs", "spu:NOPE"]) == 2
     err = capsys.readouterr().err.strip()

@@ -31,7 +31,7 @@ def test_torch_and_cpu_runs_agree(capsys):
     "extra, message",
     [
         (["--prompt", ""], "--prompt is empty"),
-        (["--tokens", "0"], "--tokens must be at least 1"),
+        (["--tokens", "0"], "--tokens: must be a positive integer, got 0"),
         # --layers: the random model (1024 positions), also when models/tiny-gpt2 is built
         (["--tokens", "2000", "--layers", "1"], "positions; the model's position table has 1024"),
         (["--checkpoint", "/nonexistent/dir"], "does not exist"),
@@ -86,7 +86,10 @@ PARTY_REFUSALS = [
     (["--runs", "torch"], "run 'torch' needs alice's weights and bob's prompt in one process"),
     (["--runs", "spu:SEMI2K"], "run(s) spu:SEMI2K:FM64 keep every party in one process"),
     (["--runs", "secretflow:SEMI2K", "secretflow:ABY3"], "one run at a time, got 2"),
-    (["--runs", "secretflow:SEMI2K", "--tokens", "0"], "--tokens must be at least 1"),
+    (
+        ["--runs", "secretflow:SEMI2K", "--tokens", "0"],
+        "--tokens: must be a positive integer, got 0",
+    ),
 ]
 
 
@@ -105,16 +108,34 @@ def test_cluster_and_party_go_together(capsys, given):
     assert "--cluster and --party go together" in capsys.readouterr().err
 
 
-def test_cluster_without_alice_and_bob_is_refused(tmp_path, capsys):
+def test_roles_follow_the_cluster_files_parties(tmp_path, capsys, monkeypatch):
+    """The weights are the cluster's first party's, the prompt its second's, whatever their
+    names (dave, erin): erin's process reads the prompt and expects the ids, dave's weights.
+    Stopped where the session would start (no process is started).  Catches roles written as
+    the literals alice/bob again: erin would be told it holds shares only."""
+    from ppml_torch.errors import PpmlError
+    from ppml_torch.runners.runspec import RunSpec
     from ppml_torch.runners.secretflow.cluster import loopback_cluster
 
+    class Stop(PpmlError):
+        pass
+
+    def stop(self, **kw):
+        raise Stop(f"stopped before the session ({kw['party']})")
+
+    monkeypatch.setattr(RunSpec, "open", stop)
     path = tmp_path / "cluster.json"
-    path.write_text(json.dumps(loopback_cluster(["alice", "dave"])))
-    argv = ["gpt2", "--runs", "secretflow:SEMI2K", "--cluster", str(path), "--party", "alice"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "has no party bob: gpt2 takes the weights from alice and the prompt from bob" in err
-    assert "\n" not in err
+    path.write_text(json.dumps(loopback_cluster(["dave", "erin"])))
+    argv = ["gpt2", "--runs", "secretflow:SEMI2K", "--cluster", str(path), *TINY, "--tokens", "2"]
+    assert main([*argv, "--party", "erin"]) == 2
+    out, err = capsys.readouterr()
+    assert "stopped before the session (erin)" in err
+    assert "it gives the prompt and receives the ids; the weights are dave's" in out, out
+    assert "= 7 ids [40, 2883, 6155, 351, 616, 13779, 3290]; 2 new tokens" in out
+    assert main([*argv, "--party", "dave"]) == 2
+    out = capsys.readouterr().out
+    assert "it gives the weights (secret-shared once per route); the ids go to erin" in out, out
+    assert "prompt: erin's secret, --prompt is not read here" in out, out
 
 
 def test_launch_accepts_gpt2_and_checks_its_arguments():
@@ -125,7 +146,10 @@ def test_launch_accepts_gpt2_and_checks_its_arguments():
     for extra, message in [
         (["--runs", "torch"], "run 'torch' needs alice's weights"),
         (["--runs", "secretflow:SEMI2K", "--prompt", ""], "--prompt is empty"),
-        (["--runs", "secretflow:SEMI2K", "--tokens", "0"], "--tokens must be at least 1"),
+        (
+            ["--runs", "secretflow:SEMI2K", "--tokens", "0"],
+            "--tokens: must be a positive integer, got 0",
+        ),
     ]:
         with pytest.raises(PpmlError, match=message):
             check_command(["gpt2", *extra], "alice")
@@ -146,7 +170,7 @@ def test_launch_semi2k_ids_reach_bob_only_and_match_in_process_spu(monkeypatch):
     """alice and bob, each in its own process (SecretFlow production mode, SEMI2K): bob's
     output has the ids of the same generation in one process (``spu:SEMI2K``), alice's has
     neither the ids nor the prompt."""
-    from ppml_torch.cli.gpt2 import DEFAULT_PROMPT
+    from ppml_torch.apps.gpt2.job import DEFAULT_PROMPT
     from ppml_torch.cli.launch import check_command
     from ppml_torch.generation import generate, gpt2_tokenizer, random_gpt2, torch_greedy
     from ppml_torch.runners.secretflow.launcher import launch

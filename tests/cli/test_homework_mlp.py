@@ -18,4 +18,7 @@ def test_one_cpu_epoch_prints_the_table(capsys):
 def test_epochs_below_one_is_one_line(capsys):
     assert main(["homework-mlp", "--runs", "cpu", "--epochs", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "ppml-torch homework-mlp: --epochs must be at least 1, got 0"
+    assert err == (
+        "ppml-torch homework-mlp: argument --epochs: must be a positive integer, got 0 "
+        "(see ppml-torch homework-mlp --help)"
+    )

@@ -195,3 +195,44 @@ def test_checkpoint_architecture_only_needs_no_weight_file(tiny, tmp_path):
     got = {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
     assert got == {k: (v.shape, v.dtype) for k, v in saved.state_dict().items()}
     assert not torch.equal(model.transformer.wte.weight, saved.transformer.wte.weight)
+
+
+class _Payload:
+    """Pickled code that would write a marker file if a loader ran it."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "flipped bytes", "pickle"])
+def test_damaged_weight_file_is_one_line(tiny, tmp_path, damage):
+    """A truncated, garbage, flipped-byte or pickled-code weight file: one GenerationError line
+    (was a 27- to 58-line traceback from safetensors or torch), and the pickled code never
+    runs."""
+    import pickle
+
+    tiny.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    raw = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        weights.write_bytes(np.random.default_rng(0).bytes(len(raw)))
+    elif damage == "flipped bytes":
+        b = bytearray(raw)
+        b[10] ^= 0xFF
+        weights.write_bytes(bytes(b))
+    else:
+        weights.unlink()
+        marker = tmp_path / "pwned"
+        with open(tmp_path / "pytorch_model.bin", "wb") as f:
+            pickle.dump({"x": _Payload(str(marker))}, f)
+    with pytest.raises(GenerationError, match="its weights cannot be read") as e:
+        load_checkpoint(tmp_path)
+    assert "\n" not in str(e.value)
+    if damage == "pickle":
+        assert "pickled objects other than tensors, which are not run" in str(e.value)
+        assert not marker.exists()

@@ -126,6 +126,41 @@ def test_weights_put_once_per_generation_through_session_record(hf):
         np.testing.assert_array_equal(g.ids, hf_generate(hf, PROMPTS[0])[:, :n])
 
 
+@pytest.mark.parametrize(
+    "run, parties, weights, prompt",
+    [
+        ("spu:ABY3", None, "alice", "bob"),
+        ("cpu", None, "alice", "bob"),
+        ("cpu", ("dave", "erin", "fay"), "dave", "erin"),  # roles follow the session's parties
+    ],
+)
+def test_ids_are_revealed_to_the_prompts_owner_only(hf, run, parties, weights, prompt):
+    """The session's record: the weights put by the first party, the prompt by the second,
+    the cache positions public, and ONE reveal, of the ids ``(B, N)``, to the prompt's owner.
+    Catches the ids revealed to the weights' owner (or to every party) instead: in one process
+    the returned ids are the same either way, only the record tells."""
+    from ppml_torch.runners import open_session
+
+    n = 3
+    if run == "cpu":
+        s = open_session("cpu", parties=parties)
+    else:
+        s = get_session("spu", "ABY3", "FM64")
+    try:
+        first = len(s.record)
+        g = generate(hf, PROMPTS[0], n, session=s, route="flax")
+        record = s.record[first:]
+    finally:
+        if run == "cpu":
+            s.close()
+    puts = [e.party for e in record if e.kind == "put"]
+    reveals = [e for e in record if e.kind == "reveal"]
+    assert puts == [weights, prompt] + [None] * (n - 1), puts
+    assert [e.party for e in reveals] == [prompt], reveals
+    assert [tuple(a.shape) for a in reveals[0].handle.avals] == [(1, n)]
+    np.testing.assert_array_equal(g.ids, hf_generate(hf, PROMPTS[0])[:, :n])
+
+
 @pytest.mark.parametrize("route", ["graph", "flax"])
 def test_cpu_session_equals_torch_for_several_prompt_lengths(hf, route):
     s = get_session("cpu")

@@ -254,3 +254,45 @@ def test_check_same_names_the_party_and_setting_that_differ(monkeypatch):
     msg = str(e.value)
     assert "party 'bob' runs homework-mlp with --epochs 2" in msg and "with 10" in msg, msg
     assert "\n" not in msg
+
+
+# --- owners: only the session's parties (Session.put, check_owners) -----------------------------
+
+OWNER_REFUSALS = [
+    ("mallory", None, r"put: owner 'mallory' is not a party of this session \(alice, bob"),
+    (None, None, r"put: a secret input needs an owner; pass owner= one of alice, bob"),
+    ("alice", "hidden", r"put: visibility must be 'secret' or 'public', got 'hidden'"),
+    ("mallory", "public", r"put: owner 'mallory' is not a party \(alice, bob"),
+]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "spu"])
+@pytest.mark.parametrize("owner, visibility, match", OWNER_REFUSALS)
+def test_put_refuses_an_owner_that_is_not_a_party(backend, owner, visibility, match):
+    """Catches the session's owner check removed (``Session._check_owner`` returning what it
+    was given): a value would then be put as the secret of a party that does not exist (or of
+    nobody), silently on cpu; here it is one line naming the parties, and nothing is put."""
+    from ppml_torch.runners import ConfigError
+
+    s = get_session("cpu") if backend == "cpu" else get_session("spu", "SEMI2K", "FM64")
+    reports, record, live = len(s.reports), len(s.record), set(s._live)
+    with pytest.raises(ConfigError, match=match):
+        s.put(np.ones(2, np.float32), owner=owner, visibility=visibility)
+    assert (len(s.reports), len(s.record), s._live) == (reports, record, live)
+
+
+def test_wrap_refuses_owners_that_are_not_parties_before_any_work():
+    """Catches ``check_owners`` removed (runners/base.py): ``wrap`` would take an unknown owner,
+    a missing one or too few owners and fail later, or not at all (cpu)."""
+    from ppml_torch.runners import ConfigError
+
+    s = get_session("cpu")
+    x = np.ones(2, np.float32)
+    with pytest.raises(ConfigError, match=r"wrap\(double\): owner 'mallory' of input 0 is not a"):
+        wrap(s, double, owners=("mallory",))
+    with pytest.raises(ConfigError, match=r"wrap\(double\): input 0 has no owner"):
+        wrap(s, double, owners=(None,))
+    reports = len(s.reports)
+    with pytest.raises(ConfigError, match=r"double: 2 positional inputs but 1 owners"):
+        wrap(s, double, owners=("alice",))(x, x)
+    assert len(s.reports) == reports, "nothing may be put"

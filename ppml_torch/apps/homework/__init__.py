@@ -13,8 +13,8 @@ from the homework's Flax initial weights), trained by ``ppml_torch.fit`` for 10 
 minibatch SGD: batch 10 and the partial batch of 5 (``fit`` batches like torch's
 ``DataLoader``; the homework used ``numpy.array_split``), ``nn.MSELoss`` at lr 0.005, the
 homework's ``mean((y - pred)**2 / 2)`` at 0.01; the flax route by default (``train.ROUTE``).
-The homework's hand-written Flax loop is kept
-in :mod:`.flax_loop` as the benchmark's reference.
+The homework's hand-written Flax loop is kept in ``bench/flax_loop.py`` as the benchmark's
+reference.
 
 **Fix of the original homework's loss.**  The homework computed that loss with ``y`` of shape
 ``(n,)`` against predictions of shape ``(n, 1)``, which broadcasts to an ``(n, n)`` matrix:

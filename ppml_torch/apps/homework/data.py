@@ -6,6 +6,12 @@ import dataclasses
 
 import numpy as np
 
+from ...runners.roles import roles
+
+# The homework's two parties are a session's roles (alice and bob by default): the first
+# holds features 0-14 and the weights, the second features 15-29 and the labels.
+WEIGHTS_OWNER = roles().weights
+LABEL_OWNER = roles().data
 ALICE_FEATURES = slice(0, 15)
 BOB_FEATURES = slice(15, 30)
 NORMALISATIONS = ("per-feature", "global")
@@ -28,12 +34,12 @@ class HomeworkData:
         import jax
 
         owners = {
-            "x_alice_train": "alice",
-            "x_bob_train": "bob",
-            "y_train": "bob",
-            "x_alice_test": "alice",
-            "x_bob_test": "bob",
-            "y_test": "bob",
+            "x_alice_train": WEIGHTS_OWNER,
+            "x_bob_train": LABEL_OWNER,
+            "y_train": LABEL_OWNER,
+            "x_alice_test": WEIGHTS_OWNER,
+            "x_bob_test": LABEL_OWNER,
+            "y_test": LABEL_OWNER,
         }
         mine = {
             k: getattr(self, k)

@@ -1,11 +1,11 @@
 """The homework's training, through ``ppml_torch.fit``: the torch MLP, its data description.
 
 The model is the torch ``nn.Sequential`` [30, 15, 8, 1] with ReLU, starting from the
-homework's Flax initial weights (``flax_loop.init_flax_mlp``, seed 1) so that the table keeps
+homework's Flax initial weights (:func:`init_flax_mlp`, seed 1) so that the table keeps
 its starting point.  Hyper-parameters are the homework's: minibatch SGD at 0.01 on
 ``mean((y - p)**2 / 2)``, which is ``nn.MSELoss`` at lr 0.005 (same gradient), batch 10.
 
-**What changed from the hand-written loop** (``flax_loop``): ``fit`` batches like torch's
+**What changed from the hand-written loop** (``bench/flax_loop.py``): ``fit`` batches like torch's
 ``DataLoader``: 45 batches of 10 rows and the partial batch of 5 rows kept as one more step;
 the homework used ``numpy.array_split`` (5 batches of 11 rows, 40 of 10).  The AUC moves a
 little (docs/fit.md, "Equal batches and the homework's table").  And ``fit`` reveals the
@@ -18,16 +18,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import HomeworkData
+from .data import ALICE_FEATURES, BOB_FEATURES, LABEL_OWNER, WEIGHTS_OWNER, HomeworkData
 
 LR = 0.005  # nn.MSELoss at 0.005 == the homework's mean((y - p)**2 / 2) at 0.01
 BATCH_SIZE = 10
-WEIGHTS_OWNER = "alice"
-LABEL_OWNER = "bob"
 # The homework trains through the flax route by default: it converts in milliseconds where
 # the graph route runs torch.export once (about 1 s; bench/bench_fit.py).
 # ``route="graph"`` gives the same AUC.
 ROUTE = "flax"
+
+
+def init_flax_mlp(seed: int = 1) -> tuple[Any, Any]:
+    """The homework's Flax MLP [30, 15, 8, 1]: its ``apply`` and initial weights (``seed``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ...models.mlp import HOMEWORK_FEATURES, MLP
+
+    model = MLP(features=HOMEWORK_FEATURES, activation="relu")
+    params = model.init(jax.random.PRNGKey(seed), jnp.ones((1, 30), jnp.float32))
+    return model.apply, params
 
 
 def torch_mlp(seed: int = 1) -> Any:
@@ -35,7 +45,6 @@ def torch_mlp(seed: int = 1) -> Any:
     import torch.nn as nn
 
     from ...converters.flax import from_flax
-    from .flax_loop import init_flax_mlp
 
     module = nn.Sequential(
         nn.Linear(30, 15), nn.ReLU(), nn.Linear(15, 8), nn.ReLU(), nn.Linear(8, 1)
@@ -43,12 +52,19 @@ def torch_mlp(seed: int = 1) -> Any:
     return from_flax(init_flax_mlp(seed)[1], module)
 
 
+def _columns(features: slice) -> range:
+    return range(features.start, features.stop)
+
+
 def train_data(data: HomeworkData) -> Any:
     """alice: features 0-14 and the weights; bob: features 15-29 and the labels."""
     from ...train import vertical
 
     return vertical(
-        {"alice": (range(0, 15), data.x_alice_train), "bob": (range(15, 30), data.x_bob_train)},
+        {
+            WEIGHTS_OWNER: (_columns(ALICE_FEATURES), data.x_alice_train),
+            LABEL_OWNER: (_columns(BOB_FEATURES), data.x_bob_train),
+        },
         labels=(LABEL_OWNER, data.y_train),
         weights_owner=WEIGHTS_OWNER,
     )
@@ -58,7 +74,10 @@ def eval_data(data: HomeworkData) -> Any:
     from ...train import vertical
 
     return vertical(
-        {"alice": (range(0, 15), data.x_alice_test), "bob": (range(15, 30), data.x_bob_test)},
+        {
+            WEIGHTS_OWNER: (_columns(ALICE_FEATURES), data.x_alice_test),
+            LABEL_OWNER: (_columns(BOB_FEATURES), data.x_bob_test),
+        },
         weights_owner=WEIGHTS_OWNER,
     )
 

@@ -98,10 +98,13 @@ def reading(path: PathLike, what: str, fix: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def writing(path: PathLike, what: str) -> Iterator[None]:
-    """Turn an OS error while writing ``path`` into one :class:`InputFileError` line."""
+    """Turn a failure while writing ``path`` into one :class:`InputFileError` line (writers
+    raise their own types: OSError, torch.save's RuntimeError, SafetensorError)."""
     try:
         yield
-    except OSError as e:
+    except PpmlError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the cause is in the message
         raise InputFileError(
             f"{what} {os.fspath(path)!r} cannot be written ({_one_line(e)}); choose another path"
         ) from e

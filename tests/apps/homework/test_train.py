@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppml_torch.apps.homework import flax_loop, train
+from ppml_torch.apps.homework import train
 from ppml_torch.apps.homework.data import load_data
 from ppml_torch.apps.homework.evaluate import auc, torch_auc
 from tests.sessions import get_session
@@ -37,7 +37,7 @@ def _max_diff(a, b) -> float:
 
 
 def test_torch_mlp_starts_from_the_homework_flax_weights():
-    apply_fn, params = flax_loop.init_flax_mlp()
+    apply_fn, params = train.init_flax_mlp()
     x = np.random.default_rng(0).uniform(0, 1, (5, 30)).astype(np.float32)
     with torch.no_grad():
         got = train.torch_mlp()(torch.as_tensor(x)).numpy()

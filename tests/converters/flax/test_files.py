@@ -74,10 +74,18 @@ def test_unwritable_output_is_refused(tmp_path):
         files.check_output_file(ro / "o.pt", "--out")
 
 
-def test_a_failed_write_is_one_line(tmp_path):
+@pytest.mark.parametrize("suffix", [".msgpack", ".safetensors", ".pt"])
+def test_a_failed_write_is_one_line(tmp_path, suffix):
+    """/proc takes no new files, even from root: every writer's failure is one line (torch.save
+    raises a RuntimeError there, which was a 25-line traceback)."""
     cm = to_flax(homework_mlp())
     with pytest.raises(InputFileError, match="cannot be written") as e:
-        files.save_flax("/proc/ppml_torch_test.msgpack", cm.params, cm.extras["spec"])
+        if suffix == ".pt":
+            files.save_torch_state_dict(
+                f"/proc/ppml_torch_test{suffix}", homework_mlp().state_dict()
+            )
+        else:
+            files.save_flax(f"/proc/ppml_torch_test{suffix}", cm.params, cm.extras["spec"])
     assert "\n" not in str(e.value)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from flax_cases import homework_mlp, tiny_hf_gpt2, tiny_nanogpt, token_ids
 
-from ppml_torch.apps.homework import flax_loop as homework
+from bench import flax_loop as homework
 from ppml_torch.apps.homework.data import load_data
 from ppml_torch.apps.homework.evaluate import auc, evaluate_auc
 from ppml_torch.converters.flax import from_flax, to_flax

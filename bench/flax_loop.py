@@ -1,11 +1,14 @@
 """The hand-written Flax loop ``homework-mlp`` ran before it moved onto ``ppml_torch.fit``.
 
-Kept as a reference: ``bench/bench_fit.py`` times ``fit`` against it, and the Flax transfer
-test trains a transferred MLP with it.  The Flax MLP is trained by minibatch SGD in a session,
-one Python-unrolled program per epoch over the homework's ``numpy.array_split`` batches.
+Kept as the benchmark's reference: ``bench/bench_fit.py`` times ``fit`` against it (and
+``bench/bench_parties.py`` runs it across processes), and the Flax transfer test trains a
+transferred MLP with it.  The homework's initial weights are the app's
+(:func:`ppml_torch.apps.homework.train.init_flax_mlp`).  The Flax MLP is trained by minibatch
+SGD in a session, one Python-unrolled program per epoch over the homework's
+``numpy.array_split`` batches.
 :func:`fit` trains and leaves the weights inside the session (secret under MPC);
 :func:`reveal_params` reveals them to their owner only, when asked; :func:`predict_test`
-scores the test set inside the session, revealed to bob.
+scores the test set inside the session, revealed to the label holder (bob).
 """
 
 from __future__ import annotations
@@ -19,20 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...runners import Handle, RunReport, Session, total
-from .data import HomeworkData
+from ppml_torch.apps.homework.data import LABEL_OWNER, WEIGHTS_OWNER, HomeworkData
+from ppml_torch.runners import Handle, RunReport, Session, total
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
-
-
-def init_flax_mlp(seed: int = 1) -> tuple[ApplyFn, Params]:
-    """The homework's Flax MLP [30, 15, 8, 1] and its initial weights."""
-    from ...models.mlp import HOMEWORK_FEATURES, MLP
-
-    model = MLP(features=HOMEWORK_FEATURES, activation="relu")
-    params = model.init(jax.random.PRNGKey(seed), jnp.ones((1, 30), jnp.float32))
-    return model.apply, params
 
 
 def mse_loss(apply_fn: ApplyFn, params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -86,14 +80,14 @@ def fit(
     epochs: int = 10,
     batch_size: int = 10,
     lr: float = 0.01,
-    params_owner: str = "alice",
+    params_owner: str = WEIGHTS_OWNER,
 ) -> FitResult:
     """Train under ``session``; the weights never leave it (see :func:`reveal_params`)."""
     start = len(session.reports)
     params = session.put(init_params, owner=params_owner)
-    x_a = session.put(data.x_alice_train, owner="alice")
-    x_b = session.put(data.x_bob_train, owner="bob")
-    y = session.put(data.y_train, owner="bob")
+    x_a = session.put(data.x_alice_train, owner=WEIGHTS_OWNER)
+    x_b = session.put(data.x_bob_train, owner=LABEL_OWNER)
+    y = session.put(data.y_train, owner=LABEL_OWNER)
     epoch = _epoch_fn(apply_fn, data.y_train.shape[0], batch_size, float(lr))
     for _ in range(epochs):
         new = session.call(epoch, params, x_a, x_b, y, name="epoch")
@@ -115,13 +109,13 @@ def _predict(apply_fn: ApplyFn) -> Callable[..., jax.Array]:
 def predict_test(
     session: Session, apply_fn: ApplyFn, params: Handle, data: HomeworkData
 ) -> np.ndarray | None:
-    """Test-set scores computed inside the session, revealed only to bob (the label holder).
+    """Test-set scores computed inside the session, revealed only to the label holder (bob).
 
     ``None`` in every other party's process when each party runs in its own process."""
-    x_a = session.put(data.x_alice_test, owner="alice")
-    x_b = session.put(data.x_bob_test, owner="bob")
+    x_a = session.put(data.x_alice_test, owner=WEIGHTS_OWNER)
+    x_b = session.put(data.x_bob_test, owner=LABEL_OWNER)
     out = session.call(_predict(apply_fn), params, x_a, x_b, name="predict")
-    scores = session.reveal(out, to="bob")
+    scores = session.reveal(out, to=LABEL_OWNER)
     for h in (x_a, x_b, out):
         session.free(h)
     return None if scores is None else np.asarray(scores).reshape(-1)

@@ -1,13 +1,13 @@
 """The compatibility table of real architectures: ``docs/models.md`` is written by this.
 
-    python -m ppml_torch.equivalence.models               # every model, writes docs/models.md
-    python -m ppml_torch.equivalence.models --only GPT-2 LSTM --no-write
+    python scripts/models_page.py               # every model, writes docs/models.md
+    python scripts/models_page.py --only GPT-2 LSTM --no-write
 
 Each entry builds a tiny, randomly initialised model (a few thousand parameters: no download,
 CPU-sized) with its example inputs, and :func:`~ppml_torch.check_equivalence` checks it on
 ``cpu`` (outputs and gradients of ``sum(outputs)`` w.r.t. the parameters); entries marked
 ``sample`` are also run under ``spu:ABY3`` (outputs, with the bytes sent).  A model that does
-not convert shows the first line of the refusal.  ``tests/equivalence/test_models.py`` fails
+not convert shows the first line of the refusal.  ``tests/scripts/test_models_page.py`` fails
 when the page does not list exactly the models of :data:`MODELS`.
 """
 
@@ -21,7 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this checkout's ppml_torch, also when run as a script
+    sys.path.insert(0, str(ROOT))
+PAGE = ROOT / "docs" / "models.md"
 SEQ = 8
 VOCAB = 128
 
@@ -345,75 +348,6 @@ def _models() -> list[Arch]:
         ),  # fmt: skip
         Arch("CLIP text", "transformers", _hf("CLIPTextConfig", "CLIPTextModel", **_ENC)),
         Arch(
-            "ViT",
-            "transformers",
-            _hf(
-                "ViTConfig",
-                "ViTModel",
-                "pixels",
-                image_size=32,
-                patch_size=8,
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-            ),
-        ),  # fmt: skip
-        Arch(
-            "DeiT",
-            "transformers",
-            _hf(
-                "DeiTConfig",
-                "DeiTModel",
-                "pixels",
-                image_size=32,
-                patch_size=8,
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-            ),
-        ),  # fmt: skip
-        Arch(
-            "ResNet",
-            "transformers",
-            _hf(
-                "ResNetConfig",
-                "ResNetModel",
-                "pixels",
-                embedding_size=8,
-                hidden_sizes=[8, 16],
-                depths=[1, 1],
-            ),
-        ),  # fmt: skip
-        Arch(
-            "ConvNeXt",
-            "transformers",
-            _hf(
-                "ConvNextConfig",
-                "ConvNextModel",
-                "pixels",
-                hidden_sizes=[8, 16],
-                depths=[1, 1],
-                num_stages=2,
-            ),
-        ),  # fmt: skip
-        Arch(
-            "Swin",
-            "transformers",
-            _hf(
-                "SwinConfig",
-                "SwinModel",
-                "pixels",
-                image_size=32,
-                patch_size=4,
-                embed_dim=16,
-                depths=[1, 1],
-                num_heads=[2, 2],
-                window_size=4,
-            ),
-        ),  # fmt: skip
-        Arch(
             "Wav2Vec2",
             "transformers",
             _hf(
@@ -535,7 +469,10 @@ def _models() -> list[Arch]:
             ),
         ),  # fmt: skip
     ]
-    return hf + tnn
+    from scripts.vision_models import VISION
+
+    vision = [Arch(name, source, build, sample=sample) for name, source, build, sample in VISION]
+    return hf + vision + tnn
 
 
 MODELS: list[Arch] = []  # filled on first use (building the list imports torch)
@@ -565,8 +502,7 @@ class Result:
 def check_one(arch: Arch, mpc: bool = True) -> Result:
     """Check one model: graph route on ``cpu`` (outputs and gradients), ABY3 for the sample."""
     from ppml_torch.converters.flax import WeightMapError, to_flax
-
-    from .check import EquivalenceError, check_equivalence
+    from ppml_torch.equivalence.check import EquivalenceError, check_equivalence
 
     t0 = time.perf_counter()
     try:
@@ -592,7 +528,7 @@ def check_one(arch: Arch, mpc: bool = True) -> Result:
         arch, status, True, graph.out_err, graph.grad_err, flax, seconds=time.perf_counter() - t0
     )
     if mpc and arch.sample and graph.status == "pass":
-        from .sessions import session_for
+        from ppml_torch.equivalence.sessions import session_for
 
         rep = check_equivalence(
             module, args, example_kwargs=kwargs or None, runs=["spu:ABY3"], routes=["graph"],
@@ -621,12 +557,12 @@ def markdown(results: list[Result]) -> str:
     lines = [
         "# Model compatibility",
         "",
-        "Generated by `python -m ppml_torch.equivalence.models` (do not edit by hand): tiny "
+        "Generated by `python scripts/models_page.py` (do not edit by hand): tiny "
         "random configs of real architectures (transformers and torch.nn, no download), each "
         "checked with `ppml_torch.check_equivalence(module, inputs, runs=['cpu'], grads=True)` "
         "by the graph route; models marked with an ABY3 error were also run under "
-        "`spu:ABY3` (FM64). `tests/equivalence/test_models.py` fails when this page does not "
-        "list exactly the models of `ppml_torch/equivalence/models.py`.",
+        "`spu:ABY3` (FM64). `tests/scripts/test_models_page.py` fails when this page does not "
+        "list exactly the models of `scripts/models_page.py`.",
         "",
         f"**{n_ok} of {len(results)} match torch** (outputs and gradients, plaintext).",
         "",
@@ -662,7 +598,7 @@ def names_in_page(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppml_torch.equivalence.models")
+    p = argparse.ArgumentParser(prog="python scripts/models_page.py")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these models (no page)")
     p.add_argument("--no-mpc", action="store_true", help="skip the ABY3 runs of the sample")
     p.add_argument("--no-write", action="store_true", help=f"print only; do not write {PAGE}")
@@ -681,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             aby3 = "" if r.aby3_err is None else f" ABY3 {r.aby3_err:.1e} (tol {r.aby3_tol:.1e})"
             print(f"{arch.name:<32} {r.seconds:5.1f}s  {r.status[:100]}{aby3}", flush=True)
     finally:
-        from .sessions import close_all
+        from ppml_torch.equivalence.sessions import close_all
 
         close_all()
     page = markdown(results)
