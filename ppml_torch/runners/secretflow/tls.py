@@ -19,7 +19,13 @@ from __future__ import annotations
 import re
 import ssl
 
-from .cluster import ClusterError
+from ..config import ConfigError
+
+
+class TlsError(ConfigError):
+    """A TLS file that the other parties' OpenSSL would refuse (cluster.py names the cluster
+    file around it)."""
+
 
 # brpc: "socket.cpp:2082] Fail to SSL_do_handshake: error:0A000086:SSL routines::certificate
 # verify failed"; only certificate problems (not e.g. a peer that closed the connection)
@@ -34,14 +40,14 @@ def check_files(party: str, ca_cert: str, cert: str, key: str) -> None:
     try:
         client.load_verify_locations(ca_cert)
     except (ssl.SSLError, ValueError) as e:
-        raise ClusterError(
+        raise TlsError(
             f"tls: ca_cert {ca_cert} holds no certificate OpenSSL can read ({_reason(e)}); "
             "give the CA's certificate in PEM"
         ) from None
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cert)
     except (ssl.SSLError, ValueError) as e:
-        raise ClusterError(
+        raise TlsError(
             f"tls: {party}'s cert {cert} is not a certificate OpenSSL can read ({_reason(e)}); "
             "give its certificate in PEM"
         ) from None
@@ -51,11 +57,11 @@ def check_files(party: str, ca_cert: str, cert: str, key: str) -> None:
     except ssl.SSLError as e:
         why = _reason(e)
         if "KEY_VALUES_MISMATCH" in str(e) or "mismatch" in why:
-            raise ClusterError(
+            raise TlsError(
                 f"tls: {party}'s key {key} does not belong to its cert {cert} (OpenSSL: "
                 f"{why}); give the key the certificate was made for"
             ) from None
-        raise ClusterError(
+        raise TlsError(
             f"tls: {party}'s key {key} is not a private key OpenSSL can read ({why}); "
             "give the certificate's key in PEM, without a passphrase"
         ) from None
@@ -66,7 +72,7 @@ def check_files(party: str, ca_cert: str, cert: str, key: str) -> None:
             10: "renew it",
             9: "check this machine's clock and the certificate's dates",
         }.get(code, "sign it with the CA of ca_cert, or give that CA's certificate as ca_cert")
-        raise ClusterError(
+        raise TlsError(
             f"tls: {party}'s cert {cert} fails the other parties' check: {words} (OpenSSL, "
             f"against ca_cert {ca_cert}); {hint}"
         )

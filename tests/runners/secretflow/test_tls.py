@@ -49,7 +49,7 @@ def test_bad_files_are_one_line_naming_the_file(certs, what, ca, cert, key, says
     cert_file = pem.get(cert, certs / f"{cert}.pem")
     key_file = pem.get(key, certs / f"{key}.key")
     t0 = time.monotonic()
-    with pytest.raises(ClusterError) as e:
+    with pytest.raises(tls.TlsError) as e:
         tls.check_files("bob", str(ca_file), str(cert_file), str(key_file))
     assert time.monotonic() - t0 < 2
     text = str(e.value)
