@@ -5,7 +5,10 @@ fails one launch in a few on a loaded machine and passes on an idle one, so this
 the machine on purpose: one busy-looping process per CPU, at the parties' own priority.  It
 cycles through three launches (the 2- and 3-party homework, and 3-party GPT-2 generation on a
 random 2-layer model) and prints one line per launch; a failed launch's whole output is kept
-in the output folder.  Exit code 1 if any launch failed.
+in the output folder.  Every launch must also leave nothing in the temporary folder: the
+launches run with one of their own (``TMPDIR``, so that what other programs write to /tmp
+meanwhile does not count), and a ``ppml-torch-*`` entry (or a ``ray`` folder) left there is a
+failure.  Exit code 1 if any launch failed.
 
     .venv/bin/python scripts/stress_launch.py --launches 24        # about 15 minutes on 2 cores
 """
@@ -31,6 +34,11 @@ KINDS = {
 ORDER = ("homework-3", "gpt2-3", "homework-2")  # two three-party launches in every three
 
 
+def left_behind(tmp: str) -> set[str]:
+    """What ppml-torch (and Ray) would leave in the temporary folder ``tmp``."""
+    return {n for n in os.listdir(tmp) if n.startswith(("ppml-torch-", "ray"))}
+
+
 def busy_loops(n: int) -> list[subprocess.Popen[bytes]]:
     """``n`` processes that spin forever (killed by the caller)."""
     return [subprocess.Popen([sys.executable, "-S", "-c", "while True: pass"]) for _ in range(n)]
@@ -51,7 +59,8 @@ def main() -> int:
     out = args.out or tempfile.mkdtemp(prefix="stress-launch-")
     os.makedirs(out, exist_ok=True)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
+    tmp = tempfile.mkdtemp(prefix="stress-launch-tmp-")
+    env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1", TMPDIR=tmp)
     loops = busy_loops(args.busy)
     failed: list[str] = []
     counts: dict[str, int] = {}
@@ -66,7 +75,13 @@ def main() -> int:
                 cmd, capture_output=True, text=True, env=env, cwd=root, timeout=900
             )
             last = (res.stdout.strip().splitlines() or [""])[-1]
-            ok = res.returncode == 0
+            time.sleep(2)  # the parties' janitors remove their folders a moment after they end
+            left = sorted(left_behind(tmp))
+            if left:
+                last += f"; left in TMPDIR: {', '.join(left)}"
+                for n in left:
+                    shutil.move(os.path.join(tmp, n), os.path.join(out, f"{i + 1}-{n}"))
+            ok = res.returncode == 0 and not left
             print(
                 f"{i + 1:3d} {kind:<11} {'ok  ' if ok else 'FAIL'} {time.perf_counter() - t0:5.1f}s  {last}",
                 flush=True,
@@ -80,6 +95,7 @@ def main() -> int:
         for loop in loops:
             loop.kill()
             loop.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = ", ".join(f"{k} {n}" for k, n in counts.items())
     print(f"{args.launches - len(failed)} of {args.launches} launches exited 0 ({summary})")
     if failed:

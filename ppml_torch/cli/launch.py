@@ -79,6 +79,28 @@ def check_command(argv: Sequence[str], party: str) -> None:
     except SystemExit:  # the sub-command's usage error, as the one line of this refusal
         raise ClusterError(usage.getvalue().strip().removeprefix("ppml-torch ")) from None
     check(args)
+    if getattr(args, "save", None) is not None:
+        check_writable_folder(args.save, "--save")
+
+
+def check_writable_folder(path: str, option: str) -> None:
+    """``path`` is a folder this process can write into, made if needed, proved with a file
+    written and removed (one line if not): an output the parties write only at the end,
+    checked before any of them starts."""
+    import os
+    import tempfile
+
+    from ..runners.secretflow.cluster import ClusterError
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ClusterError(
+            f"{option} {path}: cannot write there ({e.strerror or e}); give a folder you can "
+            "write to (checked before any party starts)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     summary = ", ".join(
         f"{r.party}: exit {r.returncode}" + (" (killed)" if r.killed else "") for r in result.runs
     )
-    print(f"launch: {summary}; cluster file {result.cluster_file}")
+    print(f"launch: {summary}")
     return result.returncode

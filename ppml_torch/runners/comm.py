@@ -96,7 +96,12 @@ def execution_seconds(text: str) -> list[float]:
 
 
 class SpuLogTap:
-    """Routes this process's SPU log to a private file and reads new lines after each run."""
+    """Routes this process's SPU log to a private file and reads new lines after each run.
+
+    The file's name is removed as soon as SPU has opened it: it lives as long as this process
+    (nothing is left in the temporary folder, however the process ends) and is read through
+    a descriptor of its own.  SPU starts a new file only past ``max_log_file_size`` (500 MB).
+    """
 
     _lock = threading.Lock()
     _instance: SpuLogTap | None = None
@@ -104,14 +109,16 @@ class SpuLogTap:
     def __init__(self) -> None:
         from spu import libspu
 
-        fd, self.path = tempfile.mkstemp(prefix=f"ppml-torch-spu-{os.getpid()}-", suffix=".log")
-        os.close(fd)
+        fd, path = tempfile.mkstemp(prefix=f"ppml-torch-spu-{os.getpid()}-", suffix=".log")
         opts = libspu.logging.LogOptions()
         opts.enable_console_logger = False
-        opts.system_log_path = self.path
+        opts.system_log_path = path
         opts.log_level = libspu.logging.LogLevel.INFO
-        libspu.logging.setup_logging(opts)
-        self._offset = 0
+        try:
+            libspu.logging.setup_logging(opts)  # SPU opens the file now
+        finally:
+            os.unlink(path)
+        self._fd = fd
 
     @classmethod
     def get(cls) -> SpuLogTap:
@@ -122,9 +129,8 @@ class SpuLogTap:
 
     def mark(self) -> int:
         """Current end of the log: pass it to :meth:`read_since` after a run."""
-        return os.path.getsize(self.path)
+        return os.fstat(self._fd).st_size
 
     def read_since(self, offset: int) -> str:
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")
+        data = os.pread(self._fd, max(0, self.mark() - offset), offset)
+        return data.decode("utf-8", "replace")

@@ -297,14 +297,40 @@ def _drawn(
     return np.asarray(x), np.asarray(y)
 
 
+_KEY = np.zeros(2, np.uint32)  # dropout's masks in the check: any public key draws alike
+
+
+def _masks(plan: TrainPlan) -> Any:
+    import contextlib
+
+    import ppml_torch.dropout as dropout
+
+    return dropout.drawn_from(_KEY) if plan.dropout else contextlib.nullcontext()
+
+
+def unchecked_reason(plan: TrainPlan) -> str | None:
+    """Why the range check cannot run this step (its samples are rows of one input array and
+    the loss is a torch loss outside the model), or ``None``."""
+    if plan.call.own_loss:
+        return "the model computes its own loss (loss_fn=None)"
+    if any(n is not None for n in plan.inputs.names):
+        return "the model takes named inputs"
+    return None
+
+
 def check_fit_step(
     mode: str, sp: Any, loaded: Any, layout: InputLayout, plan: TrainPlan, opt: Any,
     model: Any, params: Any, shuffle: bool, seed: int,
 ) -> str:  # fmt: skip
-    """The whole step checked in plaintext before any MPC work (:mod:`.preflight`)."""
+    """The whole step checked in plaintext before any MPC work (:mod:`.preflight`).  Returns
+    what was checked, or why the step was not checked (:func:`unchecked_reason`)."""
     import warnings
 
     from .state import TrainState
+
+    reason = unchecked_reason(plan)
+    if reason is not None:
+        return f"not checked: {reason} (the sentinel still runs)"
 
     trained, fixed = plan.leaves.split(params)
 
@@ -316,9 +342,14 @@ def check_fit_step(
         state = TrainState(trained, fixed, opt.initial(topt, model, plan.leaves.names, trained))
 
         def forward(st: TrainState, xb: Any, yb: Any) -> Any:
-            return at.loss(at.apply(at.leaves.merge(st.trainable, st.fixed, st.buffers), xb), yb)
+            params = at.leaves.merge(st.trainable, st.fixed, st.buffers)
+            with _masks(at):
+                return at.call.loss(at.apply, params, xb, yb, at.loss)
 
-        return state, at.train_step, forward
+        def step(st: TrainState, xb: Any, yb: Any) -> Any:
+            return at.train_step(st, xb, yb, key=_KEY if at.dropout else None)
+
+        return state, step, forward
 
     first_order = np.random.default_rng(seed).permutation(loaded.n_rows) if shuffle else None
     y0 = loaded.labels[0]
@@ -329,7 +360,8 @@ def check_fit_step(
         xb = jax.ShapeDtypeStruct(
             (plan.batches.batch_size, *loaded.example_row_shape), loaded.features[0].dtype
         )
-        classes = int(jax.eval_shape(model.apply, params, xb).shape[-1])
+        out = jax.eval_shape(lambda p, x: plan.call.outputs(model.apply, p, x), params, xb)
+        classes = int(out.shape[-1])
     ids = [spec.index_size for spec in model.inputs if spec.index_size and spec.arg == 0]
     return run(
         "bounds" if mode == "bounds" else "auto",

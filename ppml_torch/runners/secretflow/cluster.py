@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import FIELDS, PROTOCOLS, ConfigError
+from .tls import TlsError, check_files
 
 DEFAULT_TIMEOUT_S = 30.0  # well under the 120 s default of SPU's and SecretFlow's links
 DEFAULT_START_TIMEOUT_S = 60.0
@@ -238,8 +239,16 @@ def check_party(cluster: Cluster, party: str | None) -> PartyAddress:
     if not party:
         raise ClusterError(f"pass party= (one of {', '.join(cluster.names)}) with cluster=")
     me = cluster.party(party)
-    if cluster.tls is not None and party not in cluster.tls:
-        raise ClusterError(f"cluster file {cluster.path}: tls has no cert/key for party {party!r}")
+    if cluster.tls is not None:
+        if party not in cluster.tls:
+            raise ClusterError(
+                f"cluster file {cluster.path}: tls has no cert/key for party {party!r}"
+            )
+        f = cluster.tls[party]
+        try:
+            check_files(party, f.ca_cert, f.cert, f.key)
+        except TlsError as e:
+            raise ClusterError(f"cluster file {cluster.path}: {e}") from None
     for which in ("address", "spu_address"):
         host, port = _split(me.listen_address(which), party, which)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

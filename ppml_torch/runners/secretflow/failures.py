@@ -4,7 +4,8 @@ SecretFlow, SPU and brpc fail with long native messages (timeouts, closed connec
 peer's exception); :meth:`Failures.guard` turns each into :class:`PartyLostError`, naming the
 party whose ports are closed, or the party whose exception arrived, or the wait that ran out.
 Settings that disagree (:class:`~ppml_torch.runners.config.ConfigError`) pass through as they
-are.
+are.  When the cause may be in this party's own log (a wait that ran out with every port open,
+an error of the runtime itself), the logs are kept and the line names their folder.
 """
 
 from __future__ import annotations
@@ -20,23 +21,30 @@ from .supervision import missing_parties
 class PartyLostError(ConfigError):
     """Another party stopped answering (died, was killed, or its network is gone).
 
-    After this error the SecretFlow runtime of this process cannot be used any more;
-    the command line exits the process at once (``exit_now``), since SecretFlow's waiting
-    threads may keep the interpreter from ending.
+    After this error the SecretFlow runtime of this process cannot be used any more; the
+    process ends with exit code 3 as soon as its main program is done, even though SecretFlow's
+    waiting threads would keep the interpreter from ending
+    (:func:`~.supervision.exit_at_shutdown`).
     """
-
-    exit_now = True
 
 
 class Failures:
     """Failure translation for one party of ``cluster``; ``on_lost`` runs before each error
-    is built (the supervisor stops watching: the runtime is unusable now)."""
+    is built (the supervisor stops watching: the runtime is unusable now); ``keep_logs()``
+    keeps this party's logs and returns their folder."""
 
-    def __init__(self, cluster: Cluster, party: str, on_lost: Callable[[], None]):
+    def __init__(
+        self,
+        cluster: Cluster,
+        party: str,
+        on_lost: Callable[[], None],
+        keep_logs: Callable[[], str] | None = None,
+    ):
         self.cluster = cluster
         self.party = party
         self.lost = False
         self._on_lost = on_lost
+        self._keep_logs = keep_logs
 
     @contextlib.contextmanager
     def guard(self, what: str, start: bool = False) -> Iterator[None]:
@@ -79,8 +87,14 @@ class Failures:
             detail = text[at:][:120] if "timeout" in low else text[:120]
             return PartyLostError(
                 f"no reply from {who} during {what} {wait}, though its ports are open (stalled, "
-                f"or a different program/cluster file?): {detail.strip()}"
+                f"or a different program/cluster file?): {detail.strip()}{self._kept()}"
             )
         return PartyLostError(
             f"{what} failed in party {self.party}: {type(inner).__name__}: {text[:200]}"
+            + self._kept()
         )
+
+    def _kept(self) -> str:
+        if self._keep_logs is None:
+            return ""
+        return f" (this party's logs kept in {self._keep_logs()})"

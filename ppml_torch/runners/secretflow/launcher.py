@@ -3,9 +3,13 @@
 :func:`launch` writes a loopback cluster file with free ports, starts
 ``python -m ppml_torch <sub-command ...> --cluster FILE --party NAME`` once per party, each in
 its own process group, prints every line of each party prefixed with the party's name, and
-returns when all have ended.  When one party fails, the others get the cluster's ``timeout_s``
-(plus a grace period) to notice and end with their own error; whatever still runs then is
-killed with its whole process group, so nothing is left behind.
+returns when all have ended.  When one party fails, the launcher tells the others at once
+(a pipe per party, :data:`LAUNCH_FD_ENV`: each ends with one line naming the party and how it
+ended, exit code 3, within a second or so, even during start-up, when nothing else could
+tell them); a party that has not ended ``timeout_s`` plus a grace period later is killed with
+its whole process group.  Nothing is left behind: the cluster file's folder is removed at the
+end, and if the launcher itself is killed, its janitor (:mod:`.scratch`) ends the parties and
+removes the folder.
 
 Each party gets its own share of this machine's CPUs (:func:`cpu_shares`, set with
 ``os.sched_setaffinity`` right after the party's interpreter starts, before it has threads),
@@ -23,13 +27,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from ..config import PROTOCOLS
+from . import scratch
 from .cluster import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -38,6 +42,106 @@ from .cluster import (
 )
 
 GRACE_S = 15.0  # beyond timeout_s, before the launcher kills a party that has not ended
+# a launched party reads, on this file descriptor, one line "PARTY EXIT_STATUS" per party that
+# ended with a failure (:func:`follow_launcher`)
+LAUNCH_FD_ENV = "PPML_TORCH_LAUNCH_FD"
+
+
+def ended_line(party: str, returncode: int) -> bytes:
+    return f"{party} {returncode}\n".encode()
+
+
+def parse_ended(line: str) -> tuple[str, int] | None:
+    """``(party, exit status)`` of one of the launcher's lines, ``None`` if it is not one."""
+    party, _, code = line.strip().partition(" ")
+    try:
+        return party, int(code)
+    except ValueError:
+        return None
+
+
+class _News:
+    """The launcher's news in a launched party: a thread reads them from the process's start
+    (``python -m ppml_torch`` calls :func:`follow_launcher`).  Before the party's session
+    watches the others, news of a failed party ends this one at once (one line, exit code 3);
+    during the session it goes to the session's :class:`~.supervision.Watchdog`
+    (:func:`subscribe`); after it, it is ignored (this party's results are complete)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.console = os.dup(2)  # the console, even while a session sends fd 2 to its log
+        self.lock = threading.Lock()
+        self.listener: Callable[[str, int], None] | None = None
+        self.sessions = 0  # sessions that subscribed so far
+
+    def run(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return  # the launcher ended (its janitor ends this party if it was killed)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                news = parse_ended(line.decode(errors="replace"))
+                if news is not None:
+                    self.deliver(*news)
+
+    def deliver(self, party: str, code: int) -> None:
+        with self.lock:
+            listener, sessions = self.listener, self.sessions
+        if listener is not None:
+            listener(party, code)
+        elif sessions == 0:
+            sys.stdout.flush()
+            os.write(
+                self.console,
+                f"ppml-torch: party {party} ended ({ended(code)}) before this party's session "
+                "started; its own output says why it stopped\n".encode(),
+            )
+            os._exit(3)  # docs/parties.md: a party lost
+
+
+_news: list[_News] = []
+
+
+def follow_launcher() -> None:
+    """In a party started by :func:`launch` (else nothing): read the launcher's news from now
+    on.  The variable is taken out of the environment: this process's own children do not
+    inherit the descriptor and must not read another one by that number."""
+    value = os.environ.pop(LAUNCH_FD_ENV, "")
+    if _news or not value.isdigit():
+        return
+    try:
+        os.fstat(int(value))
+    except OSError:
+        return
+    _news.append(_News(int(value)))
+    threading.Thread(target=_news[0].run, daemon=True, name="ppml-launch-news").start()
+
+
+def subscribe(listener: Callable[[str, int], None] | None) -> None:
+    """``listener(party, exit status)`` gets the launcher's news from now on; ``None``: this
+    party's session is over, news is ignored.  Nothing when not launched."""
+    if not _news:
+        return
+    news = _news[0]
+    with news.lock:
+        news.listener = listener
+        if listener is not None:
+            news.sessions += 1
+
+
+def ended(code: int) -> str:
+    """How a process ended, from its exit status (``-9``: killed by SIGKILL)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 @dataclasses.dataclass
@@ -129,9 +233,11 @@ def launch(
     if check is not None:
         check(argv, parties[0])
     shares = cpu_shares(len(parties)) if pin_cpus else None
-    path = _write_cluster_file(parties, workdir, timeout_s, start_timeout_s)
+    folder = scratch.make_dir("launch") if workdir is None else None
+    path = _write_cluster_file(parties, folder or workdir or "", timeout_s, start_timeout_s)
     console = _Console(out, parties)
     procs: dict[str, subprocess.Popen[str]] = {}
+    news: dict[str, int] = {}  # party -> the write end of its pipe of news
     runs = {p: PartyRun(p, None, []) for p in parties}
     readers = []
 
@@ -144,7 +250,8 @@ def launch(
     try:
         for i, p in enumerate(parties):
             cmd = [python or sys.executable, "-m", "ppml_torch", *argv]
-            procs[p] = _start(cmd + ["--cluster", path, "--party", p])
+            procs[p], news[p] = _start(cmd + ["--cluster", path, "--party", p])
+            scratch.end_with_me(procs[p].pid)  # its process group, if this process is killed
             if shares is not None:  # the interpreter has just started: no threads yet
                 pin(procs[p].pid, shares[i])
             readers.append(console.follow(runs[p], procs[p]))
@@ -156,9 +263,14 @@ def launch(
                 "launch",
                 f"{len(parties)} parties on {len(os.sched_getaffinity(0))} CPUs: not pinned",
             )
-        _wait_all(procs, runs, console, timeout_s + grace_s)
+        _wait_all(procs, news, runs, console, timeout_s + grace_s)
     finally:
         _end(procs, readers)
+        for fd in news.values():
+            os.close(fd)
+        for pr in procs.values():
+            scratch.forget_group(pr.pid)
+        scratch.remove(folder)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     for p, pr in procs.items():
@@ -167,10 +279,9 @@ def launch(
 
 
 def _write_cluster_file(
-    parties: list[str], workdir: str | None, timeout_s: float, start_timeout_s: float
+    parties: list[str], workdir: str, timeout_s: float, start_timeout_s: float
 ) -> str:
-    """A loopback cluster file with free ports, in ``workdir`` (default: a new temporary one)."""
-    workdir = workdir or tempfile.mkdtemp(prefix="ppml-torch-launch-")
+    """A loopback cluster file with free ports, in ``workdir``."""
     path = os.path.join(workdir, "cluster.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(
@@ -210,29 +321,57 @@ class _Console:
         return t
 
 
-def _start(cmd: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        start_new_session=True,  # its own process group: killed as a whole
-    )
+def _start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """The party's process, and the write end of the pipe on which it reads the launcher's
+    news (:data:`LAUNCH_FD_ENV`)."""
+    read, write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **{LAUNCH_FD_ENV: str(read)}),
+            pass_fds=(read,),
+            start_new_session=True,  # its own process group: killed as a whole
+        )
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    return proc, write
+
+
+def _tell(news: dict[str, int], procs: dict[str, subprocess.Popen[str]], party: str) -> None:
+    """Every other party still running learns that ``party`` ended with a failure."""
+    line = ended_line(party, procs[party].returncode or 0)
+    for p, fd in news.items():
+        if p != party and procs[p].poll() is None:
+            try:
+                os.write(fd, line)
+            except OSError:  # it has just ended
+                pass
 
 
 def _wait_all(
     procs: dict[str, subprocess.Popen[str]],
+    news: dict[str, int],
     runs: dict[str, PartyRun],
     console: _Console,
     limit_s: float,
 ) -> None:
-    """Until every party has ended; once one has failed, the others get ``limit_s`` to end by
-    themselves before they are killed."""
+    """Until every party has ended; a party that fails is announced to the others at once;
+    they get ``limit_s`` to end by themselves before they are killed."""
     deadline = None
+    told: set[str] = set()
     while True:
         alive = [p for p, pr in procs.items() if pr.poll() is None]
         failed = [p for p, pr in procs.items() if pr.poll() not in (None, 0)]
+        for p in failed:
+            if p not in told:
+                told.add(p)
+                _tell(news, procs, p)
         if not alive:
             return
         if failed and deadline is None:

@@ -1,13 +1,17 @@
 """Where the output of SecretFlow, Ray, brpc and SPU goes: a log file, not the user's console.
 
 * :func:`log_file`: one file per process for SecretFlow's and Ray's console output, and
-  :func:`quiet`, which sends Python's ``sys.stdout``/``sys.stderr`` there for a while;
+  :func:`quiet`, which sends Python's ``sys.stdout``/``sys.stderr`` there for a while.  The file
+  is removed from its folder as soon as it is open (nothing is left behind, however the process
+  ends); :func:`read_log` reads it back and :func:`keep_log` copies it out when a failed run
+  keeps it for debugging;
 * :class:`NativeLogs`: native threads (brpc, SPU) write to file descriptors 1 and 2, which
   Python's redirection does not reach: while a production session is open they point at the
   same log file, and the user's console stays reachable through copies of the original
   descriptors (:attr:`NativeLogs.console_stderr` is where one-line errors go);
-* :class:`SpuLogs`: SPU's own log, one file per party of this process, the source of the
-  communication figures (:mod:`ppml_torch.runners.comm`).
+* :class:`SpuLogs`: SPU's own log, one file per party of this process in the session's
+  temporary folder (:mod:`.scratch`), the source of the communication figures
+  (:mod:`ppml_torch.runners.comm`).
 """
 
 from __future__ import annotations
@@ -21,27 +25,38 @@ from collections.abc import Iterator, Mapping
 
 from ..comm import CommStats, link_totals
 
-_LOG: tuple[io.TextIOBase, str] | None = None  # the file and its path
+_LOG: io.TextIOBase | None = None
 
 
 def log_file() -> io.TextIOBase:
     """One file per process for SecretFlow's and Ray's console output, kept open for good.
 
     Ray keeps references to the ``sys.stdout``/``sys.stderr`` it saw at start-up and writes to
-    them later; a file that is never closed is safe, a temporary buffer is not.
+    them later; a file that is never closed is safe, a temporary buffer is not.  Its name is
+    removed at once: it lives as long as this process holds it open.
     """
     global _LOG
     if _LOG is None:
         fd, path = tempfile.mkstemp(prefix="ppml-torch-secretflow-", suffix=".log")
-        _LOG = open(fd, "w", buffering=1), path  # noqa: SIM115 - lives as long as the process
-    return _LOG[0]
+        os.unlink(path)  # read and write through fd (opened for both)
+        _LOG = open(fd, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
+    return _LOG
 
 
-def log_path() -> str:
-    """Where :func:`log_file` writes."""
-    log_file()
-    assert _LOG is not None
-    return _LOG[1]
+def read_log(offset: int = 0) -> bytes:
+    """What :func:`log_file` holds from byte ``offset`` on (Python's and native lines)."""
+    log = log_file()
+    log.flush()
+    fd = log.fileno()
+    return os.pread(fd, max(0, os.fstat(fd).st_size - offset), offset)
+
+
+def keep_log(folder: str, name: str = "console.log") -> str:
+    """A copy of :func:`log_file` as ``folder/name`` (a failed run keeps it); its path."""
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(read_log())
+    return path
 
 
 @contextlib.contextmanager
@@ -70,7 +85,6 @@ class NativeLogs:
         os.dup2(log.fileno(), 2)
         sys.stdout = open(os.dup(self._saved[0]), "w", buffering=1)  # noqa: SIM115
         sys.stderr = open(os.dup(self._saved[1]), "w", buffering=1)  # noqa: SIM115
-        self.path = log_path()
 
     @property
     def console_stderr(self) -> int:
@@ -86,7 +100,7 @@ class NativeLogs:
 
 
 class SpuLogs:
-    """SPU's log files of this process's parties, one per party, in a fresh folder.
+    """SPU's log files of this process's parties, one per party, in the session's folder.
 
     With SPU's per-op profile on, each party's runtime logs the link's figures of every run
     (:func:`~ppml_torch.runners.comm.link_totals`); :meth:`mark` and :meth:`comm_since` read
@@ -94,14 +108,10 @@ class SpuLogs:
     """
 
     def __init__(self, folder: str | None, files: Mapping[str, str]):
+        """``files``: party -> its file name in ``folder`` (``None``: SPU's profile is off, no
+        log and no figures)."""
         self.folder = folder
-        # party -> its log file (none without a folder)
         self._paths = {p: os.path.join(folder, f) for p, f in files.items()} if folder else {}
-
-    @classmethod
-    def create(cls, prefix: str, files: Mapping[str, str], profile: bool) -> SpuLogs:
-        """A new folder ``/tmp/<prefix>...`` for ``files`` (party -> file name) if ``profile``."""
-        return cls(tempfile.mkdtemp(prefix=prefix) if profile else None, files)
 
     def path(self, party: str) -> str | None:
         """Where ``party``'s SPU runtime logs, or ``None`` (SPU's console default)."""

@@ -67,10 +67,17 @@ class ProductionSession(Session):
         t0 = time.perf_counter()
         self._rt = rt = PartyRuntime(cluster, party)
         self._failures = rt.failures
-        rt.connect()
         ProductionSession._active = self
-        rt.check_agreement(config)
-        rt.start_spu(config, profile)
+        try:
+            rt.connect()
+            rt.check_agreement(config)
+            rt.start_spu(config, profile)
+        except BaseException as e:
+            try:
+                rt.abort(e)
+            finally:
+                ProductionSession._active = None
+            raise
         self._sf, self._pyus, self._spu = rt.sf, rt.pyus, rt.spu
         self.startup_s = time.perf_counter() - t0
         rt.supervisor.startup_done()

@@ -5,7 +5,10 @@ The session starts SecretFlow itself and stops it on close (one SecretFlow runti
 process at a time).  Ray is given more logical CPUs than the machine has (on 2 cores,
 ``num_cpus=2`` deadlocks: the SPU actors wait for CPUs forever) and its log noise is kept off
 the console.  Each party's SPU runtime logs to its own file, so communication is reported per
-party.
+party.  Ray's session folder (sockets, logs: about 30 files) and those logs live in one
+temporary folder of the session (:func:`.scratch.make_dir`), not in Ray's shared ``/tmp/ray``:
+it is removed on close, and by the janitor when this process ends any other way (a killed
+driver, whose Ray agents the janitor ends too).
 
 Functions are compiled inside SecretFlow's workers, so they travel there pickled.  A
 :class:`~ppml_torch.model.ConvertedModel` inside one (``cm.apply`` of ``fit``, ``predict``,
@@ -29,11 +32,14 @@ import numpy as np
 
 from ..base import PUBLIC, Handle, RunReport, Session
 from ..compile import folding
-from ..config import SessionConfig
-from . import devices, patches
+from ..config import ConfigError, SessionConfig
+from . import devices, janitor, patches, scratch
 from .logs import SpuLogs, quiet
 
 RAY_LOGICAL_CPUS = 8
+# the longest name Ray makes in its temporary folder, a socket whose path must fit in 107 bytes
+# (ray/_private/node.py): "/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store"
+RAY_SOCKET = "/session_2026-12-07_11-28-53_720983_{pid}/sockets/plasma_store"
 
 
 class SecretFlowSession(Session):
@@ -55,15 +61,23 @@ class SecretFlowSession(Session):
             import secretflow as sf
 
             patches.check(patches.SIMULATION)  # one line, before Ray starts
-            logging.getLogger("ray").setLevel(logging.ERROR)
-            sf.init(
-                parties=list(config.parties),
-                address="local",
-                num_cpus=RAY_LOGICAL_CPUS,
-                log_to_driver=False,
-                logging_level="error",
-                include_dashboard=False,
-            )
+        self._folder = folder = scratch.make_dir("sim")
+        try:
+            _check_socket_room(folder)
+            with quiet():
+                logging.getLogger("ray").setLevel(logging.ERROR)
+                sf.init(
+                    parties=list(config.parties),
+                    address="local",
+                    num_cpus=RAY_LOGICAL_CPUS,
+                    log_to_driver=False,
+                    logging_level="error",
+                    include_dashboard=False,
+                    _temp_dir=folder,  # ray.init's: Ray's session folder in ours
+                )
+        except BaseException:
+            _remove(folder)
+            raise
         self._sf = sf
         try:
             patches.ship_models_as_programs(True)
@@ -73,6 +87,7 @@ class SecretFlowSession(Session):
             patches.ship_models_as_programs(False)
             with quiet():
                 sf.shutdown()
+            _remove(folder)
             raise
         self._objects: dict[int, Any] = {}
         self._shipped: dict[Any, Any] = {}  # one folded function per program: SF caches by it
@@ -80,9 +95,8 @@ class SecretFlowSession(Session):
 
     def _start_devices(self, config: SessionConfig, profile: bool) -> None:
         """PYUs and the SPU device (after ``sf.init``; the caller stops Ray if this fails)."""
-        self._logs = SpuLogs.create(
-            "ppml-torch-sf-", {p: f"{p}.log" for p in config.parties}, profile
-        )
+        folder = self._folder if profile else None
+        self._logs = SpuLogs(folder, {p: f"spu-{p}.log" for p in config.parties})
         with quiet():
             self._pyus = devices.pyus(self._sf, config.parties)
             self._spu = devices.simulation_spu(self._sf, config, profile, self._logs)
@@ -135,4 +149,24 @@ class SecretFlowSession(Session):
             with quiet():
                 self._sf.shutdown()
         finally:
+            _remove(self._folder)
             SecretFlowSession._active = None
+
+
+def _check_socket_room(folder: str) -> None:
+    """Ray's sockets in ``folder`` must fit in an AF_UNIX path (107 bytes): one line if not."""
+    suffix = len(RAY_SOCKET.format(pid=os.getpid()))
+    if len(folder.encode()) + suffix > 107:
+        parent = os.path.dirname(folder)
+        raise ConfigError(
+            f"the temporary folder {parent} is too long for Ray's sockets (at most "
+            f"{107 - suffix - len(os.path.basename(folder)) - 1} characters); set TMPDIR to a "
+            "shorter folder, e.g. /tmp"
+        )
+
+
+def _remove(folder: str) -> None:
+    """The session's folder, after the Ray processes that still use it (Ray's agents may
+    outlive ``sf.shutdown``) have ended."""
+    janitor.end_users_of({folder}, os.getpgrp())
+    scratch.remove(folder)

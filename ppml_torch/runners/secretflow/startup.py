@@ -6,7 +6,12 @@ logs redirected, the :class:`~.supervision.Supervisor` started), :meth:`~PartyRu
 (``sf.init``: the cross-silo channel, waiting for every party), :meth:`~PartyRuntime.
 check_agreement` (every party's cluster file and settings), :meth:`~PartyRuntime.start_spu`
 (the SPU link).  :meth:`~PartyRuntime.close` ends it: a barrier, then ``sf.shutdown`` with the
-closing handshake of :func:`~.patches.links_stopped_then_linger`.
+closing handshake of :func:`~.patches.links_stopped_then_linger`.  :meth:`~PartyRuntime.abort`
+ends a start-up that failed: parties that disagree close together like that (each names the
+difference, exit code 2, within seconds); after a lost party there is nothing to close.
+
+The party's temporary folder (:mod:`.scratch`: SPU's log) is removed on close; a failure
+whose cause may be in this party's own logs keeps them there and names the folder.
 
 Ray is not used (``ray_mode=False``): one process per party, against a dozen processes, more
 memory and slower start-up and SPU calls with a Ray per party (measured side by side:
@@ -23,16 +28,17 @@ import os
 from typing import Any
 
 from ..config import ConfigError, SessionConfig
-from . import devices, patches
+from . import devices, patches, scratch
 from .cluster import Cluster
-from .failures import Failures
-from .logs import NativeLogs, SpuLogs, quiet
+from .failures import Failures, PartyLostError
+from .logs import NativeLogs, SpuLogs, keep_log, quiet
 from .supervision import Supervisor, install_sigint_handler
 
 
 class PartyRuntime:
     """This party's SecretFlow runtime: the module ``sf``, the ``pyus``, the ``spu`` device,
-    this party's ``rank`` in it, its SPU log (``logs``) and what watches it all."""
+    this party's ``rank`` in it, its SPU log (``logs``, in ``folder``) and what watches it
+    all."""
 
     def __init__(self, cluster: Cluster, party: str):
         self.cluster = cluster
@@ -47,11 +53,19 @@ class PartyRuntime:
         self.pyus: dict[str, Any] = {}
         self.spu: Any = None
         self.rank = -1
+        self.connected = False
+        self.folder = scratch.make_dir(f"party-{party}")
         self.logs = SpuLogs(None, {})
         self.native = NativeLogs()
-        self.supervisor = Supervisor(cluster, party, self.native.console_stderr)
-        self.failures = Failures(cluster, party, self.supervisor.lost)
+        self.supervisor = Supervisor(cluster, party, self.native.console_stderr, self.keep_logs)
+        self.failures = Failures(cluster, party, self.supervisor.lost, self.keep_logs)
         self.supervisor.start()
+
+    def keep_logs(self) -> str:
+        """Keep this party's logs (SecretFlow's, brpc's and SPU's output) for debugging: the
+        folder, named in the one-line error."""
+        keep_log(self.folder)
+        return scratch.keep(self.folder)
 
     def connect(self) -> None:
         """``sf.init``: the cross-silo channel, once every party's is up."""
@@ -70,6 +84,7 @@ class PartyRuntime:
                     logging_level="error",
                     enable_waiting_for_other_parties_ready=True,
                 )
+        self.connected = True
         install_sigint_handler(lambda exc: self.failures.error("a transfer to another party", exc))
         self.pyus = devices.pyus(self.sf, self.cluster.names)
 
@@ -84,16 +99,22 @@ class PartyRuntime:
         with self.failures.guard("start-up (comparing cluster files)", start=True):
             seen = self.sf.reveal(objs)
         for p, theirs in seen.items():
-            for key in ("protocol", "field", "parties"):
+            for key in ("protocol", "field"):
                 if theirs[key] != mine[key]:
                     raise ConfigError(
                         f"party {p!r} runs with {key} {theirs[key]} but {self.party!r} with "
                         f"{mine[key]}; give every party the same cluster file and run spec"
                     )
+            if theirs["parties"] != mine["parties"]:
+                raise ConfigError(
+                    f"the cluster files of parties {p!r} and {self.party!r} differ: "
+                    f"{_first_difference(theirs['parties'], mine['parties'], p, self.party)}; "
+                    "give every party the same cluster file"
+                )
 
     def start_spu(self, config: SessionConfig, profile: bool) -> None:
         """The SPU device; returns once this party's SPU link is connected."""
-        self.logs = SpuLogs.create("ppml-torch-sfp-", {self.party: "spu.log"}, profile)
+        self.logs = SpuLogs(self.folder if profile else None, {self.party: "spu.log"})
         with self.failures.guard("start-up (SPU link)"):
             self.spu = devices.production_spu(
                 self.cluster, self.party, config, profile, self.logs, self.bounds
@@ -105,18 +126,51 @@ class PartyRuntime:
 
     def close(self) -> None:
         """End the runtime: after a barrier (nobody stops its links while another party still
-        reads from them), ``sf.shutdown`` with the links' closing handshake.  After a lost
-        party there is nothing to close: the process ends (:func:`~.supervision.
-        exit_at_shutdown`)."""
+        reads from them), ``sf.shutdown`` with the links' closing handshake; then the
+        temporary folder goes.  After a lost party there is nothing to close: the process ends
+        (:func:`~.supervision.exit_at_shutdown`)."""
         try:
             if not self.failures.lost:
                 bye = {p: self.pyus[p](lambda: 0, num_returns=1)() for p in self.cluster.names}
                 with self.failures.guard("closing (waiting for the other parties to finish)"):
                     self.sf.reveal(bye)
+                self.supervisor.closing()
                 # the watchdog stays on during the handshake: a party lost now is still named
                 with quiet(), patches.links_stopped_then_linger():
                     self.sf.shutdown()
                 self.supervisor.stop()
                 self.native.restore()
+                scratch.remove(self.folder)
         finally:
             self.supervisor.stop()
+
+    def abort(self, error: BaseException) -> None:
+        """Start-up failed with ``error`` (the caller raises it).  Parties that disagree
+        (a :class:`ConfigError` after connecting: each of them found it) close together, so
+        that every party gets to say it; a lost party leaves nothing to close; anything else
+        (^C) leaves the runtime as it is.  The process ends once its main program is done."""
+        if isinstance(error, PartyLostError) or self.failures.lost:
+            return  # the process ends with exit code 3; the janitor removes the folder
+        if isinstance(error, ConfigError) and self.connected:
+            self.supervisor.ending(str(error))
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - a party lost while closing: error says enough
+                pass
+            return
+        if isinstance(error, KeyboardInterrupt):
+            code = 130  # as shells say for ^C
+        else:
+            code = 2 if isinstance(error, ConfigError) else 1
+        self.supervisor.lost(code)  # SecretFlow's threads may be half started: end at exit
+        self.native.restore()
+        if not self.connected:
+            scratch.remove(self.folder)  # nothing of SPU's writes there yet
+
+
+def _first_difference(theirs: list[list[str]], mine: list[list[str]], p: str, me: str) -> str:
+    """The first party whose name or addresses two cluster files give differently."""
+    for t, m in zip(theirs, mine, strict=False):
+        if t != m:
+            return f"{t[0]} at {t[1]}, SPU {t[2]} in {p}'s, {m[0]} at {m[1]}, SPU {m[2]} in {me}'s"
+    return f"{len(theirs)} parties in {p}'s, {len(mine)} in {me}'s"

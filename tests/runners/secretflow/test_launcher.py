@@ -95,3 +95,120 @@ def test_a_failed_party_ends_the_launch_and_the_others_are_killed_after_the_boun
     cluster = json.loads((tmp_path / "cluster.json").read_text())
     assert result.cluster_file == str(tmp_path / "cluster.json")
     assert cluster["timeout_s"] == 1 and set(cluster["parties"]) == {"alice", "bob"}
+
+
+FOLLOWING_PARTY = """#!/bin/sh
+# stands in for `python -m ppml_torch ... --party P`, which follows the launcher's news from its
+# first moment: bob fails at once, alice waits
+case "$*" in *"--party bob"*) echo "bob fails"; exit 4;; esac
+PYTHONPATH={root} exec {python} -c "
+import time
+from ppml_torch.runners.secretflow.launcher import follow_launcher
+follow_launcher()
+time.sleep(60)
+"
+"""
+
+
+def _fake(tmp_path, text):
+    from tests.runners.secretflow.processes import ROOT
+
+    fake = tmp_path / "fake-python"
+    fake.write_text(text.format(root=ROOT, python=sys.executable))
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def _ours(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith("ppml-torch-"))
+
+
+def test_a_party_that_fails_is_named_by_the_others_at_once(tmp_path, monkeypatch):
+    """Catches a party that learns nothing of a party that ended during start-up (under
+    launch alice printed nothing and was killed at +45 s): alice ends within seconds with one
+    line naming bob and his exit code, exit code 3; the launch's folder is gone afterwards."""
+    import io
+    import time
+
+    from ppml_torch.runners.secretflow.launcher import launch
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    out = io.StringIO()
+    t0 = time.monotonic()
+    result = launch(
+        ["alice", "bob"],
+        ["homework-mlp"],
+        timeout_s=30,
+        out=out,
+        python=_fake(tmp_path, FOLLOWING_PARTY),
+        pin_cpus=False,
+    )
+    elapsed = time.monotonic() - t0
+    alice, bob = result.runs
+    assert (alice.returncode, alice.killed, bob.returncode) == (3, False, 4), out.getvalue()
+    assert alice.lines == [
+        "ppml-torch: party bob ended (exit code 4) before this party's session started; its "
+        "own output says why it stopped\n"
+    ]
+    print(f"alice ended {elapsed:.1f} s after the launch started (bob: at once)")
+    assert elapsed < 10
+    assert not os.path.exists(os.path.dirname(result.cluster_file))
+    assert _ours(tmp_path) == []
+
+
+KILLED = """
+import sys
+from ppml_torch.runners.secretflow.launcher import launch
+launch(["alice", "bob"], ["homework-mlp"], python=sys.argv[1], pin_cpus=False)
+"""
+
+SLEEPING_PARTY = """#!/bin/sh
+echo "$$ started"
+exec sleep 60
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_a_killed_launcher_leaves_no_party_and_no_file(tmp_path, sig):
+    """Catches parties that outlive their launcher (killed: they would run on, and their files
+    with them; SIGTERM or ^C: its own clean-up), or its cluster file's folder left behind."""
+    import signal
+    import time
+
+    from tests.runners.secretflow.processes import ENV
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, _fake(tmp_path, SLEEPING_PARTY)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(ENV, TMPDIR=str(tmp_path)),
+        start_new_session=True,
+    )
+    pids = []
+    try:
+        while len(pids) < 2:
+            line = proc.stdout.readline()
+            assert line, "the launcher ended early"
+            if line.endswith(" started\n"):
+                pids.append(int(line.split("|")[1].split()[0]))
+        assert len(_ours(tmp_path)) == 1  # the launch's folder, with the cluster file
+        os.kill(proc.pid, getattr(signal, sig))
+        proc.wait(timeout=30)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and (_ours(tmp_path) or any(_alive(p) for p in pids)):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids)
+        assert _ours(tmp_path) == []
+    finally:
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return not f.read().split(") ")[1].startswith("Z")
+    except OSError:
+        return False

@@ -32,33 +32,43 @@ def test_spu_logs_count_what_each_party_logged_since_the_mark(tmp_path):
 
 
 def test_without_profile_there_are_no_figures():
-    logs = SpuLogs.create("unused-", {"alice": "spu.log"}, profile=False)
+    logs = SpuLogs(None, {"alice": "spu.log"})
     assert logs.folder is None and logs.path("alice") is None
     assert logs.mark() == {} and logs.comm_since({}) is None
 
 
 NATIVE = """
 import os, sys
-from ppml_torch.runners.secretflow.logs import NativeLogs
+from ppml_torch.runners.secretflow.logs import NativeLogs, keep_log, read_log
 native = NativeLogs()
 os.write(2, b"native line\\n")  # what brpc's threads write
 print("to the user", file=sys.stderr, flush=True)
 os.write(native.console_stderr, b"one-line error\\n")
 native.restore()
 os.write(2, b"after restore\\n")
-print(native.path)
+ours = [n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("ppml-torch-")]
+print(ours, read_log(), read_log(7))
+print(keep_log(sys.argv[1]))
 """
 
 
 def test_native_output_goes_to_the_log_and_python_output_to_the_console(tmp_path):
-    """Catches brpc's lines reaching the user's console, or the user's lines lost."""
-    env = dict(os.environ, TMPDIR=str(tmp_path))  # the log file in tmp_path, not /tmp
+    """Catches brpc's lines reaching the user's console, the user's lines lost, or the log
+    left in the temporary folder (its name is removed as soon as it is open)."""
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "kept").mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
     done = subprocess.run(
-        [sys.executable, "-c", NATIVE], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", NATIVE, str(tmp_path / "kept")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "to the user\none-line error\nafter restore\n"
-    log = done.stdout.strip()
-    assert os.path.dirname(log) == str(tmp_path)
-    with open(log) as f:
-        assert f.read() == "native line\n"
+    listed, kept = done.stdout.splitlines()
+    assert listed == "[] b'native line\\n' b'line\\n'"
+    assert kept == str(tmp_path / "kept" / "console.log")
+    assert (tmp_path / "kept" / "console.log").read_text() == "native line\n"
+    assert [n for n in os.listdir(tmp_path / "tmp") if n.startswith("ppml-torch-")] == []
