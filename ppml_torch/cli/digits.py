@@ -96,7 +96,9 @@ def _run_party(args: argparse.Namespace) -> int:
     )
     ref = None
     if args.party == report.WEIGHTS_OWNER:  # the test set is alice's: so is the reference
-        ref = report.eager_row(load_data(args.train_rows), epochs=args.epochs, batch_size=args.batch)
+        ref = report.eager_row(
+            load_data(args.train_rows), epochs=args.epochs, batch_size=args.batch
+        )
     table = report.Table(ref)
     print(table.header)
     print("-" * len(table.header))

@@ -38,7 +38,7 @@ class ConversionCache:
             raise PpmlError(f"route must be 'graph' or 'flax', got {route!r}")
         self._module = weakref.ref(module)
         self.route = route
-        self._models: dict[tuple[bool, Signature], ConvertedModel] = {}
+        self._models: dict[tuple[bool, bool, Signature], ConvertedModel] = {}
         self.conversions = 0  # how many times the module was actually converted
 
     @property
@@ -48,13 +48,19 @@ class ConversionCache:
             raise RuntimeError("the module of this conversion cache no longer exists")
         return m
 
-    def get(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> ConvertedModel:
-        """The conversion for positional inputs of these ``(shape, dtype)``s (converting once)."""
+    def get(
+        self, inputs: Sequence[tuple[tuple[int, ...], Any]], *, buffer_updates: bool = False
+    ) -> ConvertedModel:
+        """The conversion for positional inputs of these ``(shape, dtype)``s (converting once).
+
+        ``buffer_updates``: graph route, ``convert(..., buffer_updates="return")``: ``apply``
+        returns ``(outputs, updated buffers)`` (``fit`` of batch norm in training mode).
+        """
         module = self.module
-        key = self._key(inputs)
+        key = self._key(inputs, buffer_updates)
         model = self._models.get(key)
         if model is None:
-            model = self._convert(module, _signature(inputs))
+            model = self._convert(module, _signature(inputs), buffer_updates)
             self._models[key] = model
             self.conversions += 1
         return model
@@ -63,8 +69,11 @@ class ConversionCache:
         """Whether :meth:`get` of these inputs would reuse a conversion (no conversion)."""
         return self._key(inputs) in self._models
 
-    def _key(self, inputs: Sequence[tuple[tuple[int, ...], Any]]) -> tuple[bool, Signature]:
-        return (self.module.training, _signature(inputs) if self.route == "graph" else ())
+    def _key(
+        self, inputs: Sequence[tuple[tuple[int, ...], Any]], buffer_updates: bool = False
+    ) -> tuple[bool, bool, Signature]:
+        sig = _signature(inputs) if self.route == "graph" else ()
+        return (self.module.training, buffer_updates, sig)
 
     def same_rows(self, row_shape: tuple[int, ...], dtype: Any) -> list[tuple[int, ConvertedModel]]:
         """The cached one-input conversions whose rows have ``row_shape`` and ``dtype``, as
@@ -76,8 +85,9 @@ class ConversionCache:
         name = np.dtype(dtype).name
         found = [
             (sig[0][0][0], model)
-            for (training, sig), model in self._models.items()
+            for (training, updates, sig), model in self._models.items()
             if training == self.module.training
+            and not updates
             and len(sig) == 1
             and len(sig[0][0]) >= 1
             and sig[0][0][1:] == row
@@ -85,7 +95,9 @@ class ConversionCache:
         ]
         return sorted(found, key=lambda bm: -bm[0])
 
-    def _convert(self, module: torch.nn.Module, sig: Signature) -> ConvertedModel:
+    def _convert(
+        self, module: torch.nn.Module, sig: Signature, buffer_updates: bool = False
+    ) -> ConvertedModel:
         if self.route == "flax":
             from ppml_torch.converters.flax import to_flax
 
@@ -95,7 +107,7 @@ class ConversionCache:
         from ppml_torch.converters.fx import convert
 
         examples = tuple(torch.zeros(s, dtype=_torch_dtype(t)) for s, t in sig)
-        return convert(module, examples)
+        return convert(module, examples, buffer_updates="return" if buffer_updates else "refuse")
 
     def params(self, model: ConvertedModel) -> Any:
         """The module's current weights in ``model``'s layout (``model.params``' structure)."""
@@ -113,6 +125,17 @@ class ConversionCache:
                 "the module's state_dict keys changed since it was converted; build a new module"
             )
         return {k: jnp.asarray(to_numpy(state[k])) for k in model.params}
+
+
+def updates_buffers(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s forward updates buffers: a submodule with running statistics in
+    training mode (``BatchNorm*d``, ``InstanceNorm*d(track_running_stats=True)``)."""
+    return any(
+        m.training
+        and getattr(m, "track_running_stats", False)
+        and getattr(m, "running_mean", None) is not None
+        for m in module.modules()
+    )
 
 
 def _signature(inputs: Sequence[tuple[tuple[int, ...], Any]]) -> Signature:

@@ -103,14 +103,17 @@ def check_loss_shapes(
     batch_size: int,
     row: tuple[int, ...],
     dtype: Any,
-) -> None:
-    """Trace the model and the loss on shapes only: a mismatch is one line, before any MPC."""
+) -> tuple[int, ...]:
+    """Trace the model and the loss on shapes only: a mismatch is one line, before any MPC.
+    Returns the output shape of one batch."""
     import jax
 
     y = loaded.labels[0]
     xb = jax.ShapeDtypeStruct((batch_size, *row), dtype)
     yb = jax.ShapeDtypeStruct((batch_size, *y.shape[1:]), y.dtype)
     out = jax.eval_shape(model.apply, params, xb)
+    if getattr(model, "extras", {}).get("buffer_updates"):  # (outputs, updated buffers)
+        out = out[0]
     if getattr(out, "shape", None) is None:
         raise FitError("the module's output is not one tensor; fit trains single-output modules")
     class_labels = np.issubdtype(y.dtype, np.integer) and out.shape[:-1] == yb.shape
@@ -130,3 +133,31 @@ def check_loss_shapes(
             f"the loss returns shape {getattr(value, 'shape', type(value).__name__)}, not a scalar; "
             "fit differentiates one number: use reduction='mean' or 'sum'"
         )
+    return tuple(out.shape)
+
+
+def check_class_labels(
+    loss_fn: Any, out_shape: tuple[int, ...], loaded: Loaded, data: Data
+) -> None:
+    """Class indices of ``nn.CrossEntropyLoss``/``nn.NLLLoss`` in ``[0, classes)`` (or the
+    loss's ``ignore_index``), as torch requires: the lowered loss reads a one-hot row, which is
+    all zeros for a label outside the range, so such a label would add nothing to the loss,
+    silently.  Each owner checks its own labels (another process's are shapes only)."""
+    import torch.nn as nn
+
+    from ppml_torch.runners.placeholders import is_placeholder
+
+    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or len(out_shape) < 2:
+        return
+    n_classes, ignore = out_shape[1], int(loss_fn.ignore_index)
+    for block, y in zip(data.labels, loaded.labels, strict=True):
+        if is_placeholder(y) or not np.issubdtype(np.asarray(y).dtype, np.integer):
+            continue
+        a = np.asarray(y)
+        bad = a[((a < 0) | (a >= n_classes)) & (a != ignore)]
+        if bad.size:
+            raise FitError(
+                f"{type(loss_fn).__name__}: {block.owner}'s labels hold {int(bad[0])} "
+                f"({bad.size} outside the {n_classes} classes 0..{n_classes - 1} of the "
+                "module's output); fix the labels or the model's number of outputs"
+            )

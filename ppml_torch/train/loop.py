@@ -23,7 +23,9 @@ How a ``fit`` runs (every check first, then the session work):
    gives it, so SPU compiles the program once;
 4. at the end the trained weights (only those: frozen parameters and buffers never change)
    are revealed ONCE, to ``weights_to``, and loaded into the module with
-   ``load_state_dict(strict=True)``; everything else keeps the module's own values.
+   ``load_state_dict(strict=True)``; everything else keeps the module's own values.  Batch
+   norm in training mode (graph route): its running statistics are updated as torch does,
+   carried in the state and revealed with the weights (they are statistics of the batches).
 
 **Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
 label owner by default).  Under MPC that is a value computed from every party's data: opt in
@@ -42,9 +44,10 @@ import numpy as np
 from ppml_torch.runners.base import Handle, Session
 from ppml_torch.runners.placeholders import shapes_of
 
-from .cache import ConversionCache, conversions
+from .cache import ConversionCache, conversions, updates_buffers
 from .checks import (
     check_batch_size,
+    check_class_labels,
     check_counts,
     check_loss_shapes,
     check_module_params,
@@ -143,13 +146,16 @@ def fit(
     cache = conversions(module, route)
     converted = cache.conversions
     row, dtype = loaded.example_row_shape, loaded.features[0].dtype
-    model = cache.get([((batch_size, *row), dtype)])
+    # batch norm in training mode: the graph program also returns the new running statistics
+    updates = route == "graph" and updates_buffers(module)
+    model = cache.get([((batch_size, *row), dtype)], buffer_updates=updates)
     params = cache.params(model)
     leaves = Leaves.of(model, set(trainable))
     check_trained_names(trainable, leaves.names, route)
-    check_loss_shapes(model, loss, params, loaded, batch_size, row, dtype)
+    out_shape = check_loss_shapes(model, loss, params, loaded, batch_size, row, dtype)
+    check_class_labels(loss_fn, out_shape, loaded, data)
     batches, apply_partial, refused = _partial_batch(
-        module, cache, model, params, batches, row, dtype
+        module, cache, model, params, batches, row, dtype, updates
     )
     plan = TrainPlan(
         inputs=InputLayout(
@@ -163,6 +169,7 @@ def fit(
         leaves=leaves,
         secret_opt=secret_optimizer_leaves(topt.tx, leaves.trained_struct(params)),
         returns_loss=receiver is not False,
+        buffers=tuple(model.extras.get("buffer_updates", ())) if updates else (),
     )
     rng = np.random.default_rng(seed)
     setup_s = time.perf_counter() - t_start
@@ -241,6 +248,7 @@ def _partial_batch(
     batches: Batches,
     row: tuple[int, ...],
     dtype: Any,
+    updates: bool = False,
 ) -> tuple[Batches, Callable[..., Any] | None, str | None]:
     """How the kept partial batch runs: ``(batches, apply_partial, why padding was refused)``.
 
@@ -251,7 +259,9 @@ def _partial_batch(
     if not batches.partial:
         return batches, None, None
     refused = None
-    if cache.route == "graph":
+    if updates:  # batch statistics: the padding rows would change every row's output
+        refused = "batch norm in training mode normalises over the batch"
+    elif cache.route == "graph":
         from .rows import padding_is_exact
 
         refused = padding_is_exact(
@@ -259,7 +269,7 @@ def _partial_batch(
         )
         if refused is None:
             return dataclasses.replace(batches, padded=True), None, None
-    part = cache.get([((batches.partial, *row), dtype)])
+    part = cache.get([((batches.partial, *row), dtype)], buffer_updates=updates)
     return batches, part.apply, refused
 
 

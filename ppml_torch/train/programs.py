@@ -14,8 +14,9 @@
   last block), cut into ``n_full`` equal batches that ``lax.scan`` runs with ``train_step``
   (compile time does not grow with the number of batches), then the kept partial batch as
   one more ``train_step`` in the same program;
-* ``weights(state)``: what is revealed at the end: the trained leaves only (the fixed ones
-  never change).
+* ``weights(state)``: what is revealed at the end: the trained leaves and the buffers the
+  forward updates (batch norm's running statistics), nothing else (the fixed ones never
+  change).
 
 Everything a program closes over is public and named in :class:`TrainPlan`.
 """
@@ -50,6 +51,9 @@ class TrainPlan:
         (:func:`~ppml_torch.train.state.secret_optimizer_leaves`); ``init`` makes those
         secret from the start.
       returns_loss: ``epoch`` returns ``(state, mean loss)`` (the loss is revealed).
+      buffers: the torch names of the buffers the forward updates (batch norm's running
+        statistics in training mode): ``apply`` returns ``(outputs, their new values)``, and
+        they are carried in ``TrainState.buffers`` from step to step.
     """
 
     inputs: InputLayout
@@ -61,11 +65,13 @@ class TrainPlan:
     leaves: Leaves
     secret_opt: tuple[bool, ...] = ()
     returns_loss: bool = False
+    buffers: tuple[str, ...] = ()
 
     def init(self, params: Any) -> TrainState:
         trainable, fixed = self.leaves.split(params)
+        buffers = {n: fixed.pop(n) for n in self.buffers}
         opt_state = start_secret(self.tx.init(trainable), self.secret_opt, trainable)
-        return TrainState(trainable, fixed, opt_state)
+        return TrainState(trainable, fixed, opt_state, buffers)
 
     def train_step(
         self,
@@ -89,14 +95,16 @@ class TrainPlan:
 
         def objective(trainable: dict[str, Any]) -> Any:
             out = apply(self.leaves.merge(trainable, state.fixed, state.buffers), xb)
+            out, buffers = out if self.buffers else (out, state.buffers)  # (outputs, updates)
             if rows:
-                return self.loss(out[-rows:], yb[-rows:])
-            return self.loss(out, yb)
+                return self.loss(out[-rows:], yb[-rows:]), buffers
+            return self.loss(out, yb), buffers
 
-        value, grads = jax.value_and_grad(objective)(state.trainable)
+        (value, buffers), grads = jax.value_and_grad(objective, has_aux=True)(state.trainable)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        return dataclasses.replace(state, trainable=trainable, opt_state=opt_state), value
+        new = dataclasses.replace(state, trainable=trainable, opt_state=opt_state, buffers=buffers)
+        return new, value
 
     def epoch(self, state: TrainState, *blocks: Any) -> Any:
         import jax
@@ -134,8 +142,9 @@ class TrainPlan:
         return state, total / (nf * bs + b.partial)
 
     def weights(self, state: TrainState) -> dict[str, Any]:
-        """Only the trained leaves are revealed: the fixed ones never change."""
-        return state.trainable
+        """Only the trained leaves and the updated buffers are revealed: the fixed ones never
+        change."""
+        return {**state.trainable, **state.buffers}
 
 
 def first(pair: tuple[Any, Any]) -> Any:

@@ -66,9 +66,7 @@ def load_data(train_rows: int | None = None) -> DigitsData:
     x, y = load_digits(return_X_y=True)  # (1797, 64) in 0..16, (1797,)
     x = (x / 16.0).astype(np.float32).reshape(-1, *IMAGE_SHAPE)  # (N, 1, 8, 8)
     y = y.astype(np.int32)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED)
     if train_rows is not None:
         x_tr, y_tr = x_tr[:train_rows], y_tr[:train_rows]
     half = len(x_tr) // 2
