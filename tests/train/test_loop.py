@@ -423,7 +423,9 @@ def _bn_cnn() -> nn.Module:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("backend,protocol", [("cpu", None), ("spu", "ABY3")])
+@pytest.mark.parametrize(
+    "backend,protocol", [("cpu", None), pytest.param("spu", "ABY3", marks=pytest.mark.slow)]
+)
 def test_batch_norm_in_training_mode_matches_torch_eager(backend, protocol):
     """A CNN with ``BatchNorm2d`` in training mode, 3 steps (8, 8 and the partial 4 rows):
     the weights AND the running statistics after ``fit`` are torch eager's, and
