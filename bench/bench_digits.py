@@ -24,6 +24,7 @@ import io
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,7 +78,10 @@ def two_processes(epochs: int) -> None:
     argv = ["digits", "--runs", "secretflow:SEMI2K", "--epochs", str(epochs)]
     out = io.StringIO()
     t0 = time.perf_counter()
-    result = launch(["alice", "bob"], argv, timeout_s=60, out=out, check=check_command)
+    with tempfile.TemporaryDirectory(prefix="bench-digits-") as d:  # the cluster file
+        result = launch(
+            ["alice", "bob"], argv, timeout_s=60, out=out, check=check_command, workdir=d
+        )
     wall = time.perf_counter() - t0
     if result.returncode != 0:
         raise SystemExit(f"launch failed:\n{out.getvalue()[-3000:]}")

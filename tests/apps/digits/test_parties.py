@@ -20,7 +20,7 @@ ROWS = 256
 
 @pytest.mark.slow
 @pytest.mark.secretflow
-def test_launch_digits_accuracy_within_two_points_of_eager(monkeypatch):
+def test_launch_digits_accuracy_within_two_points_of_eager(tmp_path, monkeypatch):
     from ppml_torch.apps.digits import train
     from ppml_torch.apps.digits.data import load_data
     from ppml_torch.cli.launch import check_command
@@ -30,7 +30,9 @@ def test_launch_digits_accuracy_within_two_points_of_eager(monkeypatch):
     monkeypatch.chdir(ROOT)
     argv = ["digits", "--runs", "secretflow:SEMI2K", "--epochs", "1", "--train-rows", str(ROWS)]
     out = io.StringIO()
-    result = launch(["alice", "bob"], argv, timeout_s=30, out=out, check=check_command)
+    result = launch(
+        ["alice", "bob"], argv, timeout_s=30, out=out, check=check_command, workdir=str(tmp_path)
+    )
     text = out.getvalue()
     assert result.returncode == 0, text[-4000:]
     alice, bob = result.output("alice"), result.output("bob")
