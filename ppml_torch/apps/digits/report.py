@@ -6,7 +6,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from ...runners import total
+from ...runners import CommStats, total
 from ...runners.runspec import RunSpec
 from .data import WEIGHTS_OWNER, DigitsData, load_data
 from .train import BATCH_SIZE, EPOCHS, LR, accuracy, torch_eager, train
@@ -31,7 +31,7 @@ class DigitsRow:
     epochs: int
     run_s: float  # all epochs (torch eager: the whole loop)
     compile_s: float | None
-    comm: object | None  # runners.comm.CommStats of the whole fit, None in plaintext
+    comm: CommStats | None  # the whole fit's, None in plaintext
 
 
 def fit_row(run: RunSpec, session, data: DigitsData, *, epochs: int, batch_size: int):
