@@ -146,6 +146,35 @@ def _cnn_folded():
     return convert(_cnn(), (torch.randn(1, 3, 8, 8),), fold_batch_norm=True)
 
 
+def _fit_digits_cnn(images: np.ndarray, labels: np.ndarray) -> Callable[[], Any]:
+    """``fit`` of the digits CNN (1x8x8 images, 10 classes) on spu:SEMI2K with these images
+    and labels split between alice and bob; asserts that nothing was put or run."""
+
+    def run() -> None:
+        from ppml_torch.apps.digits.train import digits_cnn
+        from ppml_torch.train import fit, horizontal
+
+        s = get_session("spu", "SEMI2K", "FM64")
+        before = (len(s.record), len(s.reports))
+        m = digits_cnn()
+        h = len(images) // 2
+        data = horizontal(
+            {"alice": (images[:h], labels[:h]), "bob": (images[h:], labels[h:])},
+            weights_owner="alice",
+        )
+        try:
+            fit(m, nn.CrossEntropyLoss(), torch.optim.SGD(m.parameters(), lr=0.3), data,
+                session=s, batch_size=8, progress=False)  # fmt: skip
+        finally:
+            assert (len(s.record), len(s.reports)) == before, "MPC work before the error"
+
+    return run
+
+
+_IMG = np.random.default_rng(0).random((16, 1, 8, 8)).astype(np.float32)
+_LAB = np.arange(16, dtype=np.int32) % 10
+
+
 class _Strided(nn.Module):
     def forward(self, x):
         return torch.as_strided(x.t(), (2, 2), (1, 2))
@@ -757,6 +786,43 @@ CASES = [
         lambda: convert(_Strided(), (torch.randn(3, 4),)),
         ConversionError,
         "as_strided on a non-contiguous tensor",
+    ),
+    # -- fit of a CNN on images (issue 20, bad input) ------------------------------------------
+    Case(
+        "fit-cnn-images-other-channels",
+        _fit_digits_cnn(np.repeat(_IMG, 3, axis=1), _LAB),
+        PpmlError,
+        "failing in 0: Conv2d: Given groups=1, weight of size [8, 1, 3, 3], expected input[8, 3",
+    ),
+    Case(
+        "fit-cnn-images-other-size",
+        _fit_digits_cnn(_IMG[:, :, :6, :6], _LAB),
+        PpmlError,
+        "(float32[8, 1, 6, 6]) do not fit Sequential, failing in 7: Linear",
+    ),
+    Case(
+        "fit-cnn-images-int",
+        _fit_digits_cnn((_IMG * 16).astype(np.int32), _LAB),
+        PpmlError,
+        "images and other real-valued inputs must be float",
+    ),
+    Case(
+        "fit-cnn-images-uint8",
+        _fit_digits_cnn((_IMG * 16).astype(np.uint8), _LAB),
+        PpmlError,
+        "input 'input' is uint8, the model was converted with float32",
+    ),
+    Case(
+        "fit-cnn-label-beyond-classes",
+        _fit_digits_cnn(_IMG, np.where(_LAB == 3, 10, _LAB).astype(np.int32)),
+        PpmlError,
+        "alice's labels (class indices of CrossEntropyLoss(reduction='mean')): id 10 is outside",
+    ),
+    Case(
+        "fit-cnn-negative-label",
+        _fit_digits_cnn(_IMG, np.where(_LAB == 9, -1, _LAB).astype(np.int32)),
+        PpmlError,
+        "bob's labels (class indices of CrossEntropyLoss(reduction='mean')): id -1 is outside",
     ),
     Case(
         "to-flax-grouped-conv",

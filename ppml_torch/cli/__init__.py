@@ -24,6 +24,7 @@ COMMANDS = {
     "calibrate": "calibrate",
     "check": "check",
     "compare": "compare",
+    "digits": "digits",
     "export-stablehlo": "export_stablehlo",
     "from-flax": "from_flax",
     "gpt2": "gpt2",

@@ -39,7 +39,7 @@ class ConversionCache:
             raise PpmlError(f"route must be 'graph' or 'flax', got {route!r}")
         self._module = weakref.ref(module)
         self.route = route
-        self._models: dict[tuple[bool, Signature], ConvertedModel] = {}
+        self._models: dict[tuple[bool, bool, Signature], ConvertedModel] = {}
         self.conversions = 0  # how many times the module was actually converted
 
     @property
@@ -54,14 +54,22 @@ class ConversionCache:
         inputs: Shapes,
         named: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
         fixed: Sequence[tuple[str, Any]] = (),
+        *,
+        buffer_updates: bool = False,
     ) -> ConvertedModel:
         """The conversion for positional inputs of these ``(shape, dtype)``s, keyword inputs
-        ``named`` and non-tensor keywords ``fixed`` (``use_cache=False``), converting once."""
+        ``named`` and non-tensor keywords ``fixed`` (``use_cache=False``), converting once.
+
+        ``buffer_updates``: graph route, ``convert(..., buffer_updates="return")``: ``apply``
+        returns ``(outputs, updated buffers)`` (``fit`` of batch norm in training mode).
+        """
         module = self.module
-        key = self._key(inputs, named, fixed)
+        key = self._key(inputs, named, fixed, buffer_updates)
         model = self._models.get(key)
         if model is None:
-            model = self._convert(module, _signature(inputs), _named(named), tuple(fixed))
+            model = self._convert(
+                module, _signature(inputs), _named(named), tuple(fixed), buffer_updates
+            )
             self._models[key] = model
             self.conversions += 1
         return model
@@ -75,12 +83,15 @@ class ConversionCache:
         inputs: Shapes,
         named: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
         fixed: Sequence[tuple[str, Any]] = (),
+        buffer_updates: bool = False,
     ) -> tuple[Any, ...]:
         if self.route != "graph":  # one shape-polymorphic transfer per mode
-            return (self.module.training, ())
+            return (self.module.training, False, ())
         if not named and not fixed:
-            return (self.module.training, _signature(inputs))
-        return (self.module.training, _signature(inputs), _named(named), tuple(fixed))
+            return (self.module.training, buffer_updates, _signature(inputs))
+        return (
+            self.module.training, buffer_updates, _signature(inputs), _named(named), tuple(fixed)
+        )  # fmt: skip
 
     def same_rows(self, row_shape: tuple[int, ...], dtype: Any) -> list[tuple[int, ConvertedModel]]:
         """The cached one-input conversions whose rows have ``row_shape`` and ``dtype``, as
@@ -92,8 +103,9 @@ class ConversionCache:
         name = np.dtype(dtype).name
         found = [
             (sig[0][0][0], model)
-            for (training, sig, *keywords), model in self._models.items()
+            for (training, updates, sig, *keywords), model in self._models.items()
             if training == self.module.training
+            and not updates
             and not keywords
             and len(sig) == 1
             and len(sig[0][0]) >= 1
@@ -108,6 +120,7 @@ class ConversionCache:
         sig: Signature,
         named: tuple[tuple[str, tuple[tuple[int, ...], str]], ...] = (),
         fixed: tuple[tuple[str, Any], ...] = (),
+        buffer_updates: bool = False,
     ) -> ConvertedModel:
         if self.route == "flax":
             from ppml_torch.converters.flax import to_flax
@@ -119,7 +132,10 @@ class ConversionCache:
 
         examples = tuple(torch.zeros(s, dtype=_torch_dtype(t)) for s, t in sig)
         keywords = {k: torch.zeros(s, dtype=_torch_dtype(t)) for k, (s, t) in named}
-        return convert(module, examples, {**keywords, **dict(fixed)})
+        return convert(
+            module, examples, {**keywords, **dict(fixed)},
+            buffer_updates="return" if buffer_updates else "refuse",
+        )  # fmt: skip
 
     def params(self, model: ConvertedModel) -> Any:
         """The module's current weights in ``model``'s layout (``model.params``' structure)."""
@@ -137,6 +153,17 @@ class ConversionCache:
                 "the module's state_dict keys changed since it was converted; build a new module"
             )
         return {k: jnp.asarray(to_numpy(state[k])) for k in model.params}
+
+
+def updates_buffers(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s forward updates buffers: a submodule with running statistics in
+    training mode (``BatchNorm*d``, ``InstanceNorm*d(track_running_stats=True)``)."""
+    return any(
+        m.training
+        and getattr(m, "track_running_stats", False)
+        and getattr(m, "running_mean", None) is not None
+        for m in module.modules()
+    )
 
 
 def _signature(inputs: Shapes) -> Signature:

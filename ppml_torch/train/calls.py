@@ -200,6 +200,14 @@ def model_input(positional: list[Any], named: dict[str, Any]) -> Any:
     return Inputs(args, kwargs) if kwargs else args[0]
 
 
+def outputs_of(model: Any) -> Callable[..., Any]:
+    """``model.apply`` without the updated buffers that a conversion with
+    ``buffer_updates="return"`` (batch norm in training mode) returns next to the outputs."""
+    if not getattr(model, "extras", {}).get("buffer_updates"):
+        return model.apply
+    return lambda p, *args, **kwargs: model.apply(p, *args, **kwargs)[0]
+
+
 def check_loss_shapes(
     model: Any, mc: ModelCall, loss: Any, params: Any, loaded: Loaded, batch_size: int
 ) -> ModelCall:
@@ -216,10 +224,10 @@ def check_loss_shapes(
     with dropout.drawn_from(np.zeros(2, np.uint32)):  # shapes only: any key will do
         if mc.own_loss:
             out = jax.eval_shape(
-                lambda p, x, y: call(model.apply, p, x, **{LABELS: y}), params, xb, yb
+                lambda p, x, y: call(outputs_of(model), p, x, **{LABELS: y}), params, xb, yb
             )
         else:
-            out = jax.eval_shape(lambda p, x: call(model.apply, p, x), params, xb)
+            out = jax.eval_shape(lambda p, x: call(outputs_of(model), p, x), params, xb)
     mc = with_outputs(mc, out)
     if mc.own_loss:
         return mc

@@ -32,7 +32,9 @@ How a ``fit`` runs (every check first, then the session work):
 4. at the end the trained weights (only those: frozen parameters and buffers never change)
    and the optimizer's moments are revealed ONCE, to ``weights_to``: the weights are loaded
    into the module with ``load_state_dict(strict=True)`` (everything else keeps the module's
-   own values), the moments into the torch optimizer, and the scheduler is stepped.
+   own values), the moments into the torch optimizer, and the scheduler is stepped.  Batch
+   norm in training mode (graph route): its running statistics are updated as torch does,
+   carried in the state and revealed with the weights (they are statistics of the batches).
 
 **Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
 label owner by default; with ``log_every`` also every n-th step's).  Under MPC that is a
@@ -57,7 +59,7 @@ import ppml_torch.dropout as dropout
 from ppml_torch.runners.base import Handle, Session
 from ppml_torch.runners.placeholders import shapes_of
 
-from .cache import ConversionCache, conversions
+from .cache import ConversionCache, conversions, updates_buffers
 from .calls import ModelCall, check_loss_shapes, check_read, plan_call
 from .checks import (
     check_batch_size,
@@ -213,7 +215,9 @@ def fit(
         cache = conversions(module, route)
         converted = cache.conversions
         row, dtype = loaded.example_row_shape, loaded.features[0].dtype
-        model = cache.get(*mc.shapes(loaded, batch_size))
+        # batch norm in training mode: the graph program also returns the new running statistics
+        updates = route == "graph" and updates_buffers(module)
+        model = cache.get(*mc.shapes(loaded, batch_size), buffer_updates=updates)
         check_read(model, mc, data)
         params = cache.params(model)
         leaves = Leaves.of(model, set(trainable))
@@ -221,7 +225,7 @@ def fit(
         mc = check_loss_shapes(model, mc, loss, params, loaded, batch_size)
         _check_values(model, mc, loss, params, data, loaded, sp, batch_size)
         batches, apply_partial, refused = _partial_batch(
-            module, cache, model, params, batches, row, dtype, mc, loaded
+            module, cache, model, params, batches, row, dtype, mc, loaded, updates
         )
         layout = InputLayout(
             data.split, loaded.column_order, len(loaded.features), len(loaded.labels), data.names
@@ -242,6 +246,7 @@ def fit(
             log_every=log_every or 0,
             call=mc,
             dropout=bool(dropout.sites_of(model)),  # the partial batch's conversion has the same
+            buffers=tuple(model.extras.get("buffer_updates", ())) if updates else (),
         )
         owner_here = data.weights_owner in sp.local_parties
         if owner_here or not plan.carried:  # the optimizer state to start from (plaintext)
@@ -343,12 +348,14 @@ def _check_values(
 
     out = None
     if not mc.own_loss:
-        from .calls import model_input
+        from .calls import model_input, outputs_of
 
         positional, named, _ = mc.shapes(loaded, batch_size)
         with dropout.drawn_from(np.zeros(2, np.uint32)):  # shapes only
             out = jax.eval_shape(
-                lambda p, x: mc.outputs(model.apply, p, x), params, model_input(positional, named)
+                lambda p, x: mc.outputs(outputs_of(model), p, x),
+                params,
+                model_input(positional, named),
             )
     check_blocks(
         model, data, loaded, sp.fixed_point,
@@ -368,6 +375,7 @@ def _partial_batch(
     dtype: Any,
     mc: ModelCall,
     loaded: Loaded,
+    updates: bool = False,
 ) -> tuple[Batches, Callable[..., Any] | None, str | None]:
     """How the kept partial batch runs: ``(batches, apply_partial, why padding was refused)``.
 
@@ -379,9 +387,9 @@ def _partial_batch(
         return batches, None, None
     refused = None
     if cache.route == "graph" and (
-        reason := _not_paddable(model, mc, loaded)
+        reason := _not_paddable(model, mc, loaded, updates)
     ):  # padding needs one positional input, the loss outside the model, no random masks
-        part = cache.get(*mc.shapes(loaded, batches.partial))
+        part = cache.get(*mc.shapes(loaded, batches.partial), buffer_updates=updates)
         return batches, part.apply, reason
     if cache.route == "graph":
         from .rows import padding_is_exact
@@ -391,12 +399,14 @@ def _partial_batch(
         )
         if refused is None:
             return dataclasses.replace(batches, padded=True), None, None
-    part = cache.get([((batches.partial, *row), dtype)])
+    part = cache.get([((batches.partial, *row), dtype)], buffer_updates=updates)
     return batches, part.apply, refused
 
 
-def _not_paddable(model: Any, mc: ModelCall, loaded: Loaded) -> str | None:
+def _not_paddable(model: Any, mc: ModelCall, loaded: Loaded, updates: bool) -> str | None:
     """Why the graph route cannot pad this model's partial batch (``None``: it may try)."""
+    if updates:  # batch statistics: the padding rows would change every row's output
+        return "batch norm in training mode normalises over the batch"
     if mc.own_loss:
         return "the model computes its loss over the whole batch (loss_fn=None)"
     if loaded.data.input_names:

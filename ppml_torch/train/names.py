@@ -20,7 +20,9 @@ import numpy as np
 
 def marks(model: Any) -> dict[str, np.ndarray]:
     """``{torch name: array}`` where each value is the number (from 1) of the leaf of
-    ``model.params`` (``tree_leaves`` order) it came from; non-float entries are left out."""
+    ``model.params`` (``tree_leaves`` order) it came from; entries that cannot hold every
+    number (bool, small integers) are left out.  Integer entries are kept (batch norm's
+    ``num_batches_tracked``, which training updates)."""
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(model.params)
@@ -28,7 +30,8 @@ def marks(model: Any) -> dict[str, np.ndarray]:
     out = {}
     for name, arr in model.params_to_torch(jax.tree_util.tree_unflatten(treedef, marked)).items():
         a = np.asarray(arr)
-        if a.size and np.issubdtype(a.dtype, np.floating):
+        counts = np.issubdtype(a.dtype, np.integer) and np.iinfo(a.dtype).max >= len(leaves)
+        if a.size and (np.issubdtype(a.dtype, np.floating) or counts):
             out[name] = a
     return out
 

@@ -344,7 +344,7 @@ def check_fit_step(
         def forward(st: TrainState, xb: Any, yb: Any) -> Any:
             params = at.leaves.merge(st.trainable, st.fixed, st.buffers)
             with _masks(at):
-                return at.call.loss(at.apply, params, xb, yb, at.loss)
+                return at.model_loss(at.apply, params, xb, yb, 0, st.buffers)[0]
 
         def step(st: TrainState, xb: Any, yb: Any) -> Any:
             return at.train_step(st, xb, yb, key=_KEY if at.dropout else None)
@@ -360,7 +360,9 @@ def check_fit_step(
         xb = jax.ShapeDtypeStruct(
             (plan.batches.batch_size, *loaded.example_row_shape), loaded.features[0].dtype
         )
-        out = jax.eval_shape(lambda p, x: plan.call.outputs(model.apply, p, x), params, xb)
+        from .calls import outputs_of
+
+        out = jax.eval_shape(lambda p, x: plan.call.outputs(outputs_of(model), p, x), params, xb)
         classes = int(out.shape[-1])
     ids = [spec.index_size for spec in model.inputs if spec.index_size and spec.arg == 0]
     return run(

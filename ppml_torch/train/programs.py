@@ -18,9 +18,10 @@
   ``train_step`` in the same program.  After the blocks come the public inputs: the shuffle
   order (``shuffle``), then the epoch's dropout key (``dropout``): step ``i`` draws its masks
   from ``step_key(key, i)`` (:mod:`ppml_torch.dropout`);
-* ``weights(state)``: what is revealed at the end: the trained leaves only (the fixed ones
-  never change); ``result(state)`` adds the optimizer state's secret leaves (carried back
-  into the torch optimizer).
+* ``weights(state)``: what is revealed at the end: the trained leaves and the buffers the
+  forward updates (batch norm's running statistics), nothing else (the fixed ones never
+  change); ``result(state)`` adds the optimizer state's secret leaves (carried back into the
+  torch optimizer).
 
 Everything a program closes over is public and named in :class:`TrainPlan`.
 """
@@ -62,6 +63,9 @@ class TrainPlan:
       log_every: ``epoch`` also outputs the loss of every ``log_every``-th step (0: none).
       call: how the model is called and where its loss is (:mod:`~ppml_torch.train.calls`).
       dropout: the model drops out in training mode: ``epoch`` takes a public key last.
+      buffers: the torch names of the buffers the forward updates (batch norm's running
+        statistics in training mode): ``apply`` returns ``(outputs, their new values)``, and
+        they are carried in ``TrainState.buffers`` from step to step.
     """
 
     inputs: InputLayout
@@ -78,14 +82,16 @@ class TrainPlan:
     log_every: int = 0
     call: ModelCall = ModelCall()
     dropout: bool = False
+    buffers: tuple[str, ...] = ()
 
     def init(self, params: Any, *carried: Any) -> TrainState:
         trainable, fixed = self.leaves.split(params)
+        buffers = {n: fixed.pop(n) for n in self.buffers}
         if carried:  # the torch optimizer's moments and buffers (secret), the rest public
             opt_state = with_secret_leaves(self.tx.init(trainable), self.secret_opt, carried[0])
         else:
             opt_state = start_secret(self.tx.init(trainable), self.secret_opt, trainable)
-        return TrainState(trainable, fixed, opt_state)
+        return TrainState(trainable, fixed, opt_state, buffers)
 
     def train_step(
         self,
@@ -117,15 +123,32 @@ class TrainPlan:
 
         def objective(trainable: dict[str, Any]) -> Any:
             params = self.leaves.merge(trainable, state.fixed, state.buffers)
-            return self.call.loss(apply, params, xb, yb, self.loss, rows)
+            return self.model_loss(apply, params, xb, yb, rows, state.buffers)
 
         masks = dropout.drawn_from(key) if key is not None else contextlib.nullcontext()
         with masks:
-            value, grads = jax.value_and_grad(objective)(state.trainable)
+            (value, buffers), grads = jax.value_and_grad(objective, has_aux=True)(state.trainable)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        new = dataclasses.replace(state, trainable=trainable, opt_state=opt_state)
+        new = dataclasses.replace(state, trainable=trainable, opt_state=opt_state, buffers=buffers)
         return (new, value, grads) if with_grads else (new, value)
+
+    def model_loss(
+        self, apply: Callable[..., Any], params: Any, xb: Any, yb: Any, rows: int = 0,
+        buffers: Any = None,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``(the batch's loss, the updated buffers)``: a model that updates buffers returns
+        ``(outputs, new values)``; otherwise ``buffers`` come back unchanged."""
+        new: dict[str, Any] = {}
+
+        def outputs(p: Any, *args: Any, **kwargs: Any) -> Any:
+            out = apply(p, *args, **kwargs)
+            if self.buffers:
+                out, new["values"] = out
+            return out
+
+        value = self.call.loss(outputs, params, xb, yb, self.loss, rows)
+        return value, new.get("values", buffers)
 
     def _step(self, state: TrainState, xb: Any, yb: Any, **kw: Any) -> tuple[TrainState, Any]:
         """``train_step`` with the sentinel's gradient check: ``(state, (loss, check))``."""
@@ -190,20 +213,21 @@ class TrainPlan:
             params = self.leaves.merge(state.trainable, state.fixed, state.buffers)
             probe_key = _step_key(key, nf + 1)  # masks of a step no batch uses
             with dropout.drawn_from(probe_key) if key is not None else contextlib.nullcontext():
-                probe = self.call.loss(
-                    self.apply, params, row_range(x, a, a + bs), y[a : a + bs], self.loss
+                probe, _ = self.model_loss(
+                    self.apply, params, row_range(x, a, a + bs), y[a : a + bs]
                 )
             out["overflow"] = self.sentinel.flag(losses, checks, state.trainable, probe)
         return (state, out) if out else state
 
     def weights(self, state: TrainState) -> dict[str, Any]:
-        """Only the trained leaves are revealed: the fixed ones never change."""
-        return state.trainable
+        """Only the trained leaves and the updated buffers are revealed: the fixed ones never
+        change."""
+        return {**state.trainable, **state.buffers}
 
     def result(self, state: TrainState) -> tuple[dict[str, Any], list[Any]]:
-        """What is revealed at the end: the trained leaves and the optimizer state's secret
+        """What is revealed at the end: :meth:`weights` and the optimizer state's secret
         leaves (its moments and buffers; the public ones, step counts, every party knows)."""
-        return state.trainable, secret_leaves(state.opt_state, self.secret_opt)
+        return self.weights(state), secret_leaves(state.opt_state, self.secret_opt)
 
 
 def _step_key(key: Any, step: Any) -> Any:

@@ -30,8 +30,9 @@ class TrainState:
         buffers, Adam's moments, step counts).  This is where the torch optimizer's own state
         and an LR schedule's counters go when ``fit`` carries them in from the optimizer and
         back out to it.
-      buffers: leaves training updates without the optimizer, ``{torch name: array}`` (such
-        as batch norm's running statistics); empty today: every buffer is in ``fixed``.
+      buffers: leaves training updates without the optimizer, ``{torch name: array}``: the
+        buffers the forward updates (batch norm's running statistics in training mode, graph
+        route); every other buffer is in ``fixed``.
     """
 
     trainable: dict[str, Any]

@@ -422,3 +422,56 @@ def test_breast_cancer_auc_matches_torch_eager(breast_cancer, eager_auc, route, 
     auc = roc_auc_score(d.y_test.ravel(), scores.ravel())
     assert eager_auc > 0.95
     assert abs(auc - eager_auc) <= 0.01, (auc, eager_auc)
+
+
+def _bn_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16, 3),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "backend,protocol", [("cpu", None), pytest.param("spu", "ABY3", marks=pytest.mark.slow)]
+)
+def test_batch_norm_in_training_mode_matches_torch_eager(backend, protocol):
+    """A CNN with ``BatchNorm2d`` in training mode, 3 steps (8, 8 and the partial 4 rows):
+    the weights AND the running statistics after ``fit`` are torch eager's, and
+    ``num_batches_tracked`` counts the 3 steps.  Catches: running statistics not carried from
+    step to step (only the last batch's update would remain), not revealed or not loaded
+    into the module (they would keep their initial values), the partial batch padded with
+    other rows (batch statistics over the wrong rows)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 20).astype(np.int32)
+    ref, lf = _bn_cnn(), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y).long()
+    for a in range(0, 20, 8):
+        opt.zero_grad()
+        lf(ref(xt[a : a + 8]), yt[a : a + 8]).backward()
+        opt.step()
+    module = _bn_cnn()
+    start = {k: v.clone() for k, v in module.state_dict().items()}
+    data = horizontal({"alice": (x[:10], y[:10]), "bob": (x[10:], y[10:])}, weights_owner="alice")
+    s = session_of(backend, protocol)
+    _, history = ppml_torch.fit(
+        module, lf, torch.optim.SGD(module.parameters(), lr=0.1), data,
+        session=s, batch_size=8, progress=False,
+    )  # fmt: skip
+    assert history.partial_batch == 4 and not history.partial_padded
+    assert "batch norm" in history.padding_refused
+    got, want = module.state_dict(), ref.state_dict()
+    assert int(got["1.num_batches_tracked"]) == 3
+    for k in ("1.running_mean", "1.running_var"):
+        assert not torch.equal(want[k], start[k])  # torch moved them: so must fit
+    err = assert_close(
+        {k: v.float().numpy() for k, v in got.items()},
+        {k: v.float().numpy() for k, v in want.items()},
+        protocol=protocol,
+        field="FM64" if protocol else None,
+        what=f"BatchNorm2d CNN after fit on {backend} {protocol or ''}",
+    )
+    if protocol:
+        record_error(f"fit batch norm training {protocol}:FM64", err)
