@@ -3,7 +3,8 @@
 :class:`CachedGPT` has the parameter tree of ``flax_nanogpt.GPT``
 (``transformer/h_0/attn/c_attn/kernel``, ...) with every Dense kernel stored ``(out, in)``
 (torch's layout; :func:`kernels_out_in` turns ``to_flax``'s params into it), because SPU
-multiplies a secret ``(out, in)`` matrix by a few columns far faster (:func:`linear_rows`).  ``CachedGPT(config, max_len).apply(params, idx, k_cache, v_cache,
+multiplies a secret ``(out, in)`` matrix by one column at a time far faster
+(:func:`linear_rows`).  ``CachedGPT(config, max_len).apply(params, idx, k_cache, v_cache,
 pos)`` returns ``(logits (B, vocab) of the last new position, k_cache, v_cache)`` with caches
 ``(n_layer, B, n_head, max_len, head_size)``.
 
@@ -54,14 +55,19 @@ def kernels_out_in(params: Any) -> Any:
 
 
 def linear_rows(w: jax.Array, x: jax.Array) -> jax.Array:
-    """``x @ w.T`` for ``w`` in ``(out, in)`` layout, computed as ``(w @ rows.T).T``.
+    """``x @ w.T`` for ``w`` in ``(out, in)`` layout, as one matrix-vector product ``w @ row``
+    per row of ``x``.
 
-    Same numbers; under SPU (ABY3) a secret ``(out, in)`` matrix times a few secret columns
-    runs 6-60x faster than a row times an ``(in, out)`` or transposed matrix (measured on
-    this machine: GPT-2's 50,257 x 128 head 3.5 s -> 0.06 s for one row).
+    Same numbers; under SPU (ABY3) a secret ``(out, in)`` matrix times ONE secret column is
+    far faster than any matrix-matrix form (``nanogpt_cache.linear`` has the figures), so a
+    prompt of ``T`` rows costs ``T`` products.
     """
     lead = x.shape[:-1]
-    y = (w @ x.reshape(-1, x.shape[-1]).T).T
+    rows = x.reshape(-1, x.shape[-1])  # (R, in)
+    if rows.shape[0] == 1:
+        y = (w @ rows.T).T  # (1, out)
+    else:
+        y = jnp.stack([w @ rows[r] for r in range(rows.shape[0])])  # (R, out)
     return y.reshape(*lead, y.shape[-1])
 
 

@@ -72,15 +72,21 @@ def gelu_piecewise(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``lin(x)`` computed as ``(W @ rows.T).T`` on the weight's own ``(out, in)`` layout.
+    """``lin(x)`` computed as one matrix-vector product ``W @ row`` per row of ``x``, on the
+    weight's own ``(out, in)`` layout.
 
-    Same numbers as ``F.linear``; under SPU (ABY3) a product of a secret ``(out, in)`` matrix
-    with a few secret columns runs 6-60x faster than ``x @ W.T`` (measured on this machine:
-    GPT-2's 50,257 x 128 head 3.5 s -> 0.06 s for one row), which SPU computes on the
-    transposed, strided weight.
+    Same numbers as ``F.linear``; under SPU (ABY3) a secret ``(out, in)`` matrix times ONE
+    secret column is far faster than any matrix-matrix form (measured on this machine, see
+    docs/generation.md: GPT-2's 50,257 x 128 head for one row, ``x @ W.T`` 3.5 s, ``W @ x``
+    0.06 s; a 3072 x 768 MLP weight for a 7-row prompt, ``(W @ x.T).T`` 0.68-1.08 s, one
+    product per row 0.11-0.13 s together), so a prompt of ``T`` rows costs ``T`` products.
     """
     lead = x.shape[:-1]
-    y = (lin.weight @ x.reshape(-1, x.shape[-1]).T).T  # (rows, out)
+    rows = x.reshape(-1, x.shape[-1])  # (R, in)
+    if rows.shape[0] == 1:
+        y = (lin.weight @ rows.T).T  # (1, out)
+    else:
+        y = torch.stack([lin.weight @ rows[r] for r in range(rows.shape[0])])  # (R, out)
     if lin.bias is not None:
         y = y + lin.bias
     return y.reshape(*lead, y.shape[-1])
