@@ -120,13 +120,15 @@ def _flax(gpt: GPT, batch: int, prompt_len: int, max_len: int, approx: bool) -> 
     import jax.numpy as jnp
 
     from ppml_torch.converters.flax import to_flax
-    from ppml_torch.models.flax_nanogpt_cache import CachedGPT, kernels_out_in
+    from ppml_torch.models.flax_nanogpt_cache import CachedGPT, cut_positions, kernels_out_in
 
     fm = to_flax(gpt)
     model = CachedGPT(gpt.config, max_len, approx)
     shape = model.cache_shape(batch)
-    # kernels (out, in): the layout CachedGPT multiplies fast under SPU (a copy, made once)
-    params = jax.tree_util.tree_map(np.ascontiguousarray, kernels_out_in(fm.params))
+    # kernels (out, in): the layout CachedGPT multiplies fast under SPU (a copy, made once);
+    # the position table cut to the cache's max_len slots (the only positions read)
+    params = cut_positions(kernels_out_in(fm.params), max_len)
+    params = jax.tree_util.tree_map(np.ascontiguousarray, params)
 
     def prefill(p, idx):
         zeros = jnp.zeros(shape, jnp.float32)
