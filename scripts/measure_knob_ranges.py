@@ -85,7 +85,9 @@ def main() -> None:
         want = (a * b).ravel()
         ok = np.abs(got - want) <= np.maximum(0.02 * np.abs(want), 2.0**-f * 4)
         wrong = ", ".join(
-            f"{x:g}*{y:g}={g:.4g}" for x, y, g, o in zip(a.ravel(), b.ravel(), got, ok) if not o
+            f"{x:g}*{y:g}={g:.4g}"
+            for x, y, g, o in zip(a.ravel(), b.ravel(), got, ok, strict=True)
+            if not o
         )
         print(f"  f={f:2d}: {int(ok.sum())}/{ok.size} right{'; wrong: ' + wrong if wrong else ''}")
 

@@ -7,7 +7,7 @@ Each op of the converter's op table marked ``approximate-under-MPC`` is converte
 one-op torch module by the graph route (so what is measured is what a converted model runs)
 and run under SPU on inputs in a realistic range (attention logits, activations, variances),
 next to torch eager.  The largest absolute error of the output and of the gradient of
-``sum(op(x))`` w.r.t. the inputs are stored in ``ppml_torch/equivalence/op_errors.json``,
+``sum(op(x))`` w.r.t. the inputs and the op's weights (a norm's affine weights) are stored in ``ppml_torch/equivalence/op_errors.json``,
 which :mod:`ppml_torch.equivalence.tolerances` turns into a model's default tolerance.
 """
 
@@ -60,6 +60,27 @@ def _bn():
     with torch.no_grad():
         m.running_mean.uniform_(-1, 1)
         m.running_var.uniform_(0.2, 4)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.uniform_(-0.5, 0.5)
+    return m
+
+
+class BNTrain(torch.nn.Module):
+    """Batch norm in training mode whose running statistics are copies (nothing to return)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = _bn()
+
+    def forward(self, x):
+        bn = self.bn
+        rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+        return F.batch_norm(x, rm, rv, bn.weight, bn.bias, True, 0.1, bn.eps)
+
+
+def _gn():
+    m = torch.nn.GroupNorm(8, 64)
+    with torch.no_grad():
         m.weight.uniform_(0.5, 1.5)
         m.bias.uniform_(-0.5, 0.5)
     return m
@@ -127,6 +148,17 @@ CASES = {
     "aten._native_batch_norm_legit_no_training.default": [
         ("batch_norm eval, N(0, 2)", _bn, [N(0, 2)])
     ],
+    "aten._native_batch_norm_legit_functional.default": [
+        ("batch_norm train, N(0.5, 2)", BNTrain, [N(0.5, 2)])
+    ],
+    "aten._native_batch_norm_legit.no_stats": [
+        (
+            "instance_norm (4, 64, 16), N(0.5, 2)",
+            lambda: torch.nn.InstanceNorm1d(64, affine=True),
+            [N(0.5, 2, (4, 64, 16))],
+        )
+    ],
+    "aten.native_group_norm.default": [("group_norm 8 groups, N(0.5, 2)", _gn, [N(0.5, 2)])],
     "aten.scaled_dot_product_attention.default": [
         (
             "causal attention (1, 2, 16, 16), N(0, 1)",
@@ -156,14 +188,21 @@ def measure_case(session, factory, gens, rng):
     ref_g = [g.numpy() for g in grads]
 
     params = cm.params  # weights (alice's); a parameter-free op has none to share
+    # and d sum(out) / d weights (a batch norm's weight gradient sums over the batch)
+    names = [n for n, _ in module.named_parameters() if n in params]
+    ref_pg = dict(
+        zip(names, torch.autograd.grad(module(*xs).sum(), [dict(module.named_parameters())[n]
+                                                           for n in names]), strict=True)
+    ) if names else {}  # fmt: skip
 
     def fn(*inputs):
-        def total(*ins):
-            return jnp.sum(cm.apply(params, *ins))
+        weights = {n: params[n] for n in names}  # float weights only (not num_batches_tracked)
 
-        return cm.apply(params, *inputs), jax.grad(total, argnums=tuple(range(len(inputs))))(
-            *inputs
-        )
+        def total(w, *ins):
+            return jnp.sum(cm.apply({**params, **w}, *ins))
+
+        g = jax.grad(total, argnums=tuple(range(len(inputs) + 1)))(weights, *inputs)
+        return cm.apply(params, *inputs), g[1:], g[0]
 
     if params:  # weights enter as alice's secret, inputs as bob's
 
@@ -172,15 +211,18 @@ def measure_case(session, factory, gens, rng):
             params = p
             return fn(*inputs)
 
-        got_out, got_g = wrap(session, fn_p, ("alice",) + ("bob",) * len(xs))(
+        got_out, got_g, got_pg = wrap(session, fn_p, ("alice",) + ("bob",) * len(xs))(
             cm.params, *[x.numpy() for x in xs]
         )
     else:
-        got_out, got_g = wrap(session, fn, ("bob",) * len(xs))(*[x.numpy() for x in xs])
+        got_out, got_g, got_pg = wrap(session, fn, ("bob",) * len(xs))(*[x.numpy() for x in xs])
     err = float(np.max(np.abs(np.asarray(got_out, np.float64) - ref_out)))
     gerr = max(
         float(np.max(np.abs(np.asarray(a, np.float64) - b)))
-        for a, b in zip(got_g, ref_g, strict=True)
+        for a, b in [
+            *zip(got_g, ref_g, strict=True),
+            *((got_pg[n], ref_pg[n].numpy()) for n in names),
+        ]
     )
     return err, gerr, float(np.max(np.abs(ref_out))), {str(o) for o in ops}
 
@@ -230,7 +272,7 @@ def main(argv=None) -> int:
     missing = sorted(set(approx) - set(errors[args.settings[0]]))
     table["about"] = (
         "Largest absolute error vs torch eager of each approximated op's output ('out') and of "
-        "the gradient of sum(op(x)) w.r.t. its inputs ('grad'), on the input ranges of "
+        "the gradient of sum(op(x)) w.r.t. its inputs and weights ('grad'), on the input ranges of "
         "scripts/measure_op_errors.py ('scale': largest |output|); SPU defaults of ppml-torch."
     )
     table["unmeasured"] = missing

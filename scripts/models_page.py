@@ -348,75 +348,6 @@ def _models() -> list[Arch]:
         ),  # fmt: skip
         Arch("CLIP text", "transformers", _hf("CLIPTextConfig", "CLIPTextModel", **_ENC)),
         Arch(
-            "ViT",
-            "transformers",
-            _hf(
-                "ViTConfig",
-                "ViTModel",
-                "pixels",
-                image_size=32,
-                patch_size=8,
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-            ),
-        ),  # fmt: skip
-        Arch(
-            "DeiT",
-            "transformers",
-            _hf(
-                "DeiTConfig",
-                "DeiTModel",
-                "pixels",
-                image_size=32,
-                patch_size=8,
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-            ),
-        ),  # fmt: skip
-        Arch(
-            "ResNet",
-            "transformers",
-            _hf(
-                "ResNetConfig",
-                "ResNetModel",
-                "pixels",
-                embedding_size=8,
-                hidden_sizes=[8, 16],
-                depths=[1, 1],
-            ),
-        ),  # fmt: skip
-        Arch(
-            "ConvNeXt",
-            "transformers",
-            _hf(
-                "ConvNextConfig",
-                "ConvNextModel",
-                "pixels",
-                hidden_sizes=[8, 16],
-                depths=[1, 1],
-                num_stages=2,
-            ),
-        ),  # fmt: skip
-        Arch(
-            "Swin",
-            "transformers",
-            _hf(
-                "SwinConfig",
-                "SwinModel",
-                "pixels",
-                image_size=32,
-                patch_size=4,
-                embed_dim=16,
-                depths=[1, 1],
-                num_heads=[2, 2],
-                window_size=4,
-            ),
-        ),  # fmt: skip
-        Arch(
             "Wav2Vec2",
             "transformers",
             _hf(
@@ -538,7 +469,10 @@ def _models() -> list[Arch]:
             ),
         ),  # fmt: skip
     ]
-    return hf + tnn
+    from scripts.vision_models import VISION
+
+    vision = [Arch(name, source, build, sample=sample) for name, source, build, sample in VISION]
+    return hf + vision + tnn
 
 
 MODELS: list[Arch] = []  # filled on first use (building the list imports torch)
@@ -568,7 +502,6 @@ class Result:
 def check_one(arch: Arch, mpc: bool = True) -> Result:
     """Check one model: graph route on ``cpu`` (outputs and gradients), ABY3 for the sample."""
     from ppml_torch.converters.flax import WeightMapError, to_flax
-
     from ppml_torch.equivalence.check import EquivalenceError, check_equivalence
 
     t0 = time.perf_counter()

@@ -131,6 +131,26 @@ class UsesCond(nn.Module):
         return torch.cond(x.sum() > 0, lambda x: x, lambda x: -x, (x,))
 
 
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+
+
+@functools.cache
+def _cnn_converted():
+    return convert(_cnn(), (torch.randn(1, 3, 8, 8),))
+
+
+@functools.cache
+def _cnn_folded():
+    return convert(_cnn(), (torch.randn(1, 3, 8, 8),), fold_batch_norm=True)
+
+
+class _Strided(nn.Module):
+    def forward(self, x):
+        return torch.as_strided(x.t(), (2, 2), (1, 2))
+
+
 def _wrap_apply(cm, *args):
     return lambda: wrap(_spu(), cm.apply, owners=("alice",) + ("bob",) * len(args))(
         cm.params, *args
@@ -456,9 +476,86 @@ CASES = [
     ),
     Case(
         "to-flax-unknown-family",
-        lambda: ppml_torch.to_flax(nn.Sequential(nn.Conv1d(1, 1, 1))),
+        lambda: ppml_torch.to_flax(nn.Sequential(nn.Bilinear(2, 2, 2))),
         PpmlError,
         "no Flax weight map for Sequential",
+    ),
+    # -- convolutional networks (issue 20): refused before any MPC work ---------------------------
+    Case(
+        "cnn-channels",
+        lambda: convert(_cnn(), (torch.randn(1, 4, 8, 8),)),
+        ConversionError,
+        "do not fit Sequential, failing in 0: Conv2d: Given groups=1, weight of size [8, 3, 3, 3], "
+        "expected input[1, 4, 8, 8] to have 3 channels",
+    ),
+    Case(
+        "cnn-kernel-larger-than-padded-input",
+        lambda: convert(_cnn(), (torch.randn(1, 3, 2, 2),)),
+        ConversionError,
+        "failing in 0: Conv2d: Calculated padded input size per channel: (2 x 2). Kernel size: "
+        "(3 x 3)",
+    ),
+    Case(
+        "cnn-pool-larger-than-input",
+        lambda: convert(nn.Sequential(nn.MaxPool2d(4)), (torch.randn(1, 3, 3, 3),)),
+        ConversionError,
+        "failing in 0: MaxPool2d: Given input size: (3x3x3). Calculated output size: (3x0x0)",
+    ),
+    Case(
+        "cnn-integer-images",
+        lambda: convert(_cnn(), (torch.randint(0, 255, (1, 3, 8, 8)),)),
+        ConversionError,
+        "images and other real-valued inputs must be float: pass x.float()",
+    ),
+    Case(
+        "cnn-uint8-images",
+        lambda: convert(_cnn(), (torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8),)),
+        ConversionError,
+        "uint8[1, 3, 8, 8]) do not fit Sequential",
+    ),
+    Case(
+        "cnn-apply-other-image-size",
+        lambda: _cnn_converted().apply(_cnn_converted().params, np.zeros((1, 3, 10, 10), F32)),
+        InputError,
+        "input 'input' has shape (1, 3, 10, 10), the model was converted for (1, 3, 8, 8)",
+    ),
+    Case(
+        "cnn-apply-other-channels-under-mpc",
+        lambda: _wrap_apply(_cnn_converted(), np.zeros((1, 4, 8, 8), F32))(),
+        InputError,
+        "has shape (1, 4, 8, 8)",
+    ),
+    Case(
+        "cnn-batch-norm-training-mode",
+        lambda: convert(
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), (torch.randn(2, 3, 6, 6),)
+        ),
+        ConversionError,
+        "for batch norm in training mode convert with buffer_updates='return'",
+    ),
+    Case(
+        "cnn-folded-model-with-module-weights",
+        lambda: _cnn_folded().apply(_cnn_converted().params, np.zeros((1, 3, 8, 8), F32)),
+        InputError,
+        "params keys differ from the converted ones",
+    ),
+    Case(
+        "cnn-fractional-max-pool",
+        lambda: convert(nn.FractionalMaxPool2d(2, output_size=2), (torch.randn(1, 2, 5, 5),)),
+        ConversionError,
+        "fractional max pooling places its windows at random",
+    ),
+    Case(
+        "cnn-as-strided-non-contiguous",
+        lambda: convert(_Strided(), (torch.randn(3, 4),)),
+        ConversionError,
+        "as_strided on a non-contiguous tensor",
+    ),
+    Case(
+        "to-flax-grouped-conv",
+        lambda: ppml_torch.to_flax(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))),
+        PpmlError,
+        "0 (Conv2d): groups, padding_mode and string padding are not mapped",
     ),
 ]
 

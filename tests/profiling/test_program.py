@@ -65,8 +65,10 @@ def test_the_parts_compute_what_the_whole_computes(model, grads):
     want = jax.tree_util.tree_leaves(fn(cm.params, x))
     got = run_parts(c, flat)
     assert len(got) == len(want)
+    # float32, and XLA fuses the parts differently from the whole (seen: 1.9e-6 on a logit of
+    # 0.44); a part reading a wrong value is off by orders more
     for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
     rows = {p.row for p in c.parts}
     assert "(loss)" in rows if grads else "(loss)" not in rows
     assert any(p.backward for p in c.parts) == grads

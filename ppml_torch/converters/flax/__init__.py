@@ -16,8 +16,15 @@ family     torch module                           Flax model                    
 =========  =====================================  ===============================  ===========
 hf_gpt2    ``transformers.GPT2LMHeadModel``       ``FlaxGPT2LMHeadModel``          ``{"logits"}``
 nanogpt    ``ppml_torch.models.nanogpt.GPT``      ``models/flax_nanogpt.GPT``      logits
+hf_resnet  ``transformers.ResNetModel``           ``models/flax_cnn.ResNet``       HF's outputs
+resnet     ``ppml_torch.models.resnet.ResNet``    ``models/flax_cnn.ResNet``       logits
+cnn        ``nn.Sequential`` of Conv/BN/pool/...  ``models/flax_cnn.CNN``          outputs
 mlp        Linear + one activation kind chain     ``models/mlp.MLP``               outputs
 =========  =====================================  ===============================  ===========
+
+CNN families take torch's ``(N, C, H, W)`` inputs (channels-last inside, handled by the Flax
+twin) and hold batch norm's running statistics in the ``batch_stats`` collection:
+``params`` is then ``{"params": ..., "batch_stats": ...}`` (eval mode only).
 
 Files with params and spec: :mod:`.files`; the ``to-flax`` / ``from-flax`` jobs of the
 command line and the ``converters/`` scripts: :mod:`.jobs`.

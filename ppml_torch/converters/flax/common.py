@@ -24,6 +24,7 @@ __all__ = [
     "load_into_torch",
     "shape_of",
     "unflatten",
+    "variable_shapes",
 ]
 
 
@@ -65,15 +66,24 @@ class WeightMap:
       tied: torch name -> the torch name it shares storage with (``lm_head.weight`` ->
         ``transformer.wte.weight``); not in ``pairs``: Flax holds one array for both.
       what: the model in error messages, e.g. ``"GPT2LMHeadModel"``.
+      permuted: torch name -> the axes permutation from the torch array to the Flax one
+        (a convolution's ``(O, I, H, W)`` -> Flax's ``(H, W, I, O)``: ``(2, 3, 1, 0)``).
+      collections: the Flax paths in ``pairs`` start with their variable collection
+        (``("params", ...)``, ``("batch_stats", ...)``: batch norm's running statistics)
+        instead of lying inside ``{"params": ...}``; ``flax_shapes`` then covers every
+        collection (:func:`variable_shapes`).
     """
 
     pairs: Mapping[str, tuple[str, ...]]
     transposed: frozenset[str]
     tied: Mapping[str, str] = dataclasses.field(default_factory=dict)
     what: str = "weight map"
+    permuted: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    collections: bool = False
 
     def __post_init__(self) -> None:
-        stray = sorted((set(self.transposed) | set(self.tied.values())) - set(self.pairs))
+        keys = set(self.transposed) | set(self.tied.values()) | set(self.permuted)
+        stray = sorted(keys - set(self.pairs))
         if stray:
             raise ValueError(f"weight map of {self.what}: transposed/tied keys not in it: {stray}")
 
@@ -104,11 +114,8 @@ class WeightMap:
                     f"to_flax({self.what}): {k} is expected to be tied to {partner} but holds other "
                     f"values; tie them (e.g. model.tie_weights()) or convert an untied model"
                 )
-        flat = {
-            path: (arrays[k].T if k in self.transposed else arrays[k]).copy()
-            for k, path in self.pairs.items()
-        }
-        return {"params": unflatten(flat)}
+        flat = {path: self._to_flax(k, arrays[k]).copy() for k, path in self.pairs.items()}
+        return unflatten(flat) if self.collections else {"params": unflatten(flat)}
 
     def flax_to_torch(
         self,
@@ -125,7 +132,7 @@ class WeightMap:
                 f"from_flax({self.what}): expected Flax variables {{'params': ...}}, got "
                 f"{type(variables).__name__} with keys {list(getattr(variables, 'keys', list)())}"
             )
-        flat = flatten(variables["params"])
+        flat = flatten(variables if self.collections else variables["params"])
         check_shapes(
             {"/".join(p): s for p, s in flax_shapes.items()},
             {"/".join(p): shape_of(v) for p, v in flat.items()},
@@ -137,15 +144,26 @@ class WeightMap:
         )
         out: dict[str, np.ndarray] = {}
         for k, path in self.pairs.items():
-            a = np.asarray(flat[path])
-            out[k] = np.array(a.T if k in self.transposed else a, copy=True)
+            out[k] = np.array(self._to_torch(k, np.asarray(flat[path])), copy=True)
         for k, partner in self.tied.items():
             out[k] = out[partner]
         return out
 
+    def _to_flax(self, key: str, a: np.ndarray) -> np.ndarray:
+        if key in self.permuted:
+            return a.transpose(self.permuted[key])
+        return a.T if key in self.transposed else a
+
+    def _to_torch(self, key: str, a: np.ndarray) -> np.ndarray:
+        if key in self.permuted:
+            return a.transpose(np.argsort(self.permuted[key]))
+        return a.T if key in self.transposed else a
+
     def _torch_shape(self, key: str, flax_shapes: Mapping[tuple[str, ...], Shape]) -> Shape:
         key = self.tied.get(key, key)
         shape = tuple(flax_shapes[self.pairs[key]])
+        if key in self.permuted:
+            return tuple(shape[i] for i in np.argsort(self.permuted[key]))
         return shape[::-1] if key in self.transposed else shape
 
 
@@ -161,3 +179,11 @@ def flax_shapes(init: Callable[[], Any]) -> dict[tuple[str, ...], Shape]:
 
     tree = jax.eval_shape(init)
     return {p: tuple(v.shape) for p, v in flatten(tree["params"]).items()}
+
+
+def variable_shapes(init: Callable[[], Any]) -> dict[tuple[str, ...], Shape]:
+    """The shapes of every variable ``init()`` would produce, keyed by their full path
+    (collection first: ``("params", ...)``, ``("batch_stats", ...)``), computing nothing."""
+    import jax
+
+    return {p: tuple(v.shape) for p, v in flatten(jax.eval_shape(init)).items()}

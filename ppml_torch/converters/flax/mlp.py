@@ -76,7 +76,8 @@ def unknown_layers(module: nn.Module) -> list[tuple[str, str]]:
     ]
 
 
-def _activation_of_module(m: nn.Module) -> str | None:
+def activation_of_module(m: nn.Module) -> str | None:
+    """The activation name (models/mlp.py ACTIVATIONS) of an activation module, else None."""
     if isinstance(m, nn.GELU):
         return "gelu_tanh" if m.approximate == "tanh" else "gelu"
     for cls, name in _ACTIVATION_MODULES.items():
@@ -114,7 +115,7 @@ def _chain(module: nn.Module) -> list[tuple[str, Any]]:
                 step = ("linear", node.target)
             elif isinstance(sub, _DROPPED_MODULES):
                 step = None
-            elif (kind := _activation_of_module(sub)) is not None:
+            elif (kind := activation_of_module(sub)) is not None:
                 step = ("act", kind)
             else:
                 unknown.append(f"{node.target} ({type(sub).__name__})")
@@ -242,7 +243,7 @@ def explain(module: nn.Module) -> str:
     return f"layers no map knows: {listed}" if listed else "it has no nn.Linear"
 
 
-_TORCH_ACTIVATIONS = {
+TORCH_ACTIVATIONS = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -268,18 +269,18 @@ def build(spec: dict[str, Any]) -> nn.Sequential:
     acts = {"activation": spec.get("activation", "relu")}
     if spec.get("final_activation") is not None:
         acts["final_activation"] = spec["final_activation"]
-    bad = {k: v for k, v in acts.items() if v not in _TORCH_ACTIVATIONS}
+    bad = {k: v for k, v in acts.items() if v not in TORCH_ACTIVATIONS}
     if bad:
         raise WeightMapError(
             f"MLP spec: unknown {', '.join(f'{k} {v!r}' for k, v in bad.items())}; "
-            f"choose one of {', '.join(_TORCH_ACTIVATIONS)}"
+            f"choose one of {', '.join(TORCH_ACTIVATIONS)}"
         )
     for i, (a, b) in enumerate(pairwise(widths)):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
-            layers.append(_TORCH_ACTIVATIONS[acts["activation"]]())
+            layers.append(TORCH_ACTIVATIONS[acts["activation"]]())
     if spec.get("final_activation"):
-        layers.append(_TORCH_ACTIVATIONS[spec["final_activation"]]())
+        layers.append(TORCH_ACTIVATIONS[spec["final_activation"]]())
     return nn.Sequential(*layers)
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["FAMILY_MODULES", "Family", "Transfer", "families", "family_of", "get"]
 
 # the family files of this package, in the order to_flax tries them (most specific first)
-FAMILY_MODULES = ("hf_gpt2", "nanogpt", "mlp")
+FAMILY_MODULES = ("hf_gpt2", "nanogpt", "hf_resnet", "resnet", "cnn", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)

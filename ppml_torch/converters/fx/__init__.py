@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from ppml_torch.converters.fx.converter import BufferUpdates
     from ppml_torch.converters.fx.registry import IndexLowering
     from ppml_torch.model import ConvertedModel
 
@@ -26,6 +27,8 @@ def convert(
     example_kwargs: Mapping[str, Any] | None = None,
     *,
     index_lowering: IndexLowering = "auto",
+    buffer_updates: BufferUpdates = "refuse",
+    fold_batch_norm: bool = False,
 ) -> ConvertedModel:
     """Convert a torch module into JAX params plus a pure, jit-able, differentiable ``apply``.
 
@@ -42,6 +45,13 @@ def convert(
         tables.  ``"one_hot"``: a one-hot product; fewer bytes under SEMI2K/CHEETAH and for
         few classes (labels).  Same result and same (one-hot) gradient; costs are in
         :class:`~ppml_torch.converters.fx.registry.LoweringOptions` and ``bench/README.md``.
+      buffer_updates: what to do with buffers the forward updates (batch norm's running
+        statistics in training mode): ``"refuse"`` (default: a one-line error) or
+        ``"return"``: ``apply`` returns ``(outputs, {state_dict key: new value})``.
+      fold_batch_norm: fold each eval-mode batch norm that follows a convolution into the
+        convolution's weights, in plaintext, now (inference only: the folded params do not
+        map back to the module).  Under MPC that removes the batch norm's rsqrt and product
+        (bench/README.md, ``bench_cnn_ops.py``).
 
     Returns:
       A :class:`~ppml_torch.model.ConvertedModel` with ``route="graph"``: ``params`` keyed
@@ -49,13 +59,22 @@ def convert(
       and ``state_dict(params)`` for ``module.load_state_dict(..., strict=True)``.
 
     Raises:
-      ValueError: ``index_lowering`` is not ``"auto"``, ``"take"`` or ``"one_hot"``.
+      ValueError: ``index_lowering`` is not ``"auto"``, ``"take"`` or ``"one_hot"``, or
+        ``buffer_updates`` not ``"refuse"`` or ``"return"``.
       ppml_torch.converters.fx.errors.UnsupportedOpError: an op has no lowering or is
-        refused under MPC (training-mode dropout, batch norm, random ops); the message
+        refused under MPC (training-mode dropout, random ops); the message
         names the op, the module using it and the file to add a lowering to.
       ppml_torch.converters.fx.errors.ConversionError: torch.export cannot capture the
-        module, outputs are not tensors, or the module mutates its state.
+        module (e.g. the example inputs do not fit a layer), outputs are not tensors, or the
+        module mutates its state (buffers: unless ``buffer_updates="return"``).
     """
     from ppml_torch.converters.fx import converter
 
-    return converter.convert(module, example_args, example_kwargs, index_lowering=index_lowering)
+    return converter.convert(
+        module,
+        example_args,
+        example_kwargs,
+        index_lowering=index_lowering,
+        buffer_updates=buffer_updates,
+        fold_batch_norm=fold_batch_norm,
+    )

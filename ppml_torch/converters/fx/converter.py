@@ -40,37 +40,42 @@ Conventions (what differs from calling the torch module):
   :mod:`~ppml_torch.converters.fx.indices`); ``cm.check_inputs`` (run by ``apply`` on
   concrete values and by ``wrap`` before sharing) refuses non-integer ids and ids outside
   ``[0, size)``, where the two forms would differ.
+* **Buffers the forward updates** (batch norm's running statistics in training mode) make
+  the module impure: refused by default (``buffer_updates="refuse"``, the message says what
+  to do).  With ``buffer_updates="return"``, ``apply`` returns ``(outputs, updates)``:
+  ``updates`` maps each updated buffer's ``state_dict`` key (``bn.running_mean``,
+  ``bn.running_var``, ``bn.num_batches_tracked``) to its new value, computed as torch does;
+  ``extras["buffer_updates"]`` lists the keys.  The outputs use the batch statistics.
+* **Batch norm folded** (``fold_batch_norm=True``, inference): an eval-mode batch norm right
+  after a convolution is folded into its weights in plaintext at conversion (no rsqrt and no
+  product under MPC; :mod:`~ppml_torch.converters.fx.fold`): params get ``...@folded`` keys
+  and do not map back to the module (``extras["folded_batch_norms"]`` lists the pairs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import linecache
-import logging
-import os
-import sys
-import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.dtypes import is_supported, to_numpy
+from ppml_torch.converters.fx.dtypes import to_numpy
 from ppml_torch.converters.fx.errors import ConversionError
+from ppml_torch.converters.fx.export import export
+from ppml_torch.converters.fx.fold import fold_batch_norm as fold
 from ppml_torch.converters.fx.indices import index_inputs
-from ppml_torch.converters.fx.program import Program, build, module_path
+from ppml_torch.converters.fx.program import Program, build
 from ppml_torch.converters.fx.registry import IndexLowering, LoweringOptions
 from ppml_torch.dtypes import jax_dtype_name
 from ppml_torch.errors import InputError
 from ppml_torch.model import ConvertedModel, InputSpec
 
-_KEEP_WHOLE = ("scaled_dot_product_attention",)
+BufferUpdates = Literal["refuse", "return"]
+BUFFER_UPDATES: tuple[BufferUpdates, ...] = ("refuse", "return")
 
 
 def convert(
@@ -79,9 +84,15 @@ def convert(
     example_kwargs: Mapping[str, Any] | None = None,
     *,
     index_lowering: IndexLowering = "auto",
+    buffer_updates: BufferUpdates = "refuse",
+    fold_batch_norm: bool = False,
 ) -> ConvertedModel:
     """Convert ``module`` into params plus a pure JAX ``apply`` (see the module docstring)."""
     options = LoweringOptions(index_lowering=index_lowering)  # checks the value first
+    if buffer_updates not in BUFFER_UPDATES:
+        raise ValueError(
+            f"buffer_updates={buffer_updates!r}: choose one of {', '.join(map(repr, BUFFER_UPDATES))}"
+        )
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(module).__name__}")
     if not isinstance(example_args, tuple):
@@ -101,7 +112,7 @@ def convert(
     state = module.state_dict(keep_vars=True)
     param_key, tied = _tie_groups(state)
 
-    ep = _export(module, example_args, kwargs, root)
+    ep = export(module, example_args, kwargs, root)
 
     in_spec = ep.call_spec.in_spec
     kw_order = list(_children(in_spec)[1].context) if in_spec.num_children == 2 else []
@@ -122,13 +133,25 @@ def convert(
     if missing:
         raise ConversionError(f"{root}: graph weights not in module.state_dict(): {missing}")
 
-    program = build(ep, param_key=param_key, example_leaves=leaves, root=root, options=options)
+    program = build(
+        ep,
+        param_key=param_key,
+        example_leaves=leaves,
+        root=root,
+        options=options,
+        buffer_updates=buffer_updates == "return",
+    )
 
     # jnp.array copies: jnp.asarray may alias the module's memory on CPU, and a later in-place
     # update of the torch weights (optimizer.step, load_state_dict) would change the params
     params = {k: jnp.array(to_numpy(v)) for k, v in state.items()}
     torch_dtypes = {k: v.dtype for k, v in state.items()}
     expected = list(state)
+    folded: list = []
+    if fold_batch_norm:  # a plaintext transform of the weights, here (see .fold)
+        program, numpy_params, folded = fold(program, params)
+        params = {k: jnp.array(v) for k, v in numpy_params.items()}
+        expected = list(params)
 
     out_spec = ep.call_spec.out_spec  # not `ep`: apply_fn must pickle (SecretFlow ships it)
     # apply_fn reads the example's structure and fixed values, never its tensors' data: those
@@ -140,10 +163,17 @@ def convert(
     def apply_fn(params: Mapping[str, Any], *args: Any, **kw: Any) -> Any:
         _check_keys(params, expected, root, "apply")
         flat = _flatten_inputs(program, in_spec, ex_args, ex_kwargs, args, kw, root)
-        outs = program.run(params, flat)
-        return _rebuild(out_spec, iter(outs))
+        if buffer_updates == "return":
+            outs, updates = program.run_with_updates(params, flat)
+            return _rebuild(out_spec, iter(outs)), updates
+        return _rebuild(out_spec, iter(program.run(params, flat)))
 
     def params_to_torch(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if folded:
+            raise ConversionError(
+                f"{root}: converted with fold_batch_norm=True, for inference: the folded "
+                "weights do not map back to the module's; convert without it to train"
+            )
         _check_keys(params, expected, root, "state_dict")
         return {k: _to_torch_numpy(params[param_key[k]], torch_dtypes[k]) for k in expected}
 
@@ -166,6 +196,8 @@ def convert(
             "inputs": [s.name for s in program.input_slots if s.is_tensor],
             "fixed_inputs": {s.name: s.value for s in program.input_slots if not s.is_tensor},
             "index_inputs": {s.name: s.index_size for s in specs if s.index_size is not None},
+            "buffer_updates": [k for k, _ in program.updates],
+            "folded_batch_norms": folded,
         },
         inputs=specs,
     )
@@ -223,77 +255,6 @@ def _tie_groups(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, str], list
     return param_key, [g for g in groups.values() if len(g) > 1]
 
 
-@contextlib.contextmanager
-def _torch_pytree_quiet():
-    """Hide torch 2.13's own pytree deprecation (``LeafSpec``), raised inside ``torch.export``.
-
-    ``run_decompositions`` deep-copies tree specs, and copying a ``LeafSpec`` warns about
-    torch's own use of it: noise on every conversion that the user cannot act on.  Only that
-    message is filtered, and only around torch's calls.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-            category=FutureWarning,
-        )
-        yield
-
-
-def _export(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> Any:
-    with _torch_pytree_quiet():
-        return _export_and_decompose(module, args, kwargs, root)
-
-
-_STATIC_GRAPH_ADVICE = (
-    "MPC programs need one static graph: write `if` on tensor values as torch.where(cond, a, b) "
-    "or a mask, and keep shapes fixed (no .item(), nonzero, boolean-mask indexing); the "
-    "converter has no lowering for torch.cond"
-)
-
-
-def _export_and_decompose(module: torch.nn.Module, args: tuple, kwargs: dict, root: str) -> Any:
-    # torch logs a graph dump for data-dependent guards before raising; the error says it all
-    # (and prints the partial graph to stderr; the rest of stderr is passed on)
-    shapes_log = logging.getLogger("torch.fx.experimental.symbolic_shapes")
-    level = shapes_log.level
-    shapes_log.setLevel(logging.ERROR)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            ep = torch.export.export(module, args, kwargs)
-    except Exception as e:  # torch raises many kinds here; all mean "cannot capture"
-        partial = getattr(e, "partial_fx_graph", None)
-        text = err.getvalue()
-        sys.stderr.write(text.replace(str(partial), "").strip("\n") if partial else text)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        where, code = _failure_site(e, module, root)
-        raise ConversionError(
-            f"torch.export could not capture {root}, failing in {where}{code}: "
-            f"{type(e).__name__}: {first[:200]}; {_STATIC_GRAPH_ADVICE}"
-        ) from e
-    finally:
-        shapes_log.setLevel(level)
-    sys.stderr.write(err.getvalue())
-    _check_graph(ep, root)
-    table = torch.export.default_decompositions()
-    for name in _KEEP_WHOLE:
-        op = getattr(torch.ops.aten, name).default
-        if op in table:
-            del table[op]
-    try:
-        decomposed = ep.run_decompositions(table)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ConversionError(
-            f"lowering {root} to core ATen failed: {type(e).__name__}: {first}; "
-            "if an op's decomposition is broken, keep it whole (add it to _KEEP_WHOLE in "
-            "ppml_torch/converters/fx/converter.py) and give it a lowering"
-        ) from e
-    _check_graph(decomposed, root)
-    return decomposed
-
-
 def _children(spec: Any) -> list[Any]:
     return list(spec.children()) if hasattr(spec, "children") else list(spec.children_specs)
 
@@ -328,57 +289,6 @@ def _rebuild(spec: Any, it: Any) -> Any:
     if issubclass(t, list):
         return kids
     return tuple(kids)
-
-
-def _failure_site(e: BaseException, module: torch.nn.Module, root: str) -> tuple[str, str]:
-    """(module path, " (file:line `code`)") of the user code where an export failed.
-
-    The deepest ``forward`` frame of a submodule gives the module path; the last frame
-    outside torch and ppml_torch gives the line.
-    """
-    names = {id(m): name for name, m in module.named_modules()}
-    where, site = root, ""
-    tb = e.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, torch.nn.Module) and id(owner) in names:
-            name = names[id(owner)]
-            where = f"{name}: {type(owner).__name__}" if name else root
-        fname = frame.f_code.co_filename
-        if not any(part in fname for part in ("/torch/", "/ppml_torch/", "/functorch/")):
-            line = (linecache.getline(fname, tb.tb_lineno) or "").strip()
-            site = f" ({os.path.basename(fname)}:{tb.tb_lineno}" + (f" `{line}`)" if line else ")")
-        tb = tb.tb_next
-    return where, site
-
-
-def _check_graph(ep: Any, root: str) -> None:
-    """Refuse, naming the op and module path, values MPC cannot hold: data-dependent shapes
-    (boolean-mask indexing, nonzero, unique) and dtypes with no JAX counterpart (complex)."""
-    for node in ep.graph.nodes:
-        if node.op not in ("placeholder", "call_function"):
-            continue
-        vals = node.meta.get("val")
-        for val in vals if isinstance(vals, (list, tuple)) else (vals,):
-            if not isinstance(val, torch.Tensor):
-                continue
-            if node.op == "placeholder":
-                what = f"input {node.name!r} of {root}"
-            else:
-                what = f"{registry.op_name(node.target)} (used by {module_path(node, root)})"
-            if not is_supported(val.dtype):
-                raise ConversionError(
-                    f"{what} has dtype {str(val.dtype).removeprefix('torch.')}, which MPC cannot "
-                    "hold (SPU runs real fixed-point numbers, integers and booleans); keep real "
-                    "and imaginary parts as two real tensors"
-                )
-            if not all(isinstance(d, int) for d in val.shape):
-                raise ConversionError(
-                    f"{what} gives a shape that depends on the data ({list(val.shape)}); "
-                    "MPC programs need static shapes: use torch.where(mask, x, 0) and "
-                    "fixed-size reductions instead of boolean-mask indexing, nonzero or unique"
-                )
 
 
 # --- apply-time helpers -------------------------------------------------------------------------

@@ -12,39 +12,34 @@
 * every other node must have a lowering in the registry; missing and refused ops
   are collected and raised together, before any JAX work.  Lowerings that read
   conversion options (:class:`~ppml_torch.converters.fx.registry.LoweringOptions`,
-  e.g. ``index_lowering``) get them bound here, so a program has one fixed form.
+  e.g. ``index_lowering``) get them bound here, so a program has one fixed form;
+  lowerings that declare ``used_outputs`` get the outputs the graph reads;
+* constants the steps read become numpy (:mod:`.constants`: masking fills made
+  fixed-point safe).
 
-:meth:`Program.run` then replays the remaining steps with JAX.
+:meth:`Program.run` then replays the remaining steps with JAX (and
+:meth:`Program.run_with_updates` also returns the buffers the forward updates, when the
+conversion kept them: batch norm's running statistics in training mode).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ppml_torch.converters.fx import registry
-from ppml_torch.converters.fx.dtypes import to_jnp, to_numpy
+from ppml_torch.converters.fx.constants import Ref, used_constants
+from ppml_torch.converters.fx.dtypes import to_jnp
 from ppml_torch.converters.fx.errors import ConversionError, UnsupportedOpError
-
-FAMILY_HINT = (
-    "ppml_torch/converters/fx/ops/<family>.py (elementwise, reductions, linalg, shapes or nn)"
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Ref:
-    """A reference to the value of a graph node at run time."""
-
-    name: str
 
 
 class TensorMeta(tuple):
@@ -104,8 +99,24 @@ class Program:
     folded: list[str]  # names of the call_function nodes folded at convert time
     folded_ops: dict[str, int]  # op name -> count of folded nodes
     sanitized: list[str]  # constants whose -inf / finfo.min entries became MPC_FILL
+    # (params key, Ref): buffers the forward updates (batch norm's running statistics in
+    # training mode), when the conversion asked for them (buffer_updates="return")
+    updates: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 
     def run(self, params: Mapping[str, Any], leaves: Sequence[Any]) -> list[Any]:
+        """The user outputs, in flattened output order."""
+        env = self._execute(params, leaves)
+        return [_resolve(o, env, self.constants) for o in self.outputs]
+
+    def run_with_updates(
+        self, params: Mapping[str, Any], leaves: Sequence[Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The user outputs and the updated buffers ``{params key: new value}``."""
+        env = self._execute(params, leaves)
+        outs = [_resolve(o, env, self.constants) for o in self.outputs]
+        return outs, {k: _resolve(r, env, self.constants) for k, r in self.updates}
+
+    def _execute(self, params: Mapping[str, Any], leaves: Sequence[Any]) -> dict[str, Any]:
         env: dict[str, Any] = {}
         for placeholder, key in self.param_slots:
             env[placeholder] = params[key]
@@ -120,7 +131,7 @@ class Program:
             # and op with them; metadata only, same program)
             with jax.named_scope(step.where), jax.named_scope(registry.op_scope(step.op)):
                 env[step.name] = _check_and_cast(step, step.fn(*args, **kwargs))
-        return [_resolve(o, env, self.constants) for o in self.outputs]
+        return env
 
 
 def _resolve(x: Any, env: dict[str, Any], constants: dict[str, Any]) -> Any:
@@ -138,8 +149,8 @@ def _check_and_cast(step: Step, out: Any) -> Any:
     if step.meta is None or out is None:
         return out
     if not isinstance(step.meta, TensorMeta):
-        return tuple(
-            _cast_one(step, o, m) if m is not None else o
+        return tuple(  # None: an output the graph does not read (see registry used_outputs)
+            _cast_one(step, o, m) if m is not None and o is not None else o
             for o, m in zip(out, step.meta, strict=True)
         )
     return _cast_one(step, out, step.meta)
@@ -191,31 +202,6 @@ def _node_inputs(x: Any) -> list[torch.fx.Node]:
     return found
 
 
-# Masking code fills with finfo.min (HF eager attention) or -inf.  Neither fits fixed point,
-# and SPU's exp returns garbage below about -1000, so tensor constants entries <= -1e30 become
-# MPC_FILL: exp(MPC_FILL) is 0 in float32 and in fixed point, and a few of them added together
-# stay far above -1000.  (Python scalar arguments, e.g. clamp bounds, are left alone.)
-MPC_FILL = -100.0
-HUGE = 1e30
-
-
-def sanitize(a: np.ndarray) -> tuple[np.ndarray, int]:
-    """Replace masking stand-ins (<= -1e30, -inf) in a float constant by MPC_FILL."""
-    if a.size == 0 or not np.issubdtype(a.dtype, np.floating):
-        return a, 0
-    huge = a <= -HUGE
-    n = int(np.count_nonzero(huge))
-    return (np.where(huge, np.asarray(MPC_FILL, a.dtype), a) if n else a), n
-
-
-def _to_np_const(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return sanitize(to_numpy(value))[0]
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_np_const(v) for v in value)
-    return value
-
-
 def build(
     ep: ExportedProgram,
     *,
@@ -223,6 +209,7 @@ def build(
     example_leaves: Sequence[Any],
     root: str,
     options: registry.LoweringOptions,
+    buffer_updates: bool = False,
 ) -> Program:
     """Turn ``ep`` (already decomposed) into a :class:`Program`.
 
@@ -232,13 +219,17 @@ def build(
       example_leaves: the flattened example ``(args, kwargs)``, in export's order.
       root: the module's class name, for messages.
       options: the conversion's lowering choices, bound into the lowerings that read them.
+      buffer_updates: keep the buffers the forward updates (batch norm's running statistics
+        in training mode) as :attr:`Program.updates` instead of refusing the module.
     """
     sig = ep.graph_signature
     slots = _placeholders(ep, param_key, example_leaves, root)
     nodes = _lower_nodes(ep, registry.load(), slots.torch_consts, root, options)
-    _raise_problems(nodes.problems, ep, root)
+    _raise_problems(nodes.problems, ep, root, buffer_updates)
     outputs = _outputs(nodes.output_node, len(sig.user_outputs), slots.torch_consts, root)
-    constants, sanitized = _used_constants(nodes.steps, outputs, slots.torch_consts)
+    updates = _updates(ep, nodes.output_node, param_key)
+    read = ([(st.args, st.kwargs) for st in nodes.steps], outputs, [r for _, r in updates])
+    constants, sanitized = used_constants(read, slots.torch_consts)
     return Program(
         slots.param_slots,
         slots.input_slots,
@@ -248,6 +239,7 @@ def build(
         nodes.folded,
         nodes.folded_ops,
         sanitized,
+        updates,
     )
 
 
@@ -345,12 +337,15 @@ def _lower_nodes(
                 (
                     "missing",
                     f"no JAX lowering for {registry.op_name(node.target)} (used by {where}); "
-                    f"add one in {FAMILY_HINT}",
+                    f"add one in {registry.family_hint()}",
                 )
             )
             continue
         else:
             fn = entry.bind(options)
+            if entry.used_outputs:
+                read = frozenset(u.args[1] for u in node.users if u.target is operator.getitem)
+                fn = functools.partial(fn, used_outputs=read)
             meta = _meta_of(node.meta.get("val"))
         out.steps.append(
             Step(
@@ -390,25 +385,47 @@ def _fold(node: torch.fx.Node, torch_consts: dict[str, Any], out: _Nodes) -> Non
     out.folded_ops[label] = out.folded_ops.get(label, 0) + 1
 
 
-def _raise_problems(problems: list[tuple[str, str]], ep: ExportedProgram, root: str) -> None:
-    """Missing and refused ops first (together), then state mutation (non-user outputs).
+def _raise_problems(
+    problems: list[tuple[str, str]], ep: ExportedProgram, root: str, buffer_updates: bool
+) -> None:
+    """Missing and refused ops first (together, one line), then state mutation (non-user outputs;
+    buffer updates are kept when the conversion asked for them).
 
-    Refused ops are reported first: they explain a mutation better (e.g. batch norm).
+    Refused ops are reported first: they explain a mutation better.
     """
     if problems:
-        lines = [problems[0][1]]
-        others = sorted({m for _, m in problems[1:]} - {problems[0][1]})
-        if others:
-            lines.append("also: " + "; ".join(others))
-        raise UnsupportedOpError("\n".join(lines))
-    mutated = [s for s in ep.graph_signature.output_specs if s.kind != OutputKind.USER_OUTPUT]
+        first = problems[0][1]
+        others = sorted({m for _, m in problems[1:]} - {first})
+        raise UnsupportedOpError(first + (" (also: " + "; ".join(others) + ")" if others else ""))
+    kept = (OutputKind.USER_OUTPUT,) + ((OutputKind.BUFFER_MUTATION,) if buffer_updates else ())
+    mutated = [s for s in ep.graph_signature.output_specs if s.kind not in kept]
     if mutated:
         names = ", ".join(f"{s.target} ({s.kind.name})" for s in mutated)
+        buffers = all(s.kind == OutputKind.BUFFER_MUTATION for s in mutated)
         raise ConversionError(
             f"{root} mutates state during forward: {names}. The converted program is a pure "
-            "function; call module.eval() if these are batch-norm running statistics, or "
-            "remove the in-place update of inputs/buffers"
+            + (
+                "function; for batch norm in training mode convert with "
+                "buffer_updates='return' (apply then also returns the new running statistics), "
+                "or call module.eval() first"
+                if buffers
+                else "function; remove the in-place update of inputs"
+            )
         )
+
+
+def _updates(
+    ep: ExportedProgram, output_node: torch.fx.Node | None, param_key: Mapping[str, str]
+) -> list[tuple[str, Any]]:
+    """(params key, Ref) of every buffer the forward updates, in the graph's order."""
+    assert output_node is not None
+    specs = ep.graph_signature.output_specs
+    values = list(output_node.args[0])
+    return [
+        (param_key[s.target], Ref(v.name))
+        for s, v in zip(specs, values, strict=True)
+        if s.kind == OutputKind.BUFFER_MUTATION
+    ]
 
 
 def _outputs(
@@ -433,34 +450,3 @@ def _outputs(
                 "tuples/lists/dicts of tensors (fixed values are not outputs of an MPC program)"
             )
     return outputs
-
-
-def _used_constants(
-    steps: list[Step], outputs: list[Any], torch_consts: dict[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """Numpy versions of the constants the JAX steps and outputs read, and the names of those
-    whose masking stand-ins became ``MPC_FILL``."""
-    used: set[str] = set()
-    for step in steps:
-        used.update(r.name for r in _refs((step.args, step.kwargs)))
-    used.update(r.name for r in _refs(outputs))
-    constants = {k: _to_np_const(v) for k, v in torch_consts.items() if k in used}
-    sanitized = sorted(
-        k
-        for k, v in torch_consts.items()
-        if k in used
-        and isinstance(v, torch.Tensor)
-        and v.is_floating_point()
-        and bool((v <= -HUGE).any())
-    )
-    return constants, sanitized
-
-
-def _refs(x: Any) -> list[Ref]:
-    if isinstance(x, Ref):
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return [r for v in x for r in _refs(v)]
-    if isinstance(x, dict):
-        return [r for v in x.values() for r in _refs(v)]
-    return []

@@ -19,6 +19,11 @@ and returns an array or a tuple of arrays.  ``mpc=`` marks a lowering that is
 exact in float but only approximate under fixed-point MPC; the note lands in
 the op table (:mod:`ppml_torch.converters.fx.table`).
 
+A lowering of a multi-output op whose outputs cost differently declares
+``used_outputs=True``: it then receives ``used_outputs=`` (the positions of its outputs
+the graph reads, bound per node at conversion) and may return ``None`` for the others
+(max pooling computes its argmax indices only where the graph reads them).
+
 A lowering whose form is a choice of the caller (not of the graph) declares the
 :class:`LoweringOptions` fields it reads with ``options=``; :meth:`Lowering.bind`
 passes their values as keyword arguments, once per conversion::
@@ -36,7 +41,17 @@ from typing import Any, Literal
 
 Status = Literal["supported", "approximate-under-MPC", "unsupported"]
 STATUSES: tuple[Status, ...] = ("supported", "approximate-under-MPC", "unsupported")
-FAMILIES = ("elementwise", "reductions", "linalg", "shapes", "nn")
+FAMILIES = (
+    "elementwise",
+    "reductions",
+    "linalg",
+    "shapes",
+    "nn",
+    "norm",
+    "conv",
+    "pool",
+    "resize",
+)
 
 IndexLowering = Literal["auto", "take", "one_hot"]
 INDEX_LOWERINGS: tuple[IndexLowering, ...] = ("auto", "take", "one_hot")
@@ -97,6 +112,8 @@ class Lowering:
     check: Callable[..., str | None] | None = None
     # names of the LoweringOptions fields fn takes as keyword arguments
     options: tuple[str, ...] = ()
+    # fn takes used_outputs= (the output positions the graph reads) and may skip the others
+    used_outputs: bool = False
 
     @property
     def name(self) -> str:
@@ -153,6 +170,7 @@ def family(name: str) -> tuple[Callable[..., Any], Callable[..., None]]:
         note: str = "",
         check: Callable[..., str | None] | None = None,
         options: tuple[str, ...] = (),
+        used_outputs: bool = False,
     ) -> Callable[..., Any]:
         unknown = set(options) - {f.name for f in dataclasses.fields(LoweringOptions)}
         if unknown:
@@ -162,7 +180,9 @@ def family(name: str) -> tuple[Callable[..., Any], Callable[..., None]]:
             for op in ops:
                 status: Status = "approximate-under-MPC" if mpc else "supported"
                 text = mpc if not note else (f"{mpc}; {note}" if mpc else note)
-                _register(Lowering(op, fn, name, status, text or "", check, tuple(options)))
+                _register(
+                    Lowering(op, fn, name, status, text or "", check, tuple(options), used_outputs)
+                )
             return fn
 
         return wrap
@@ -183,3 +203,8 @@ def load() -> dict[Any, Lowering]:
 
 def family_file(fam: str) -> str:
     return f"ppml_torch/converters/fx/ops/{fam}.py"
+
+
+def family_hint() -> str:
+    """Where a new lowering goes, for the converter's "no lowering" error."""
+    return f"ppml_torch/converters/fx/ops/<family>.py ({', '.join(FAMILIES)})"

@@ -401,9 +401,9 @@ FROM_FLAX_CASES = [
     ),
     (
         "spec-unknown-family",
-        lambda t, g: _spec_file(t, '{"family": "resnet"}'),
+        lambda t, g: _spec_file(t, '{"family": "vgg"}'),
         dict(params="{t}/p.safetensors", out="{t}/o.pt"),
-        "unknown Flax model family 'resnet'",
+        "unknown Flax model family 'vgg'",
     ),
     (
         "spec-bad-config",

@@ -390,12 +390,18 @@ def test_training_mode_dropout_is_refused():
         convert(m, (torch.randn(2, 3),))
 
 
-def test_training_mode_batchnorm_is_refused():
+def test_training_mode_batchnorm_is_refused_unless_its_updates_are_returned():
     m = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).train()
     with pytest.raises(
-        UnsupportedOpError, match=r"batch norm in training mode .* call module.eval\(\)"
+        ConversionError, match=r"buffer_updates='return' .* or call module.eval\(\) first"
     ):
         convert(m, (torch.randn(4, 3),))
+    cm = convert(m, (torch.randn(4, 3),), buffer_updates="return")
+    assert cm.extras["buffer_updates"] == [
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    ]
 
 
 class Noisy(nn.Module):

@@ -18,15 +18,15 @@ TESTED_ELSEWHERE = {
 }
 
 
-def _all_cases():
-    import test_elementwise
-    import test_linalg
-    import test_nn
-    import test_reductions
-    import test_shapes
+def _family_tests():
+    """family -> its test module (tests/converters/fx/ops/test_<family>.py)."""
+    import importlib
 
-    mods = (test_elementwise, test_reductions, test_linalg, test_shapes, test_nn)
-    return [c for m in mods for c in m.CASES]
+    return {f: importlib.import_module(f"test_{f}") for f in registry.FAMILIES}
+
+
+def _all_cases():
+    return [c for m in _family_tests().values() for c in m.CASES]
 
 
 def test_every_registered_op_has_a_row_and_every_row_a_lowering_or_refusal():
@@ -49,10 +49,9 @@ def test_every_lowered_op_has_a_test_case():
 
 
 def test_cases_are_in_the_file_of_their_family():
-    import test_nn
-
-    for c in test_nn.CASES:
-        assert registry.load()[c.op].family == "nn", c.id
+    for family, module in _family_tests().items():
+        for c in module.CASES:
+            assert registry.load()[c.op].family == family, c.id
 
 
 def test_render_gives_text_and_json():

@@ -1,4 +1,4 @@
-"""nn functions: activations, softmax, normalization, embedding, attention, dropout.
+"""nn functions: activations, softmax, embedding, attention, dropout (norms: :mod:`.norm`).
 
 Loss modules (MSE, BCE, cross entropy, L1) need no lowering of their own: core
 ATen decomposes them into elementwise ops, reductions, ``_log_softmax`` and
@@ -46,7 +46,9 @@ def leaky_relu(x, negative_slope=0.01):
 
 @lower(aten.hardtanh.default, note=_CMP)
 def hardtanh(x, min_val=-1.0, max_val=1.0):
-    return jnp.clip(x, min_val, max_val)
+    # not jnp.clip: its gradient at a bound is 0.5 (lax.max/min split ties), torch's is 0
+    # (ReLU6 after a batch norm meets exact zeros)
+    return jnp.where(x <= min_val, min_val, jnp.where(x >= max_val, max_val, x))
 
 
 @lower(
@@ -84,50 +86,6 @@ def softmax(x, dim, half_to_float=False):
 @lower(aten._log_softmax.default, mpc=_SOFTMAX + "; plus a log")
 def log_softmax(x, dim, half_to_float=False):
     return jax.nn.log_softmax(x, axis=dim)
-
-
-# --- normalization ----------------------------------------------------------------------------
-
-
-@lower(aten.native_layer_norm.default, mpc="rsqrt of the variance: approximate under SPU")
-def native_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    axes = tuple(range(jnp.ndim(x) - len(normalized_shape), jnp.ndim(x)))
-    mean = jnp.mean(x, axis=axes, keepdims=True)
-    centered = x - mean
-    var = jnp.mean(centered * centered, axis=axes, keepdims=True)
-    rstd = lax.rsqrt(var + eps)
-    out = centered * rstd
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out, mean, rstd
-
-
-@lower(
-    aten._native_batch_norm_legit_no_training.default,
-    mpc="rsqrt of the running variance: exact when the running stats are public constants",
-)
-def batch_norm_eval(x, weight, bias, running_mean, running_var, momentum, eps):
-    shape = (1, -1) + (1,) * (jnp.ndim(x) - 2)
-    scale = lax.rsqrt(jnp.reshape(running_var, shape) + eps)
-    out = (x - jnp.reshape(running_mean, shape)) * scale
-    if weight is not None:
-        out = out * jnp.reshape(weight, shape)
-    if bias is not None:
-        out = out + jnp.reshape(bias, shape)
-    empty = jnp.zeros((0,), jnp.result_type(x))
-    return out, empty, empty
-
-
-refuse(
-    aten._native_batch_norm_legit_functional.default,
-    aten._native_batch_norm_legit.default,
-    aten._native_batch_norm_legit.no_stats,
-    aten.native_batch_norm.default,
-    reason="batch norm in training mode (batch statistics and running-stat updates); "
-    "call module.eval() before convert, or replace BatchNorm with LayerNorm for MPC training",
-)
 
 
 # --- embedding --------------------------------------------------------------------------------

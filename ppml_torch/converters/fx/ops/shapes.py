@@ -99,6 +99,33 @@ def copy(x, src, non_blocking=False):
     return jnp.broadcast_to(jnp.asarray(src).astype(jnp.result_type(x)), jnp.shape(x))
 
 
+def _as_strided_check(x, size, stride, storage_offset=None):
+    val = x.meta.get("val") if hasattr(x, "meta") else None
+    if val is not None and not val.is_contiguous():
+        return (
+            f"as_strided on a non-contiguous tensor (strides {list(val.stride())}): converted "
+            "arrays are row-major, so its memory layout is not known here; call .contiguous() "
+            "before the strided view"
+        )
+    return None
+
+
+@lower(
+    aten.as_strided.default,
+    note="a public gather from the row-major input (refused on non-contiguous inputs)",
+    check=_as_strided_check,
+)
+def as_strided(x, size, stride, storage_offset=None):
+    idx = np.full(tuple(size), storage_offset or 0, np.int64)
+    for d, (n, st) in enumerate(zip(size, stride, strict=True)):
+        shape = [1] * len(size)
+        shape[d] = n
+        idx = idx + np.arange(n).reshape(shape) * st
+    if np.array_equal(idx.ravel(), np.arange(idx.size)) and idx.size == np.size(x):
+        return jnp.reshape(x, tuple(size))  # the same elements in the same order
+    return jnp.take(jnp.ravel(x), idx.astype(np.int32))
+
+
 @lower(aten._assert_tensor_metadata.default, note="a trace-time check; nothing at run time")
 def assert_tensor_metadata(*args, **kwargs):
     return None

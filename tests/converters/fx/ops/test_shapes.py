@@ -15,6 +15,8 @@ x = randn(2, 3, 4)
 idx = ints(3, 2, 5)
 
 CASES = [
+    case(aten.as_strided.default, randn(2, 5, 1, 1), [2, 5, 1, 1], [5, 1, 5, 5], label="restride"),
+    case(aten.as_strided.default, randn(4, 6), [3, 2, 2], [6, 2, 1], 1, label="windows"),
     case(aten.view.default, x, [6, -1]),
     case(aten._unsafe_view.default, x, [4, 6]),
     case(aten.reshape.default, x, [-1]),
@@ -126,3 +128,17 @@ def test_input_indices_follow_index_lowering_and_never_scatter(op, how):
     else:
         assert "gather" not in forward and forward & compares == {"eq"}
     assert "eq" in grad and not any(p.startswith("scatter") for p in grad)
+
+
+def test_as_strided_of_a_non_contiguous_tensor_is_refused():
+    """Converted arrays are row-major: a strided view of a transposed tensor would read the
+    wrong elements, so it is refused at conversion, naming the fix."""
+    from ppml_torch.converters.fx import convert
+    from ppml_torch.converters.fx.errors import UnsupportedOpError
+
+    class Strided(torch.nn.Module):
+        def forward(self, a):
+            return torch.as_strided(a.t(), (2, 2), (1, 2))
+
+    with pytest.raises(UnsupportedOpError, match=r"as_strided on a non-contiguous .*contiguous"):
+        convert(Strided(), (torch.randn(3, 4),))
