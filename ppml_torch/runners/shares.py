@@ -13,6 +13,25 @@ weights.  :class:`ShareMaker` builds the very same shares in a few numpy passes:
 * each party's share as SPU lays it out (ABY3: the replicated pair ``(s_i, s_{i+1})`` per
   element; SEMI2K: ``s_i``), in one protobuf chunk, with the metadata SPU writes itself.
 
+Soundness (what makes these shares SPU's shares, not merely values that reconstruct):
+
+* Randomness: every call of :meth:`ShareMaker.make` (one per array, so one per put piece)
+  draws a fresh 128-bit AES key and a fresh 128-bit initial counter from ``os.urandom`` (the
+  OS CSPRNG); nothing is kept between calls, so no key/counter pair is ever used for two
+  arrays or two puts.  Within one call the counter only moves forward, so the ABY3 masks
+  ``s1`` and ``s2`` come from disjoint blocks of one keystream.
+* Distribution: SEMI2K: ``s1`` is the keystream and ``s0 = x - s1``, so each party's share
+  alone is uniform in ``Z_2^64`` (as SPU's additive split).  ABY3: ``s1, s2`` are keystream,
+  ``s0 = x - s1 - s2``; party ``i`` holds ``(s_i, s_{i+1})``, two independent uniform ring
+  elements whatever ``x`` is -- the distribution of SPU's replicated shares.  CHEETAH (and
+  every other protocol or field) is not built here: SPU's ``make_shares`` does it.
+* Who builds them: as with SPU's ``make_shares``, the process holding the owner's value
+  builds every party's share and hands each runtime only its own (this builder serves the
+  in-process sessions, where all parties live in one process; ``secretflow`` runs share on
+  the owner's own actor through SecretFlow).
+* Encoding: floats ``x * 2**f`` truncated towards zero; values SPU would saturate or zero
+  (``|x| >= 2**(62-f)``, inf, NaN) are left to ``make_shares`` (one max over the array).
+
 Nothing is assumed about SPU's format without checking it: a maker is only enabled after it
 reproduced ``make_shares`` on a probe of every dtype it handles (same metadata, same value
 reconstructed by SPU's own ``Io``); otherwise, and for every other protocol, field, dtype or
@@ -143,6 +162,7 @@ class ShareMaker:
         probes = [
             (rng.standard_normal((3, 5)) * 100).astype(np.float32),
             np.array([0.0, -0.0, 1.5, -1.5, 2.0**-20, -(2.0**-20), 1e6, -1e6], np.float32),
+            np.array([1.0, -1.0], np.float32) * self._limit_below(),  # largest built
             np.array(-2.75, np.float32),
             rng.integers(-(2**31), 2**31 - 1, (7,), dtype=np.int64).astype(np.int32),
         ]
@@ -189,7 +209,13 @@ class ShareMaker:
             return None
         if x.dtype not in (np.float32, np.int32) or x.size == 0:
             return None
+        if x.dtype == np.float32 and not np.abs(x).max() < 2.0 ** (62 - self.fbits):
+            return None  # inf, NaN (max is NaN) or saturated by SPU's encoding: SPU's own
         return self._build(x)
+
+    def _limit_below(self) -> np.float32:
+        """The largest float32 below ``2**(62-f)``: the largest magnitude :meth:`make` builds."""
+        return np.nextafter(np.float32(2.0 ** (62 - self.fbits)), np.float32(0))
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         """SPU's encoding in the 64-bit ring: floats ``x * 2**f`` truncated towards zero (the

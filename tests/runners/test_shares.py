@@ -43,8 +43,10 @@ def test_built_shares_reconstruct_to_make_shares_values_bit_for_bit(protocol):
 
 @pytest.mark.parametrize("protocol", ["ABY3", "SEMI2K"])
 def test_each_partys_share_is_fresh_randomness(protocol):
-    """Catches shares that are the plain value (or the same mask every time): every party's
-    share differs between two sharings of the same value and from the encoded value."""
+    """Catches shares that are the plain value, a mask reused by two puts (a fixed or cached
+    AES key/counter: planted as ``os.urandom`` replaced by a constant, this test failed) or
+    reused within one put (ABY3's ``s2`` equal to ``s1``): every party's share differs between
+    two sharings of the same value and from the encoded value, and no mask element repeats."""
     s = get_session("spu", protocol, "FM64")
     maker = ShareMaker(s._io, protocol, "FM64", s._rc.fxp_fraction_bits)
     x = np.full(4096, 0.5, np.float32)
@@ -115,3 +117,25 @@ def test_session_put_uses_built_shares_and_reveals_the_values(protocol, monkeypa
     for k in value:
         assert np.array_equal(np.asarray(got[k]), np.asarray(ref[k])), k
         assert np.abs(np.asarray(got[k], np.float64) - value[k]).max() < 4e-6
+
+
+@pytest.mark.parametrize("protocol", ["ABY3", "SEMI2K"])
+def test_values_spu_saturates_or_zeroes_are_not_built(protocol):
+    """Catches a builder that encodes inf, NaN or values beyond SPU's range itself (numpy's
+    cast gives -2**63 where SPU saturates to +-2**62 or writes 0 for NaN: planted by dropping
+    the range check, this test failed). ``put`` refuses such values before sharing; the
+    builder leaves them to ``make_shares`` too, and the largest magnitude it accepts
+    reconstructs to SPU's own encoding bit for bit."""
+    s = get_session("spu", protocol, "FM64")
+    maker = ShareMaker(s._io, protocol, "FM64", s._rc.fxp_fraction_bits)
+    assert maker.enabled
+    edge = float(maker._limit_below())
+    for bad in (np.inf, -np.inf, np.nan, 2.0 * edge, 1e30):
+        x = np.array([1.0, bad, -2.0], np.float32)
+        assert maker.make(x, SECRET) is None, bad
+    x = np.array([edge, -edge, 0.5], np.float32)
+    ours = maker.make(x, SECRET)
+    assert ours is not None
+    got = np.asarray(s._io.reconstruct(ours))
+    want = np.asarray(s._io.reconstruct(s._io.make_shares(x, SECRET, -1)))
+    assert got.tobytes() == want.tobytes()
