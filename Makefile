@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`.  Both set up .venv first.
 PY := .venv/bin/python
-RUFF_PATHS := ppml_torch tests converters bench examples
+RUFF_PATHS := ppml_torch tests converters bench examples scripts
 
 .PHONY: setup demo test lint bench clean tiny-gpt2
 
