@@ -5,8 +5,10 @@
 
 Runs ``ppml-torch launch --parties alice,bob,carol -- gpt2 --layers L --width W --heads H
 --runs secretflow:ABY3 --route R --tokens N`` and, every 0.2 s while it runs, reads the
-resident memory (``/proc/PID/status`` VmRSS) of each party's process and everything it started
-(SecretFlow's workers included): the peak of that sum is the party's peak memory.  Prints each
+proportional memory (``/proc/PID/smaps_rollup`` Pss: shared pages split between the processes
+sharing them, so forked workers are not counted twice) of each party's process and everything
+it started (SecretFlow's workers included): the peak of that sum is the party's peak memory;
+also the peak resident memory (VmRSS) of the party's own process.  Prints each
 party's peak next to what the parties print themselves (share, prompt step = time to first
 token, median per further token, bytes sent).  The LAN/WAN estimate of a decode step comes
 from ``ppml-torch profile --gpt2`` (same shape, ``spu:ABY3``): see bench/README.md.
@@ -42,15 +44,24 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _rss_kib(pid: int) -> int:
+def _kib(pid: int, path: str, key: str) -> int:
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{path}") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kib(pid: int) -> int:
+    return _kib(pid, "status", "VmRSS:")
+
+
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages split between their processes (sums honestly)."""
+    return _kib(pid, "smaps_rollup", "Pss:")
 
 
 def _party_of(pid: int) -> str | None:
@@ -93,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    peak = dict.fromkeys(PARTIES, 0)
+    peak = dict.fromkeys(PARTIES, 0)  # the party's process tree, PSS summed
+    peak_main = dict.fromkeys(PARTIES, 0)  # the party's own process, RSS
     done = threading.Event()
 
     def watch() -> None:
@@ -102,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             for pid in _tree(proc.pid, kids):
                 party = _party_of(pid)
                 if party in peak:
-                    rss = sum(_rss_kib(q) for q in _tree(pid, kids))
-                    peak[party] = max(peak[party], rss)
+                    pss = sum(_pss_kib(q) for q in _tree(pid, kids))
+                    peak[party] = max(peak[party], pss)
+                    peak_main[party] = max(peak_main[party], _rss_kib(pid))
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -121,9 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         print(out[-4000:])
         print(f"launch failed (exit {rc})")
         return 1
-    print(f"launch wall {wall:.1f}s (start-up included); per-party peak memory (process tree RSS):")
+    print(f"launch wall {wall:.1f}s (start-up included); per-party peak memory:")
     for party in PARTIES:
-        print(f"  {party}: {peak[party] / 2**20:.2f} GiB")
+        print(
+            f"  {party}: {peak[party] / 2**20:.2f} GiB (its process tree, PSS), "
+            f"{peak_main[party] / 2**20:.2f} GiB (its own process, RSS)"
+        )
     return 0
 
 
