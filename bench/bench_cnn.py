@@ -145,8 +145,8 @@ def party_main(cluster: str, party: str) -> int:
 
 
 def two_processes() -> list[dict]:
-    from ppml_torch.cli.launcher import cpu_shares, pin
-    from ppml_torch.runners.cluster import loopback_cluster
+    from ppml_torch.runners.secretflow.cluster import loopback_cluster
+    from ppml_torch.runners.secretflow.launcher import cpu_shares, pin
 
     with tempfile.TemporaryDirectory(prefix="bench-cnn-") as d:
         path = os.path.join(d, "cluster.json")

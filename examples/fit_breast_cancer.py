@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         route=args.route, session=args.session, epochs=args.epochs,
         batch_size=args.batch_size, reveal_loss=True,  # the loss is revealed to bob: opt-in
     )  # fmt: skip
-    print(history.describe())
+    print(history)  # the epochs as a table
     scores = ppml_torch.predict(
         model, test, route=args.route, session=args.session, reveal_to="bob"
     )

@@ -228,6 +228,13 @@ CASES = [
         "beyond FM64 with 18 fraction bits (|x| < 1.759e+13); it fits FM64 with 14 fraction bits "
         "(|x| < 2.815e+14, resolution 6.1e-05) or FM128 with 26 fraction bits",
     ),
+    Case(  # the suggestion keeps to settings open_session accepts (it crashed with a
+        # ConfigError about fxp_fraction_bits=1 before)
+        "put-beyond-fm64-by-far",
+        _put(np.array([2.0**56], F32)),
+        InputError,
+        "is beyond FM64 with 18 fraction bits (|x| < 1.759e+13); it fits FM128 with 26 fraction",
+    ),
     Case(
         "put-beyond-fm128",
         _put(np.array([-1e31], F32), field="FM128"),

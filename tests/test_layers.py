@@ -239,13 +239,15 @@ def test_no_import_circle_but_the_op_registrys(edges):
     assert circles(fake) == [{"p.a", "p.b", "p.c"}]
 
 
-def test_at_most_eight_floors(edges):
-    """Drawn from every import with folders as rooms (a module of ``stablehlo.py`` importing
-    ``model.py`` again, say, makes nine)."""
+def test_at_most_nine_floors(edges):
+    """Drawn from every import with folders as rooms.  Nine since ``train/`` builds on
+    ``calibration/`` (fit's range check before MPC, issue 19): errors, dtypes/weights, model,
+    runners/converters, calibration, train, apps, cli, ``__main__``; one more import upwards
+    (``runners/`` importing ``train/``, say) makes ten."""
     got = floors(edges)
     top = max(got.values())
     by_floor = sorted(got.items(), key=lambda kv: -kv[1])
-    assert top <= 8, f"{top} floors (at most 8): {by_floor}"
+    assert top <= 9, f"{top} floors (at most 9): {by_floor}"
     fake = {
         "ppml_torch.errors": set(),
         "ppml_torch.runners.a": {"ppml_torch.errors"},

@@ -14,6 +14,9 @@ module, independent of the setting) and judges it under any field and fraction b
 * **divisor near zero**: a divisor (``/``, ``rsqrt``) below 256 resolution steps (its own
   rounding error above 0.4%; below one step it is 0 and the quotient garbage);
 * **sqrt/log of negative**: under MPC they give an ordinary number, not NaN;
+* **beyond SPU's function range**: an argument of ``sqrt``/``rsqrt``/``log`` or a secret
+  divisor past the limit SPU's approximation holds to (set by the fraction bits:
+  :func:`~ppml_torch.runners.config.function_input_limit`; a wrong number, no error);
 * **NaN**: the plaintext program makes a NaN (0/0, inf-inf), MPC an ordinary number;
 * **exp below -2**iters**: only with ``fxp_exp_mode=EXP_TAYLOR`` (ppml-torch's default is
   EXP_PADE, which gives 0 there).
@@ -32,7 +35,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PpmlError
-from ..runners.config import FIELD_FRACTION_BITS, FIELDS, allowed_fraction_bits
+from ..runners.config import (
+    FIELD_FRACTION_BITS,
+    FIELDS,
+    allowed_fraction_bits,
+    function_input_limit,
+)
 from .stats import PRECISION_TOLERANCE, ModuleStats, limits
 
 HEADROOM_BITS = 2.0
@@ -49,10 +57,11 @@ DIVISOR = "divisor near zero"
 DOMAIN = "sqrt/log of negative"
 NAN = "NaN"
 TAYLOR = "exp below Taylor range"
+FUNCTION_RANGE = "beyond SPU's function range"
 # the risks a field / fraction bits setting can remove (the others need a change of the model)
-RANGE_RISKS = (OVERFLOW, LOW_HEADROOM, PRECISION, DIVISOR)
+RANGE_RISKS = (OVERFLOW, LOW_HEADROOM, PRECISION, DIVISOR, FUNCTION_RANGE)
 # the risks that predict a wrong number (check() refuses them; strict=True refuses all)
-BLOCKING = (OVERFLOW, DOMAIN, NAN, TAYLOR)
+BLOCKING = (OVERFLOW, DOMAIN, NAN, TAYLOR, FUNCTION_RANGE)
 
 
 class CalibrationError(PpmlError, ValueError):
@@ -199,6 +208,21 @@ class CalibrationReport:
                 ),
                 "keep divisors away from 0 (add an epsilon) or use more fraction bits",
             )
+        beyond = []
+        for function, (arg, op) in st.function_args.items():
+            limit = function_input_limit(function, f)
+            if arg >= limit:
+                what = "a divisor of div" if function == "divisor" else f"{op}'s argument"
+                beyond.append(
+                    f"{what} reaches {_fmt(arg)}, beyond {_fmt(limit)} where SPU's "
+                    f"{'division' if function == 'divisor' else op} is right with {f} fraction bits"
+                )
+        if beyond:
+            add(
+                FUNCTION_RANGE,
+                "; ".join(beyond),
+                "scale these values down, or use more fraction bits (the range doubles with each)",
+            )
         if st.negative:
             add(
                 DOMAIN,
@@ -319,6 +343,10 @@ class CalibrationReport:
         )
 
     # -- printing ------------------------------------------------------------------------------
+
+    def __str__(self) -> str:
+        """``print(report)`` prints the table (:meth:`describe` at the calibrated setting)."""
+        return self.describe()
 
     def describe(self, field: str | None = None, fraction_bits: int | None = None) -> str:
         """The report as a table, one row per module, risks named plainly."""

@@ -335,14 +335,19 @@ class _Recorder:
         arg = np.asarray(invals[0]) if invals else None
         if name == "div":
             st.divisor(invals[1], "div")
+            if not in_const[1]:  # a public divisor is a product by its reciprocal
+                st.function_arg("divisor", invals[1], "div")
+                st.dividend(invals[0], "div (its dividend)")
         elif name == "rsqrt":
             st.divisor(arg, "rsqrt")
         elif name == "integer_pow" and eqn.params.get("y", 1) < 0:
             st.divisor(arg, f"x**{eqn.params['y']}")
         if name in ("sqrt", "rsqrt"):
             st.domain(int(np.sum(arg < 0)), name)
+            st.function_arg(name, arg, name)
         elif name == "log":
             st.domain(int(np.sum(arg <= 0)), name)
+            st.function_arg("log", arg, name)
         elif name == "log1p":
             st.domain(int(np.sum(arg <= -1)), name)
         elif name == "exp" and arg is not None and arg.size:

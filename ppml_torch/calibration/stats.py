@@ -153,6 +153,10 @@ class ModuleStats:
     ``saturated``: mask-magnitude elements passed through; ``saturated_misuse``: ones that
     reach a product or a sum of several, where MPC wraps them;
     ``min_exp_arg``: the smallest argument of ``exp`` (SPU's Taylor exp fails below -2**iters);
+    ``function_args``: per approximated function (``sqrt``, ``rsqrt``, ``log``, ``divisor``:
+    a secret divisor), the largest argument and the operation that took it (SPU's
+    approximations are right only below a limit set by the fraction bits,
+    :func:`~ppml_torch.runners.config.function_input_limit`);
     ``rel_error``/``zeroed``: per fraction-bits count, the worst relative rounding error of one
     of its tensors, and how many nonzero values fall below the resolution;
     ``smallest``: the smallest magnitude that matters in any of its tensors.
@@ -176,6 +180,7 @@ class ModuleStats:
     saturated_misuse: int = 0
     misuse_op: str = ""
     min_exp_arg: float = math.inf
+    function_args: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)
     rel_error: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(64))
     error_op: list[str] = dataclasses.field(default_factory=lambda: [""] * 64)
     zeroed: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(64, np.int64))
@@ -209,6 +214,21 @@ class ModuleStats:
         a = a[~np.isnan(a)]
         if a.size and float(a.min()) < self.min_divisor:
             self.min_divisor, self.divisor_op = float(a.min()), op
+
+    def dividend(self, value: Any, op: str) -> None:
+        """A dividend of a secret divisor: SPU multiplies it by a normalised reciprocal, so it
+        must fit the product limit like a product (measured: FM64/18 ``a / 3`` wrong from
+        ``a`` = 1.7 x the limit, ``scripts/measure_function_ranges.py``)."""
+        a = np.abs(np.asarray(value, dtype=np.float64))
+        a = a[np.isfinite(a) & (a < MASK_MAGNITUDE)]
+        if a.size and float(a.max()) > self.max_product:
+            self.max_product, self.product_op = float(a.max()), op
+
+    def function_arg(self, function: str, value: Any, op: str) -> None:
+        a = np.abs(np.asarray(value, dtype=np.float64))
+        a = a[np.isfinite(a) & (a < MASK_MAGNITUDE)]
+        if a.size and float(a.max()) > self.function_args.get(function, (0.0, ""))[0]:
+            self.function_args[function] = (float(a.max()), op)
 
     def domain(self, count: int, op: str) -> None:
         if count and not self.negative:

@@ -93,6 +93,30 @@ class Generation:
             out = out + c
         return out
 
+    def describe(self) -> str:
+        """One row of what the generation cost, then the ids (``print(generation)``)."""
+        header = ("route", "session", "share", "prompt", "token", "compile", "communication")
+        step, comp, comm = self.step_s, self.compile_s, self.comm
+        row = (
+            self.route,
+            self.session,
+            "-" if self.weights_put is None else f"{self.weights_put.run_s:.2f}s",
+            f"{self.prefill.run_s:.2f}s",
+            "-" if step is None else f"{step:.3f}s",
+            "n/a" if comp is None else f"{comp:.1f}s",
+            "-" if comm is None else comm.describe(),
+        )
+        widths = [max(len(h), len(c)) for h, c in zip(header, row, strict=True)]
+        lines = [
+            "  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+            for line in (header, row)
+        ]
+        ids = "not received here" if self.ids is None else str(np.asarray(self.ids).tolist())
+        return "\n".join([*lines, f"ids: {ids}"])
+
+    def __str__(self) -> str:
+        return self.describe()
+
 
 def _ids_of(state):
     """The first output of a step: the ids (or the logits), without the caches."""

@@ -7,11 +7,10 @@ every run from SPU's log (per party).  :func:`profile` converts a torch module, 
 weights and example inputs and profiles ``apply`` (or, with ``grads=True``, the gradient of
 the sum of its outputs).
 
-For ``fit(..., profile=True)`` later: the training step marks the model with
-:func:`~.scopes.model_scope` and the loss and optimizer with ``part_scope("loss")`` /
-``part_scope("optimizer")`` (metadata only), and the first step is run once through
-``profile_call(session, step, state, batch)``; its report, forward and backward columns
-included, goes into ``History``.
+``fit(..., profile=True)`` (``ppml_torch/train/profile_step.py``) marks its training step so
+(the model with :func:`~.scopes.model_scope`, the loss and optimizer with
+``part_scope("loss")`` / ``part_scope("optimizer")``, metadata only) and runs the first
+batch's step once through ``profile_call``; the report goes into ``History.profile``.
 """
 
 from __future__ import annotations

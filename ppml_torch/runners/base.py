@@ -19,6 +19,7 @@ from .comm import CommStats
 from .config import (
     FIELD_BITS,
     FIELD_FRACTION_BITS,
+    MIN_FRACTION_BITS,
     ConfigError,
     SessionConfig,
     fixed_point_range,
@@ -190,7 +191,7 @@ def _what_holds(magnitude: float) -> str:
     options = []
     for field, k in FIELD_BITS.items():
         f = min(FIELD_FRACTION_BITS[field], k - 3 - need)
-        if f >= 1:
+        if f >= MIN_FRACTION_BITS:  # fewer is no setting open_session accepts
             limit, res = fixed_point_range(field, f)
             if magnitude < limit:
                 options.append(

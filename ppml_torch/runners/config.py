@@ -296,6 +296,21 @@ def fixed_point_product_limit(field: str, fraction_bits: int) -> float:
     return 2.0 ** (k - 2 - 2 * fraction_bits)
 
 
+# SPU's approximations of some functions are right only below an argument that depends on the
+# fraction bits f (not on the field or protocol).  Measured on spu 0.9.3b0, SEMI2K and ABY3,
+# FM64 with f = 12, 18, 24 and FM128 with f = 26, 40, arguments 2**(i/4)
+# (scripts/measure_function_ranges.py): beyond it the result is a wrong number, no error
+# (FM64/18: sqrt(2**17) is wrong, (x/2)/x for x = 2**18 too).  Exponent of the limit minus f:
+FUNCTION_RANGE_EXPONENTS = {"sqrt": -1, "rsqrt": -1, "log": 1, "divisor": 0}
+
+
+def function_input_limit(op: str, fraction_bits: int) -> float:
+    """Largest argument SPU's ``op`` computes right: ``sqrt``/``rsqrt`` below ``2**(f-1)``,
+    ``log`` below ``2**(f+1)``, a secret divisor below ``2**f`` (FM64/18: 1.31e5, 5.24e5,
+    2.62e5).  See :data:`FUNCTION_RANGE_EXPONENTS`."""
+    return 2.0 ** (fraction_bits + FUNCTION_RANGE_EXPONENTS[op])
+
+
 def max_fraction_bits(field: str) -> int:
     """The most fraction bits ``field`` allows: the product limit ``2**(k-2-2f)`` stays at least
     :data:`MIN_PRODUCT_LIMIT` (FM64: 26, FM128: 58)."""

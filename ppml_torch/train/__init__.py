@@ -10,7 +10,12 @@ The rooms: ``loop.py`` (``fit``: checks, then the session work in one sequence),
 converted model's leaves), ``layout.py`` (blocks -> model input -> batches), ``checks.py``
 (the argument checks), ``inference.py`` (``predict``), ``cache.py`` (conversions by input
 shapes), ``rows.py`` (when padding a batch is exact), ``data.py``, ``optim.py``,
-``losses.py``, ``history.py``, ``scope.py`` (handles freed after a failure).
+``losses.py``, ``history.py``, ``scope.py`` (handles freed after a failure); a torch
+optimizer's own state carried in and out (``carry.py``), its LR scheduler
+(``schedules.py``), the optax transformations torch has and optax lacks
+(``transforms.py``); overflow: the whole step checked before MPC (``preflight.py``) and the
+epoch's run-time sentinel (``sentinel.py``); what each epoch reveals (``outputs.py``); the
+progress bar's stages (``progress.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from .data import Block, Data, DataError, horizontal, vertical
 from .history import EpochRecord, History
 from .inference import predict
 from .loop import fit
+from .outputs import TrainingOverflowError
+from .preflight import TrainingRangeError
 
 __all__ = [
     "Block",
@@ -28,6 +35,8 @@ __all__ = [
     "EpochRecord",
     "FitError",
     "History",
+    "TrainingOverflowError",
+    "TrainingRangeError",
     "fit",
     "horizontal",
     "predict",

@@ -130,3 +130,36 @@ def check_loss_shapes(
             f"the loss returns shape {getattr(value, 'shape', type(value).__name__)}, not a scalar; "
             "fit differentiates one number: use reduction='mean' or 'sum'"
         )
+
+
+# fit's range_check values (the check itself: preflight.py)
+RANGE_CHECKS = ("auto", "bounds", "off")
+
+
+def check_fit_options(
+    log_every: Any, range_check: Any, sentinel: Any, mpc: bool, receiver: Any
+) -> None:
+    """``log_every`` (a per-step loss is a disclosure under MPC: opt in with ``reveal_loss``),
+    ``range_check`` and ``sentinel``."""
+    if log_every is not None and (
+        isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1
+    ):
+        raise FitError(
+            f"log_every must be a positive int (every n-th step's loss) or None, got {log_every!r}"
+        )
+    if log_every and mpc and receiver is False:
+        raise FitError(
+            f"log_every={log_every} under MPC reveals the loss of one step in {log_every} (a value "
+            "of every party's data): opt in with reveal_loss=True (to the label owner) or a party "
+            "name"
+        )
+    if range_check is not False and range_check not in RANGE_CHECKS:
+        raise FitError(
+            f"range_check must be one of {', '.join(map(repr, RANGE_CHECKS))} or False, got {range_check!r}"
+        )
+    from .sentinel import SENTINELS
+
+    if not isinstance(sentinel, bool) and sentinel not in SENTINELS:
+        raise FitError(
+            f"sentinel must be True (the default), False, 'steps' or 'epoch', got {sentinel!r}"
+        )

@@ -2,15 +2,19 @@
 
 How a ``fit`` runs (every check first, then the session work):
 
-1. the arguments (:mod:`~ppml_torch.train.checks`), the data description, the loss and the
-   optimizer are checked and mapped (one-line errors); the owners' loaders are called; the
-   model is converted through the conversion cache (:mod:`ppml_torch.train.cache`) for the
-   batch shape, once.  The graph route runs a kept partial batch in that program, padded with
-   the rows before it, when that is exact (the model is row-wise, checked in plaintext:
-   :mod:`ppml_torch.train.rows`), else converts its shape too; the Flax route has no fixed
-   shapes.  What the programs close over is one :class:`~ppml_torch.train.programs.TrainPlan`;
-2. ``weights_owner`` puts the initial weights, each party puts its blocks: once, for the whole
-   training.  Everything stays inside the session (secret-shared under MPC);
+1. the arguments (:mod:`~ppml_torch.train.checks`), the data description, the loss, the
+   optimizer with its own state and its LR scheduler (:mod:`~ppml_torch.train.carry`,
+   :mod:`~ppml_torch.train.schedules`) are checked and mapped (one-line errors); the owners'
+   loaders are called; the model is converted through the conversion cache
+   (:mod:`ppml_torch.train.cache`) for the batch shape, once.  The graph route runs a kept
+   partial batch in that program, padded with the rows before it, when that is exact (the
+   model is row-wise, checked in plaintext: :mod:`ppml_torch.train.rows`), else converts its
+   shape too; the Flax route has no fixed shapes.  What the programs close over is one
+   :class:`~ppml_torch.train.programs.TrainPlan`.  Under MPC the whole training step is then
+   checked for fixed-point range in plaintext (:mod:`~ppml_torch.train.preflight`);
+2. ``weights_owner`` puts the initial weights (and the optimizer's carried moments), each
+   party puts its blocks: once, for the whole training.  Everything stays inside the session
+   (secret-shared under MPC);
 3. ``init`` builds the :class:`~ppml_torch.train.state.TrainState` (trained and fixed leaves,
    optimizer state) from the weights; each epoch is ONE call of ONE compiled program
    (:mod:`ppml_torch.train.programs`): the model input is assembled inside it (vertical: the
@@ -19,15 +23,23 @@ How a ``fit`` runs (every check first, then the session work):
    batches that ``lax.scan`` runs (compile time does not grow with the number of batches),
    then the last partial batch of ``n % batch_size`` rows as one more step in the same
    program, like torch's ``DataLoader(drop_last=False)``; ``drop_last=True`` drops it instead.
-   The state stays in the session between epochs; it starts with the visibility an epoch
-   gives it, so SPU compiles the program once;
+   With ``profile=True`` the first batch's step is profiled once before epoch 1
+   (:mod:`~ppml_torch.train.profile_step`; its output freed).  The state stays in the session
+   between epochs; it starts with the visibility an epoch
+   gives it, so SPU compiles the program once.  Under MPC the epoch's overflow sentinel
+   (:mod:`~ppml_torch.train.sentinel`) reveals one bit to the label owner, and ``fit`` stops
+   if it is set;
 4. at the end the trained weights (only those: frozen parameters and buffers never change)
-   are revealed ONCE, to ``weights_to``, and loaded into the module with
-   ``load_state_dict(strict=True)``; everything else keeps the module's own values.
+   and the optimizer's moments are revealed ONCE, to ``weights_to``: the weights are loaded
+   into the module with ``load_state_dict(strict=True)`` (everything else keeps the module's
+   own values), the moments into the torch optimizer, and the scheduler is stepped.
 
 **Disclosure.** With ``reveal_loss`` the mean training loss of each epoch is revealed (to the
-label owner by default).  Under MPC that is a value computed from every party's data: opt in
-only if that party may learn it.  ``session.record`` lists every put and reveal.
+label owner by default; with ``log_every`` also every n-th step's).  Under MPC that is a
+value computed from every party's data: opt in only if that party may learn it.  In a
+plaintext session the loss is always read (nothing is secret there).  The sentinel's bit
+per epoch goes to the label owner; the optimizer's moments (averages of the last gradients)
+go to ``weights_to`` with the weights.  ``session.record`` lists every put and reveal.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from .cache import ConversionCache, conversions
 from .checks import (
     check_batch_size,
     check_counts,
+    check_fit_options,
     check_loss_shapes,
     check_module_params,
     check_route,
@@ -54,12 +67,14 @@ from .checks import (
     plan_session,
 )
 from .data import Data, load
-from .history import EpochRecord, History
+from .history import History
 from .layout import Batches, InputLayout
 from .names import Leaves, load_trained
-from .programs import TrainPlan, first, second
+from .outputs import EpochOutputs, TrainingOverflowError, overflow_message, overflow_to
+from .programs import TrainPlan
+from .progress import Stages
 from .scope import Scope
-from .state import secret_optimizer_leaves
+from .state import secret_leaves, secret_optimizer_leaves
 
 
 def fit(
@@ -77,15 +92,22 @@ def fit(
     drop_last: bool = False,
     progress: bool = True,
     reveal_loss: bool | str = False,
+    log_every: int | None = None,
     calibration: Any = None,
+    scheduler: Any = None,
+    scheduler_step: str = "epoch",
+    range_check: str | bool = "auto",
+    sentinel: bool | str = True,
+    profile: bool = False,
 ) -> tuple[Any, History]:
     """Train ``module`` inside ``session``; return the same module with the trained weights.
 
     Args:
       module: the torch module (its current weights are the initial ones).
       loss_fn: a torch loss (``nn.MSELoss()``, ...) called as ``loss_fn(module(x), y)``.
-      optimizer: the torch optimizer built on ``module.parameters()``; its settings are read,
-        it takes no step itself.
+      optimizer: the torch optimizer built on ``module.parameters()``; its settings and its
+        state (momentum buffers, Adam's step and moments) are read, it takes no step itself,
+        and the trained state is written back into it (``optimizer.state_dict()`` resumes).
       data: who owns what (:func:`ppml_torch.train.vertical` / :func:`horizontal`).
       route: ``"graph"`` (``ppml_torch.convert``) or ``"flax"`` (``ppml_torch.to_flax``).
       session: an open session (left open) or a run spec such as ``"spu:ABY3"`` (opened and
@@ -98,12 +120,30 @@ def fit(
         default it is kept as one more step of the same epoch program; on the graph route it
         runs padded to the batch shape (loss on its own rows only) when the model is row-wise,
         which gives the unpadded numbers (module docstring); ``History`` says which.
-      progress: a tqdm bar over epochs.
+      progress: a tqdm bar from the call on: the set-up stages, then the epochs.
+      reveal_loss: reveal each epoch's mean loss under MPC: ``True`` to the label owner
+        (horizontal: to every party, they all hold labels), or a party name.  A disclosure
+        (see the module docstring); off by default, and the history's losses are then
+        ``None``.  Plaintext sessions always record the loss.
+      log_every: also record the loss of every ``log_every``-th step of each epoch
+        (``history.steps``); under MPC only with ``reveal_loss`` (a disclosure per step).
       calibration: a ``ppml_torch.calibrate`` report (of the model, or ``calibrate_function`` of
         a training step); a run it predicts will overflow is refused before any session work.
-      reveal_loss: reveal each epoch's mean loss: ``True`` to the label owner (horizontal: to
-        every party, they all hold labels), or a party name.  A disclosure under MPC (see the
-        module docstring); off by default, and the history's losses are then ``None``.
+      scheduler: a torch LR scheduler attached to ``optimizer`` (``StepLR``, ``MultiStepLR``,
+        ``ExponentialLR``, ``CosineAnnealingLR``, ``LinearLR``, ``OneCycleLR``); its learning
+        rates are used and it is stepped as your loop would step it.
+      scheduler_step: ``"epoch"`` (``scheduler.step()`` after each epoch) or ``"batch"``.
+      range_check: under MPC, check the whole training step for fixed-point range before any
+        MPC work (:mod:`ppml_torch.train.preflight`): ``"auto"`` (the owners' rows in one
+        process; announced column bounds across processes), ``"bounds"`` (the latter
+        everywhere) or ``"off"``/``False``.
+      sentinel: under MPC, each epoch checks its losses and gradients for values that cannot
+        happen in real numbers and reveals one bit to the label owner; ``fit`` stops with
+        :class:`TrainingOverflowError` if it is set (:mod:`ppml_torch.train.sentinel`).
+      profile: before the first epoch, measure one training step on the first batch per
+        module, forward and backward, loss and optimizer (``history.profile``, a
+        :class:`~ppml_torch.profiling.report.ProfileReport`; :mod:`ppml_torch.train.
+        profile_step`).  In-process ``spu`` sessions only (refused in one line otherwise).
 
     Returns:
       ``(module, history)``: ``module`` with the trained weights loaded
@@ -112,72 +152,106 @@ def fit(
     One process per party (a production session, ``open_session(..., cluster=, party=)``):
     every party calls ``fit`` the same way, each with its own data; another party's blocks are
     loaders or ``jax.ShapeDtypeStruct`` placeholders (:mod:`ppml_torch.train.data`: their
-    owners announce the shapes).  The module's weights are read in ``weights_owner``'s process
-    only.  The trained weights reach ``weights_to``'s process only: there ``fit`` returns the
-    trained module; every other process gets ``(None, history)`` (``history.weights_to`` names
-    the receiver).  A revealed loss is ``None`` outside its receiver's process.
+    owners announce the shapes).  The module's weights and the optimizer's state are read in
+    ``weights_owner``'s process only (it announces the state's step counts and the schedule).
+    The trained weights and state reach ``weights_to``'s process only: there ``fit`` returns
+    the trained module; every other process gets ``(None, history)`` (``history.weights_to``
+    names the receiver).  A revealed loss is ``None`` outside its receiver's process.
 
     Raises:
-      DataError, FitError, OptimizerMappingError, LossMappingError: bad input, one line,
-        before any session work.
+      DataError, FitError, OptimizerMappingError, LossMappingError, TrainingRangeError: bad
+        input, one line, before any session work.  TrainingOverflowError: the sentinel fired.
     """
+    from .fit_optimizer import FitOptimizer, owner_facts
     from .losses import lazy_from_torch  # torch and optax are imported when fit runs
-    from .optim import from_torch as map_optimizer
+    from .preflight import check_fit_step
+    from .profile_step import check_profile, profile_first_step
+    from .schedules import check_scheduler
+    from .sentinel import for_fit
 
-    t_start = time.perf_counter()
-    # 1. checks and mappings, in plaintext: nothing is put before they all pass
-    check_route(route)
-    check_counts(epochs, batch_size, seed)
-    sp = plan_session(session)
-    check_module_params(optimizer, module)
-    sp.gate(calibration)
-    topt = map_optimizer(optimizer, module, None, fixed_point=sp.fixed_point)
-    trainable = [name for g in topt.groups for name in g["names"]]
-    loss = lazy_from_torch(loss_fn)
-    loaded = load(data, sp.parties, need_labels=True, session=sp.session)
-    check_batch_size(batch_size, loaded.n_rows)
-    receiver = loss_receiver(reveal_loss, data, sp.parties)
-    batches = Batches.of(loaded.n_rows, batch_size, drop_last=drop_last, shuffle=shuffle)
+    stages = Stages(epochs, progress)
+    scope: Scope | None = None
+    try:
+        # 1. checks and mappings, in plaintext: nothing is put before they all pass
+        stages.stage("checks")
+        check_route(route)
+        check_counts(epochs, batch_size, seed)
+        sp = plan_session(session)
+        profile = check_profile(profile, sp.config.backend)
+        check_module_params(optimizer, module)
+        sp.gate(calibration)
+        check_scheduler(scheduler, optimizer, scheduler_step)
+        loss = lazy_from_torch(loss_fn)
+        loaded = load(data, sp.parties, need_labels=True, session=sp.session)
+        check_batch_size(batch_size, loaded.n_rows)
+        receiver = loss_receiver(reveal_loss, data, sp.parties)
+        check_fit_options(log_every, range_check, sentinel, sp.is_mpc, receiver)
+        batches = Batches.of(loaded.n_rows, batch_size, drop_last=drop_last, shuffle=shuffle)
+        n_steps = batches.n_full + (1 if batches.partial else 0)
+        opt = FitOptimizer.of(
+            optimizer, module, scheduler, scheduler_step, fixed_point=sp.fixed_point,
+            steps_per_epoch=n_steps, epochs=epochs,
+            owner_facts=owner_facts(sp, data.weights_owner),
+        )  # fmt: skip
+        trainable = [name for g in opt.topt.groups for name in g["names"]]
 
-    # the module converted once per shape (cached); its weights in the converted layout
-    cache = conversions(module, route)
-    converted = cache.conversions
-    row, dtype = loaded.example_row_shape, loaded.features[0].dtype
-    model = cache.get([((batch_size, *row), dtype)])
-    params = cache.params(model)
-    leaves = Leaves.of(model, set(trainable))
-    check_trained_names(trainable, leaves.names, route)
-    check_loss_shapes(model, loss, params, loaded, batch_size, row, dtype)
-    batches, apply_partial, refused = _partial_batch(
-        module, cache, model, params, batches, row, dtype
-    )
-    plan = TrainPlan(
-        inputs=InputLayout(
+        # the module converted once per shape (cached); its weights in the converted layout
+        stages.stage("convert")
+        cache = conversions(module, route)
+        converted = cache.conversions
+        row, dtype = loaded.example_row_shape, loaded.features[0].dtype
+        model = cache.get([((batch_size, *row), dtype)])
+        params = cache.params(model)
+        leaves = Leaves.of(model, set(trainable))
+        check_trained_names(trainable, leaves.names, route)
+        check_loss_shapes(model, loss, params, loaded, batch_size, row, dtype)
+        batches, apply_partial, refused = _partial_batch(
+            module, cache, model, params, batches, row, dtype
+        )
+        layout = InputLayout(
             data.split, loaded.column_order, len(loaded.features), len(loaded.labels)
-        ),
-        batches=batches,
-        apply=model.apply,
-        apply_partial=apply_partial,
-        loss=loss,
-        tx=topt.tx,  # over {torch name: array} of the trained names (frozen ones stay fixed)
-        leaves=leaves,
-        secret_opt=secret_optimizer_leaves(topt.tx, leaves.trained_struct(params)),
-        returns_loss=receiver is not False,
-    )
-    rng = np.random.default_rng(seed)
-    setup_s = time.perf_counter() - t_start
-
-    with sp.borrow() as s:
-        scope = Scope(s)
-        bar = _progress(epochs, progress)
-        try:
-            first_report = len(s.reports)
-            # 2. the weights (read in weights_owner's process only: one process per party, the
-            # others give the shapes) and every party's blocks, put once
-            w = scope.put(
-                params if data.weights_owner in s.local_parties else shapes_of(params),
-                data.weights_owner,
+        )
+        train_struct = leaves.trained_struct(params)
+        plan = TrainPlan(
+            inputs=layout,
+            batches=batches,
+            apply=model.apply,
+            apply_partial=apply_partial,
+            loss=loss,
+            tx=opt.topt.tx,  # over {torch name: array} of the trained names (frozen stay fixed)
+            leaves=leaves,
+            secret_opt=secret_optimizer_leaves(opt.topt.tx, train_struct),
+            returns_loss=receiver is not False or not sp.is_mpc,
+            carried=not opt.topt.start.fresh,
+            sentinel=for_fit(sentinel, sp, train_struct, loss_fn, receiver is not False),
+            log_every=log_every or 0,
+        )
+        owner_here = data.weights_owner in sp.local_parties
+        if owner_here or not plan.carried:  # the optimizer state to start from (plaintext)
+            start = opt.initial(opt.topt, model, leaves.names, leaves.split(params)[0])
+        else:  # another process holds it: its shapes
+            start = _shapes(opt.topt.tx.init, train_struct)
+        checked = None
+        if sp.fixed_point is not None and range_check not in (False, "off"):
+            stages.stage("range check")
+            checked = check_fit_step(
+                range_check, sp, loaded, layout, plan, opt, model, params, shuffle, seed
             )
+        rng = np.random.default_rng(seed)
+
+        with sp.borrow() as s:
+            scope = Scope(s)
+            first_report = len(s.reports)
+            # 2. the weights and the optimizer's carried moments (read in weights_owner's
+            # process only: one process per party, the others give the shapes) and every
+            # party's blocks, put once
+            stages.stage("share")
+            w = [scope.put(params if owner_here else shapes_of(params), data.weights_owner)]
+            if plan.carried:  # Adam's moments, SGD's momentum buffers: the owner's secret
+                moments = secret_leaves(start, plan.secret_opt)
+                w.append(
+                    scope.put(moments if owner_here else shapes_of(moments), data.weights_owner)
+                )
             blocks = [
                 scope.put(a, b.owner) for b, a in zip(data.features, loaded.features, strict=True)
             ]
@@ -185,51 +259,48 @@ def fit(
                 scope.put(a, b.owner) for b, a in zip(data.labels, loaded.labels, strict=True)
             ]
             # 3. the state, then one program call per epoch
-            state = scope.call(plan.init, w, name="init")
-            scope.free(w)
-            records = []
+            state = scope.call(plan.init, *w, name="init")
+            scope.free(*w)
+            profiled = None
+            if profile:  # one step on the first batch, per module; its output is freed
+                stages.stage("profile")
+                profiled = profile_first_step(s, plan, state, blocks, type(module).__name__, route)
+            epochs_run = EpochOutputs(plan, s, scope, receiver, data, n_steps, first_report)
             for e in range(1, epochs + 1):
+                stages.epoch(e, epochs)
                 order: list[Handle] = []
                 if shuffle:
                     order.append(
                         scope.put(rng.permutation(loaded.n_rows).astype(np.int32), "public")
                     )
                 out = scope.call(plan.epoch, state, *blocks, *order, name="epoch")
-                report = s.last_report
                 scope.free(state, *order)
-                value = None
-                if receiver is False:
-                    state = out
-                else:  # split (state, loss): two cheap calls, then the loss is revealed
-                    state = scope.call(first, out, name="state")
-                    lh = scope.call(second, out, name="loss")
-                    got = s.reveal(lh, to=receiver)  # None in another party's process
-                    value = None if got is None else float(got)
-                    scope.free(lh, out)
-                records.append(EpochRecord(e, value, report.compile_s, report.run_s, report.comm))
-                if bar is not None:
-                    bar.update(1)
-                    if value is not None:
-                        bar.set_postfix(loss=f"{value:.4f}")
-            # 4. the trained leaves, revealed once to weights_to
-            wh = scope.call(plan.weights, state, name="weights")
-            trained = s.reveal(wh, to=data.weights_to)
-            scope.free(wh, state, *blocks)
-            reports = s.reports[first_report:]
-        finally:
-            if bar is not None:
-                bar.close()
+                state, value = epochs_run.read(e, out, s.last_report)
+                if epochs_run.overflow:
+                    err = TrainingOverflowError(overflow_message(e, plan, sp, overflow_to(data)))
+                    err.history = epochs_run.history(batches, refused, cache, converted, stages)
+                    raise err
+                stages.done_epoch(value)
+            # 4. the trained leaves and the optimizer's moments, revealed once to weights_to
+            stages.stage("reveal")
+            rh = scope.call(plan.result, state, name="weights")
+            result = s.reveal(rh, to=data.weights_to)  # None in another party's process
+            scope.free(rh, state, *blocks)
+            history = epochs_run.history(batches, refused, cache, converted, stages)
+    finally:
+        stages.close()
+        if scope is not None:
             scope.free_all()  # only after a failure: a shared session keeps no stray shares
-    history = History(
-        records, batches.n_full, batches.partial, batches.dropped, reports,
-        partial_padded=batches.padded, padding_refused=refused,
-        conversions=cache.conversions - converted, setup_s=setup_s,
+    history.range_check, history.stages = checked, dict(stages.times)
+    history.profile = profiled
+    history.wall_s = time.perf_counter() - stages.t0
+    opt.finish(
+        model, leaves.names, leaves.split(params)[0], plan.secret_opt,
+        None if result is None else result[1], epochs * n_steps,
     )  # fmt: skip
-    history.weights_to = data.weights_to
-    history.wall_s = time.perf_counter() - t_start
-    if trained is None:  # one process per party: the weights went to weights_to's process
+    if result is None:  # one process per party: the weights went to weights_to's process
         return None, history
-    load_trained(module, model, params, leaves.names, trained)
+    load_trained(module, model, params, leaves.names, result[0])
     return module, history
 
 
@@ -263,9 +334,7 @@ def _partial_batch(
     return batches, part.apply, refused
 
 
-def _progress(epochs: int, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+def _shapes(fn: Callable[..., Any], *args: Any) -> Any:
+    import jax
 
-    return tqdm(total=epochs, desc="fit", unit="epoch")
+    return jax.eval_shape(fn, *args)

@@ -107,6 +107,49 @@ class Leaves:
         }
 
 
+def layouts(model: Any, names: Sequence[str], wanted: Sequence[str]) -> tuple[Any, Any]:
+    """``(to_leaf, to_torch)`` for the torch names ``wanted`` (each the name of its own leaf):
+    move an array between torch's layout of that parameter and its leaf's layout in
+    ``model.params`` (the Flax route transposes kernels), element for element.
+
+    Found by the experiment :func:`marks` makes, with each element's flat index as its mark
+    (in two float32-exact parts): ``params_to_torch`` shows where every element goes.
+    """
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(model.params)
+    index = {n: i for i, n in enumerate(names)}
+    parts = []
+    for part in (lambda k: k % 4096, lambda k: k // 4096):
+        marked = [
+            part(np.arange(np.size(x), dtype=np.int64)).astype(np.float32).reshape(np.shape(x))
+            for x in leaves
+        ]
+        parts.append(model.params_to_torch(jax.tree_util.tree_unflatten(treedef, marked)))
+    where: dict[str, np.ndarray] = {}
+    for n in wanted:
+        size = int(np.size(leaves[index[n]]))
+        idx = np.asarray(parts[1][n]).astype(np.int64) * 4096 + np.asarray(parts[0][n]).astype(
+            np.int64
+        )
+        if idx.size != size or not np.array_equal(np.sort(idx.ravel()), np.arange(size)):
+            raise ValueError(
+                f"parameter {n!r} is not one leaf rearranged; its state cannot be moved"
+            )
+        where[n] = idx
+
+    def to_leaf(name: str, array: np.ndarray) -> np.ndarray:
+        leaf = leaves[index[name]]
+        out = np.empty(int(np.size(leaf)), np.float32)
+        out[where[name].ravel()] = np.asarray(array, np.float32).ravel()
+        return out.reshape(np.shape(leaf))
+
+    def to_torch(name: str, array: np.ndarray) -> np.ndarray:
+        return np.asarray(array, np.float32).ravel()[where[name]]
+
+    return to_leaf, to_torch
+
+
 def load_trained(
     module: Any, model: Any, params: Any, names: Sequence[str], trained: Mapping[str, Any]
 ) -> None:

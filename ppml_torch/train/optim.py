@@ -28,9 +28,17 @@ Which leaf of the params pytree is which torch parameter (``target``):
 Refused with one line (:class:`OptimizerMappingError`) before any work: other optimizer
 classes (subclasses included: they may override ``step``), ``maximize``, ``amsgrad``,
 ``differentiable=True``, tensor learning rates/betas/weight decays, an attached LR scheduler
-(fit trains with constant learning rates), an optimizer that already has state (its moments
-would be lost), parameters that are not the module's.  ``foreach``, ``fused`` and
-``capturable`` only choose torch's kernels (same arithmetic), so they are accepted.
+not passed as ``schedule`` (see :mod:`ppml_torch.train.schedules`), a state that does not fit
+(:mod:`ppml_torch.train.carry`), parameters that are not the module's.  ``foreach``,
+``fused`` and ``capturable`` only choose torch's kernels (same arithmetic), so they are
+accepted.
+
+**State.** An optimizer that already stepped is continued, not refused (before: refused, its
+moments would have been lost): its per-group step counts shape the transformations (Adam's
+bias corrections continue from torch's ``step``; SGD's momentum has no first step) and
+:meth:`TorchOptimizer.init` starts from its moments and buffers; :meth:`TorchOptimizer.
+write_back` puts a trained state back into the torch optimizer (:mod:`ppml_torch.train.carry`).
+``fit`` does both.
 
 One difference from torch: torch skips a parameter whose ``.grad`` is ``None`` (no weight
 decay, no momentum); here every trained parameter gets a gradient (zeros if unused), so
@@ -46,23 +54,25 @@ choice.  SGD needs no change.
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 
-from ppml_torch.errors import PpmlError
+from .optim_base import OptimizerMappingError, Path, plain_path
+from .transforms import adam_moment_scale, torch_adam, torch_group, torch_momentum
 
 if TYPE_CHECKING:
     import torch
 
     from ppml_torch.model import ConvertedModel
 
-Path = tuple[Any, ...]
+    from .carry import TorchStart
+    from .schedules import Schedule
+
 FROZEN = "frozen"
 
 __all__ = [
@@ -73,132 +83,14 @@ __all__ = [
     "adam_moment_scale",
     "from_torch",
     "param_paths",
+    "plain_path",
     "torch_adam",
     "torch_momentum",
 ]
 
 
-class OptimizerMappingError(PpmlError, ValueError):
-    """The torch optimizer (or a setting of it) has no mapping; the message says what to do."""
-
-
 class MpcAdamWarning(UserWarning):
     """Adam under fixed point runs in its MPC-safe form (rescaled moments)."""
-
-
-# --- the transforms torch has and optax 0.2.2 lacks -----------------------------------------
-
-
-class MomentumState(NamedTuple):
-    count: jax.Array  # steps taken (int32 scalar)
-    buf: Any  # torch's momentum_buffer, per leaf
-
-
-def torch_momentum(
-    momentum: float, dampening: float = 0.0, nesterov: bool = False
-) -> optax.GradientTransformation:
-    """torch.optim.SGD's momentum on (weight-decayed) gradients, learning rate not applied.
-
-    ``buf = g`` on the first step (undampened, as torch), then
-    ``buf = momentum * buf + (1 - dampening) * g``; the update is ``g + momentum * buf``
-    with ``nesterov``, else ``buf``.
-    """
-
-    def init(params: Any) -> MomentumState:
-        return MomentumState(
-            jnp.zeros([], jnp.int32), jax.tree_util.tree_map(jnp.zeros_like, params)
-        )
-
-    def update(updates: Any, state: MomentumState, params: Any = None) -> tuple[Any, MomentumState]:
-        del params
-        first = state.count == 0
-        buf = jax.tree_util.tree_map(
-            lambda g, b: jnp.where(first, g, momentum * b + (1.0 - dampening) * g),
-            updates,
-            state.buf,
-        )
-        if nesterov:
-            out = jax.tree_util.tree_map(lambda g, b: g + momentum * b, updates, buf)
-        else:
-            out = buf
-        return out, MomentumState(state.count + 1, buf)
-
-    return optax.GradientTransformation(init, update)
-
-
-class AdamState(NamedTuple):
-    beta1_pow: jax.Array  # beta1 ** step (float32 scalar; products, no pow under MPC)
-    beta2_pow: jax.Array
-    mu: Any  # scale * m
-    nu: Any  # scale**2 * v
-
-
-def torch_adam(
-    b1: float, b2: float, eps: float, *, scale: float = 1.0, eps_floor: float = 0.0
-) -> optax.GradientTransformation:
-    """torch's Adam direction ``(m / bc1) / (sqrt(v) / sqrt(bc2) + eps)``, learning rate not applied.
-
-    ``scale`` keeps the moments as ``s*m`` and ``s**2*v`` (``s = scale``) and divides by
-    ``sqrt(s**2 v) / sqrt(bc2) + s*eps``: the same number in real arithmetic, but under fixed
-    point ``(1 - b2) * (s*g)**2`` stays representable where ``(1 - b2) * g**2`` underflows.
-    ``eps_floor`` raises ``s*eps`` to at least that value (under fixed point torch's
-    ``eps=1e-8`` rounds to 0, and SPU's ``sqrt`` of a ``v`` of a few resolution steps is 0).  ``scale=1, eps_floor=0`` is torch's arithmetic, operation for
-    operation.  Bias corrections use running products ``b**t`` (no ``pow``, which fixed
-    point would approximate); the square root is taken before the bias correction, as torch
-    does, which keeps its argument small in early steps.
-    """
-    # (1 - b2) * (s g)^2 computed as (c g)^2 with c = s * sqrt(1 - b2): one product less to
-    # truncate under fixed point.
-    c2 = scale * math.sqrt(1.0 - b2)
-    eps_s = max(eps * scale, eps_floor)
-    torch_form = scale == 1.0
-
-    def init(params: Any) -> AdamState:
-        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
-        one = jnp.ones([], jnp.float32)
-        return AdamState(one, one, zeros(), zeros())
-
-    def update(updates: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
-        del params
-        p1 = state.beta1_pow * b1
-        p2 = state.beta2_pow * b2
-        if torch_form:
-            mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
-            nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
-        else:
-            mu = jax.tree_util.tree_map(
-                lambda m, g: b1 * m + ((1.0 - b1) * scale) * g, state.mu, updates
-            )
-            nu = jax.tree_util.tree_map(lambda v, g: b2 * v + jnp.square(c2 * g), state.nu, updates)
-        bc1 = 1.0 - p1
-        sqrt_bc2 = jnp.sqrt(1.0 - p2)
-        out = jax.tree_util.tree_map(
-            lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps_s), mu, nu
-        )
-        return out, AdamState(p1, p2, mu, nu)
-
-    return optax.GradientTransformation(init, update)
-
-
-def adam_moment_scale(field: str, fraction_bits: int) -> tuple[float, float]:
-    """``(scale, eps_floor)`` of the MPC-safe Adam for a fixed-point setting.
-
-    Both ends of the gradient range matter (docs/training.md, "Adam under fixed point"):
-    ``s**2 v`` (up to ``(s*g)**2``) must stay inside SPU's ``sqrt`` range (measured: right up
-    to 1e5 on FM64, 0 from 2e5; right up to 1e7 on FM128, 0 at 1e8), while
-    ``(1 - b2) (s*g)**2`` must be many resolution steps for small gradients.  Measured
-    choice: ``s = 2**8`` on FM64 (18 fraction bits; gradients of about 1e-3 to 1 in root
-    mean square once ``v`` has converged), ``s = 2**10`` on FM128 (26 bits; about 4e-5 to 3).
-    Other fraction bits: ``2**((bits - 2) // 2)`` on FM64, ``2**((bits - 6) // 2)`` on FM128.
-    ``eps_floor``: on FM64 ``sqrt(32)`` resolution steps (0.011): SPU's ``sqrt`` returns 0
-    for inputs of a few steps (and a truncation error can make ``v`` one step negative), so
-    a parameter whose ``v`` is that small would see ``m`` divided by ``eps`` alone; 32 steps
-    is where it is accurate to 1%.  In gradient units that is ``0.011 / s`` = 4e-5.  On FM128
-    one step is enough (measured; ``sqrt(32)`` steps there cost accuracy).
-    """
-    if field.upper() == "FM128":
-        return float(2 ** ((fraction_bits - 6) // 2)), 2.0**-fraction_bits
-    return float(2 ** ((fraction_bits - 2) // 2)), math.sqrt(32.0 * 2.0**-fraction_bits)
 
 
 # --- the mapping ---------------------------------------------------------------------------
@@ -221,6 +113,13 @@ class TorchOptimizer:
       paths: torch name -> path of its leaf in the params pytree (trained names only).
       fixed_point: ``(field, fraction_bits)`` the transform was built for, or ``None``.
       variant: what was changed for fixed point (``""`` if nothing).
+      labels: the param group label of every leaf of a params pytree.
+      start: what the torch optimizer carried in (:class:`~ppml_torch.train.carry.TorchStart`:
+        per-group step counts, moments and buffers).
+      moment_scale: the scale ``s`` Adam keeps its moments at (``s*m``, ``s**2*v``; 1 in
+        torch's arithmetic).
+      schedule: the LR scheduler's per-step values (:class:`~ppml_torch.train.schedules.
+        Schedule`), or ``None`` for constant learning rates.
     """
 
     tx: optax.GradientTransformation
@@ -231,9 +130,38 @@ class TorchOptimizer:
     fixed_point: tuple[str, int] | None
     variant: str
     labels: Callable[[Any], Any]
+    start: TorchStart
+    moment_scale: float = 1.0
+    schedule: Schedule | None = None
 
-    def init(self, params: Any) -> optax.OptState:
-        return self.tx.init(params)
+    def init(
+        self, params: Any, to_leaf: Callable[[str, np.ndarray], np.ndarray] | None = None
+    ) -> optax.OptState:
+        """The optax state to start from: the torch optimizer's own (its moments and buffers
+        moved into ``params``' layout by ``to_leaf``; by default the layout must be torch's),
+        or a fresh one.  Plaintext: the carried moments are constants here (``fit`` puts them
+        into the session as the weights' owner's secret)."""
+        from .carry import fill
+
+        state = self.tx.init(params)
+        if self.start.fresh:
+            return state
+        return fill(self, state, params, self.start, to_leaf or _same_layout(self, params))
+
+    def write_back(
+        self,
+        optimizer: torch.optim.Optimizer,
+        module: torch.nn.Module,
+        state: optax.OptState,
+        params: Any,
+        to_torch: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """Write a trained ``state`` (over ``params``' layout; ``to_torch`` moves a leaf-layout
+        array into torch's) into ``optimizer.state``, as torch would have left it."""
+        from .carry import extract, write_back
+
+        moved = extract(self, state, params, self.start, to_torch or _same_layout(self, params))
+        write_back(optimizer, module, moved)
 
     def update(self, grads: Any, state: optax.OptState, params: Any) -> tuple[Any, Any]:
         return self.tx.update(grads, state, params)
@@ -289,6 +217,9 @@ def from_torch(
     target: ConvertedModel | Mapping[str, Any] | None = None,
     *,
     fixed_point: tuple[str, int] | None = None,
+    schedule: Schedule | None = None,
+    start: TorchStart | None = None,
+    steps: int | None = None,
 ) -> TorchOptimizer:
     """Map ``optimizer`` (built on ``module``'s parameters) to an optax transformation.
 
@@ -296,9 +227,17 @@ def from_torch(
     docstring): a ``ConvertedModel`` (either route), a mapping torch name -> path, or ``None``
     (params keyed by torch names).  ``fixed_point=(field, fraction_bits)`` asks for the
     MPC-safe variant (Adam/AdamW: rescaled moments, one :class:`MpcAdamWarning`).
-    Raises :class:`OptimizerMappingError` for anything not mapped, before any work.
+    ``schedule``: the per-step learning rates (and cycled momenta) of an LR scheduler
+    (:func:`ppml_torch.train.schedules.schedule_of`); required when one is attached.
+    ``start``: the optimizer's state as read by :func:`ppml_torch.train.carry.read_torch_state`
+    (default: read here).  ``steps``: how many steps the transformation will take (``fit``
+    knows): Adam's bias corrections then come from per-step tables of ``beta ** step``
+    computed as torch computes them, instead of running products.  Raises :class:`OptimizerMappingError` for anything not mapped,
+    before any work.
     """
     import torch
+
+    from .carry import read_torch_state
 
     kind = _check_optimizer(optimizer, torch)
     names = {id(p): n for n, p in module.named_parameters()}
@@ -307,7 +246,7 @@ def from_torch(
     groups: list[dict[str, Any]] = []
     trained: dict[str, int] = {}
     for gi, group in enumerate(optimizer.param_groups):
-        hyper = _check_group(kind, gi, group, torch)
+        hyper = _check_group(kind, gi, group, torch, scheduled=schedule is not None)
         members = []
         for p in group["params"]:
             if id(p) not in names:
@@ -335,6 +274,8 @@ def from_torch(
             )
     if target is not None and hasattr(target, "params"):
         _check_paths(resolved, target.params)
+    if start is None:
+        start = read_torch_state(optimizer, module, kind, tuple(groups))
 
     variant = ""
     scale, eps_floor = 1.0, 0.0
@@ -359,7 +300,10 @@ def from_torch(
     transforms: dict[str, optax.GradientTransformation] = {FROZEN: optax.set_to_zero()}
     used = set(trained.values())
     for gi, g in enumerate(groups):
-        tx_g = _group_tx(kind, g, scale, eps_floor)
+        tables = {"lr": None, "momentum": None}
+        if schedule is not None:
+            tables = {"lr": schedule.lr[gi], "momentum": schedule.momentum[gi]}
+        tx_g = torch_group(kind, g, scale, eps_floor, start.steps[gi], tables, steps)
         # One vector per group: under MPC every element-wise op of the update (the learning
         # rate's product, momentum, Adam's moments) costs its rounds once per group instead
         # of once per leaf; in plaintext the numbers are the same.
@@ -372,7 +316,7 @@ def from_torch(
         found = set()
         out = []
         for keypath, _ in flat:
-            path = _plain(keypath)
+            path = plain_path(keypath)
             out.append(label_of.get(path, FROZEN))
             found.add(path)
         missing = [n for n, p in resolved.items() if p not in found]
@@ -393,29 +337,10 @@ def from_torch(
         fixed_point=None if fixed_point is None else (fixed_point[0], int(fixed_point[1])),
         variant=variant,
         labels=labels,
+        start=start,
+        moment_scale=scale,
+        schedule=schedule,
     )
-
-
-def _group_tx(
-    kind: str, g: Mapping[str, Any], scale: float, eps_floor: float
-) -> optax.GradientTransformation:
-    lr, wd = g["lr"], g["weight_decay"]
-    parts: list[optax.GradientTransformation] = []
-    if kind == "SGD":
-        if wd:
-            parts.append(optax.add_decayed_weights(wd))
-        if g["momentum"]:
-            parts.append(torch_momentum(g["momentum"], g["dampening"], g["nesterov"]))
-    else:
-        decoupled = kind == "AdamW" or g.get("decoupled_weight_decay", False)
-        if wd and not decoupled:
-            parts.append(optax.add_decayed_weights(wd))
-        b1, b2 = g["betas"]
-        parts.append(torch_adam(b1, b2, g["eps"], scale=scale, eps_floor=eps_floor))
-        if wd and decoupled:  # p - lr*(adam + wd*p) = p*(1 - lr*wd) - lr*adam, as torch
-            parts.append(optax.add_decayed_weights(wd))
-    parts.append(optax.scale(-lr))
-    return optax.chain(*parts)
 
 
 def _check_optimizer(optimizer: Any, torch: Any) -> str:
@@ -426,11 +351,6 @@ def _check_optimizer(optimizer: Any, torch: Any) -> str:
             f"from_torch: {type(optimizer).__module__}.{type(optimizer).__qualname__} has no "
             f"mapping; use torch.optim.SGD, Adam or AdamW"
         )
-    if optimizer.state and any(len(s) for s in optimizer.state.values()):
-        raise OptimizerMappingError(
-            f"from_torch: this {kind} already has state (step() was called); its buffers would "
-            f"be lost: build a fresh optimizer"
-        )
     return kind
 
 
@@ -438,12 +358,14 @@ _SGD_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
 _ADAM_KEYS = ("lr", "betas", "eps", "weight_decay")
 
 
-def _check_group(kind: str, gi: int, group: Mapping[str, Any], torch: Any) -> dict[str, Any]:
+def _check_group(
+    kind: str, gi: int, group: Mapping[str, Any], torch: Any, *, scheduled: bool
+) -> dict[str, Any]:
     where = f"from_torch: {kind} param group {gi}"
-    if "initial_lr" in group:
+    if "initial_lr" in group and not scheduled:
         raise OptimizerMappingError(
-            f"{where} has an LR scheduler attached ('initial_lr'); schedules are not mapped "
-            f"(training uses one constant lr per group): build the optimizer without a scheduler"
+            f"{where} has an LR scheduler attached ('initial_lr'); pass its per-step values "
+            "(schedule=ppml_torch.train.schedules.schedule_of(...); fit(scheduler=...) does it)"
         )
     for flag in ("maximize", "amsgrad", "differentiable"):
         if group.get(flag):
@@ -465,23 +387,29 @@ def _check_group(kind: str, gi: int, group: Mapping[str, Any], torch: Any) -> di
     return hyper
 
 
-def _plain(keypath: tuple) -> Path:
-    out = []
-    for k in keypath:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                out.append(getattr(k, attr))
-                break
-        else:
-            out.append(k)
-    return tuple(out)
-
-
 def _check_paths(resolved: Mapping[str, Path], params: Any) -> None:
-    leaves = {_plain(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    leaves = {plain_path(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
     missing = [n for n, p in resolved.items() if p not in leaves]
     if missing:
         raise OptimizerMappingError(
             f"from_torch: trained parameters {missing[:5]} have no leaf in the target's params; "
             f"is the target the conversion of this module?"
         )
+
+
+def _same_layout(topt: TorchOptimizer, params: Any) -> Callable[[str, np.ndarray], np.ndarray]:
+    """The identity between torch's layout and ``params``' (shapes checked): the graph route
+    and explicit paths; the Flax route transposes kernels, ``fit`` maps those itself."""
+    leaves = {plain_path(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+    def same(name: str, array: np.ndarray) -> np.ndarray:
+        want = tuple(np.shape(leaves[topt.paths[name]]))
+        if tuple(np.shape(array)) != want:
+            raise OptimizerMappingError(
+                f"from_torch: the optimizer state of {name!r} is {tuple(np.shape(array))} in "
+                f"torch's layout but its leaf here is {want}; carry it with ppml_torch.fit, which "
+                "maps layouts"
+            )
+        return np.asarray(array)
+
+    return same

@@ -95,3 +95,24 @@ def start_secret(opt_state: Any, secret: tuple[bool, ...], trainable: dict[str, 
         for leaf, s in zip(leaves, secret, strict=True)
     ]
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def secret_leaves(opt_state: Any, secret: tuple[bool, ...]) -> list[Any]:
+    """The leaves of ``opt_state`` marked in ``secret`` (moments, buffers), in leaf order."""
+    leaves = jax.tree_util.tree_leaves(opt_state)
+    return [leaf for leaf, s in zip(leaves, secret, strict=True) if s]
+
+
+def with_secret_leaves(opt_state: Any, secret: tuple[bool, ...], values: Any) -> Any:
+    """``opt_state`` with its leaves marked in ``secret`` replaced by ``values`` (a carried
+    torch optimizer's moments and buffers, secret-shared by their owner), in leaf order."""
+    values = list(values)
+    leaves, treedef = jax.tree_util.tree_flatten(opt_state)
+    if len(values) != sum(secret):
+        raise ValueError(f"{len(values)} carried leaves for {sum(secret)} secret ones")
+    it = iter(values)
+    out = [
+        next(it).astype(leaf.dtype).reshape(leaf.shape) if s else leaf
+        for leaf, s in zip(leaves, secret, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, out)

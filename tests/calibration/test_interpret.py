@@ -72,3 +72,44 @@ def test_a_converted_gpt2_gives_the_same_logits_as_jit():
     outs = interpret.run(closed, leaves, lambda *a: None)
     ref = jax.tree_util.tree_leaves(jax.jit(cm.apply)(cm.params, ids))
     np.testing.assert_allclose(outs[0], ref[0], rtol=1e-5, atol=1e-6)
+
+
+def test_the_jitted_path_records_what_the_eager_one_does(monkeypatch):
+    """A program without while/cond runs in one jit (fast in a fresh process); it shows the
+    recorder the same equations, scopes and values as the equation-by-equation path."""
+
+    def fn(x, w):
+        def body(c, xi):
+            with jax.named_scope("step"):
+                return c * xi + jnp.sqrt(jnp.abs(c)), jnp.tanh(c)
+
+        c, ys = jax.lax.scan(body, x[0], x)
+        return jnp.dot(ys, w) / (c + 2.0)
+
+    args = (jnp.array([1.5, 2.0, 3.0]), jnp.array([0.5, -1.0, 2.0]))
+    closed = jax.make_jaxpr(fn)(*args)
+    assert interpret._jittable(closed.jaxpr)
+    seen = {}
+    for mode in ("jit", "eager"):
+        if mode == "eager":
+            monkeypatch.setattr(interpret, "JIT_MAX_EQUATIONS", 0)
+            assert not interpret._jittable(closed.jaxpr)
+        rows = []
+
+        def record(eqn, scope, invals, in_const, outs, rows=rows):
+            rows.append((eqn.primitive.name, scope, in_const, [np.asarray(o) for o in outs]))
+
+        seen[mode] = (interpret.run(closed, list(args), record), rows)
+    (out_j, rows_j), (out_e, rows_e) = seen["jit"], seen["eager"]
+    np.testing.assert_allclose(out_j[0], out_e[0], rtol=1e-6)
+    assert [r[:3] for r in rows_j] == [r[:3] for r in rows_e] and len(rows_j) > 10
+    for a, b in zip(rows_j, rows_e, strict=True):
+        for x, y in zip(a[3], b[3], strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_while_and_cond_stay_on_the_eager_path():
+    while_fn = jax.make_jaxpr(lambda v: jax.lax.while_loop(lambda a: a < 9.0, lambda a: a * 2, v))
+    cond_fn = jax.make_jaxpr(lambda v: jax.lax.cond(v > 0, jnp.sin, jnp.cos, v))
+    assert not interpret._jittable(while_fn(1.0).jaxpr)
+    assert not interpret._jittable(cond_fn(1.0).jaxpr)

@@ -120,3 +120,14 @@ def test_a_bad_setting_is_a_config_error():
         _report(_linear(1.0)).check(fraction_bits=40)
     with pytest.raises(ConfigError, match="unknown field"):
         _report(_linear(1.0)).describe(field="FM32")
+
+
+def test_print_gives_the_table():
+    """``print(report)`` prints the table, not a dataclass repr (issue 19)."""
+    import torch
+
+    import ppml_torch
+
+    report = ppml_torch.calibrate(torch.nn.Linear(3, 2), torch.ones(4, 3))
+    assert str(report) == report.describe()
+    assert str(report).splitlines()[0].startswith("calibration of ")

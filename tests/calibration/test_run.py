@@ -333,3 +333,34 @@ def test_nan_and_huge_sample_inputs_are_named():
     x = np.array([[1.0, np.nan, 1e35, 2.0]], np.float32)
     report = ppml_torch.calibrate(Square(), x)
     assert {"NaN", "overflow risk"} <= _risks(report)["(inputs)"]
+
+
+def test_arguments_beyond_spus_function_ranges_are_flagged_and_wrong_under_spu():
+    """sqrt's argument at or above 2**(f-1), a secret divisor at or above 2**f, a dividend of
+    a secret divisor above the product limit: calibration flags each (a blocking risk: the
+    gate refuses) and SPU gives a wrong number there; just inside, neither (FM64, f=18).
+    Adam's s^2*v past SPU's sqrt range is what broke issue 19's diabetes run."""
+    import jax.numpy as jnp
+
+    from ppml_torch.calibration import calibrate_function
+
+    spu = get_session("spu", "SEMI2K", "FM64")
+    cases = {
+        "sqrt": (lambda v, b: jnp.sqrt(v), 1.2e5, 1.4e5, "beyond SPU's function range"),
+        "divisor": (lambda v, b: (v * 0.5) / v, 2.4e5, 2.8e5, "beyond SPU's function range"),
+        "dividend": (lambda v, b: v / b, 6e7, 1.2e8, "overflow risk"),
+    }
+    for name, (fn, inside, beyond, risk) in cases.items():
+        b = np.full(4, 3.0, np.float32)
+        for value, flagged in ((inside, False), (beyond, True)):
+            v = np.full(4, value, np.float32)
+            report = calibrate_function(fn, (v, b))
+            risks = {p.risk for p in report.problems()}
+            assert (risk in risks) == flagged, (name, value, risks)
+            if flagged:
+                with pytest.raises(CalibrationError, match=risk):
+                    report.check()
+            got = np.asarray(wrap(spu, fn, ["alice", "bob"])(v, b))
+            want = np.asarray(fn(v.astype(np.float64), b.astype(np.float64)))
+            wrong = bool((np.abs(got - want) > 0.05 * np.abs(want)).any())
+            assert wrong == flagged, (name, value, got, want)

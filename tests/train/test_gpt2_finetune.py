@@ -99,11 +99,14 @@ def _check(protocol: str, mode: str):
     err = np.abs(got - np.asarray(want))
     print(f"\n{protocol} {mode}: |loss - torch eager| per step {np.array2string(err, precision=5)}")
     record_error(f"gpt2 fine-tune {protocol} {mode}", float(err.max()))
-    # shared once, revealed once: alice's weights and bob's ids in; losses to bob, weights to alice
+    # shared once, revealed once: alice's weights and bob's ids in; per epoch the overflow
+    # sentinel's bit, then the loss, to bob (the label owner); the weights to alice
     puts = [(e.party, e.handle.key) for e in record if e.kind == "put"]
-    reveals = [e.party for e in record if e.kind == "reveal"]
+    reveals = [e for e in record if e.kind == "reveal"]
     assert [p for p, _ in puts] == ["alice", "bob", "bob"]
-    assert reveals == ["bob"] * STEPS + ["alice"]
+    assert [e.party for e in reveals] == ["bob", "bob"] * STEPS + ["alice"]
+    kinds = [str(e.handle.avals[0].dtype) for e in reveals[:-1]]
+    assert kinds == ["bool", "float32"] * STEPS, kinds
     state = model.state_dict()
     if mode == "last":  # frozen weights are not trained
         frozen = [k for k in state if not k.startswith(TRAINED)]

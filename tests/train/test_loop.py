@@ -77,14 +77,18 @@ def test_weights_put_once_and_revealed_once(backend, protocol):
         module, nn.MSELoss(), torch.optim.SGD(module.parameters(), lr=0.1), split(x, y),
         route="flax", session=s, epochs=3, batch_size=8, progress=False,
     )  # fmt: skip
-    assert history.loss == [None, None, None]  # not revealed unless asked
     events = s.record[start:]
     puts = [(e.party, len(e.handle.avals)) for e in events if e.kind == "put"]
     reveals = [(e.party, len(e.handle.avals)) for e in events if e.kind == "reveal"]
     # the weights (4 tensors) once by alice, then alice's block, bob's block, bob's labels
     assert puts == [("alice", n_weights), ("alice", 1), ("bob", 1), ("bob", 1)]
-    # nothing revealed but the trained weights, once, to alice, after the last epoch
-    assert reveals == [("alice", n_weights)]
+    if backend == "cpu":  # plaintext: the loss is read every epoch (nothing is secret)
+        assert all(isinstance(v, float) for v in history.loss)
+        assert reveals == [(None, 1)] * 3 + [("alice", n_weights)]
+    else:  # MPC: not revealed unless asked; the sentinel's one bit per epoch, to bob
+        assert history.loss == [None, None, None]
+        assert reveals == [("bob", 1)] * 3 + [("alice", n_weights)]
+    # the trained weights revealed once, to alice, after the last epoch
     assert events[-1].kind == "reveal"
 
 
@@ -131,7 +135,8 @@ def test_shuffle_drop_last_and_column_order(route):
         [v.detach().numpy() for v in ref.state_dict().values()],
         what="shuffled fit",
     )
-    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob"]  # weights_to
+    # the loss of each epoch (plaintext: read by everyone), then the weights to weights_to
+    assert [e.party for e in s.record[start:] if e.kind == "reveal"] == [None] * 3 + ["bob"]
     # the shuffle orders are public puts, one per epoch
     assert [e.party for e in s.record[start:] if e.kind == "put"].count(None) == 3
 
@@ -291,7 +296,9 @@ def test_frozen_parameters_are_bit_identical_under_mpc(route):
     assert not torch.equal(after["0.bias"], before["0.bias"])
     assert not torch.equal(after["2.weight"], before["2.weight"])
     reveals = [(e.party, len(e.handle.avals)) for e in s.record[start:] if e.kind == "reveal"]
-    assert reveals == [("alice", 2)]  # 0.bias and 2.weight
+    # the sentinel's bit per epoch to bob; then 0.bias, 2.weight and the group's momentum
+    # buffer (one vector), once, to alice
+    assert reveals == [("bob", 1), ("bob", 1), ("alice", 3)]
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -338,7 +345,9 @@ def test_fit_on_secretflow(route):
             route=route, session=s, epochs=2, batch_size=5, shuffle=True, seed=5,
             progress=False, reveal_loss=True,
         )  # fmt: skip
-        assert [e.party for e in s.record[start:] if e.kind == "reveal"] == ["bob", "bob", "alice"]
+        # per epoch the sentinel's bit and the loss to bob; the weights to alice
+        reveals = [e.party for e in s.record[start:] if e.kind == "reveal"]
+        assert reveals == ["bob"] * 4 + ["alice"]
         trained[backend] = [v.numpy() for v in module.state_dict().values()]
         losses[backend] = np.array(history.loss)
     err = assert_close(

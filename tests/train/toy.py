@@ -10,7 +10,18 @@ from ppml_torch.model import ROUTES
 from ppml_torch.train import vertical
 from tests.sessions import get_session
 
-__all__ = ["ROUTES", "RUNS", "session_of", "split", "tiny_data", "tiny_mlp", "torch_eager"]
+__all__ = [
+    "ROUTES",
+    "RUNS",
+    "diabetes",
+    "diabetes_mlp",
+    "diabetes_split",
+    "session_of",
+    "split",
+    "tiny_data",
+    "tiny_mlp",
+    "torch_eager",
+]
 
 RUNS = [("cpu", None), ("spu", "SEMI2K")]  # (backend, protocol) every fit test runs on
 
@@ -62,3 +73,31 @@ def split(x, y, *, labels=True):
 
 def session_of(backend, protocol):
     return get_session(backend, protocol, "FM64" if protocol else None)
+
+
+def diabetes(targets: str = "raw", feature_scale: float = 1.0):
+    """sklearn's diabetes set (bundled, no download), split 80/20 (``random_state=0``), as in
+    issue 19: ``targets="raw"`` (up to 346) or ``"standard"`` (the training targets' mean and
+    standard deviation); returns ``(x_train, y_train, x_test, y_test, (mean, std))``."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_diabetes(return_X_y=True)
+    x = (x * feature_scale).astype(np.float32)
+    y = y.astype(np.float32).reshape(-1, 1)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0)
+    mean, std = (float(y_tr.mean()), float(y_tr.std())) if targets == "standard" else (0.0, 1.0)
+    return x_tr, (y_tr - mean) / std, x_te, (y_te - mean) / std, (mean, std)
+
+
+def diabetes_split(x, y):
+    """Horizontal: alice the first half of the rows, bob the rest; alice owns the weights."""
+    from ppml_torch.train import horizontal
+
+    h = len(x) // 2
+    return horizontal({"alice": (x[:h], y[:h]), "bob": (x[h:], y[h:])}, weights_owner="alice")
+
+
+def diabetes_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 1))

@@ -57,6 +57,12 @@ __all__ = [
 ]
 
 
+GRAPH_ROUTE_HINT = (
+    "the graph route converts it: route='graph' in fit, predict, calibrate and "
+    "check_equivalence, or ppml_torch.convert(module, example_inputs)"
+)
+
+
 def to_flax(module: nn.Module) -> ConvertedModel:
     """Move ``module``'s weights into the matching Flax model (see the table above).
 
@@ -80,7 +86,12 @@ def to_flax(module: nn.Module) -> ConvertedModel:
             f"to_flax: JAX runs in float32 here; these tensors are not: {bad[:8]}"
             f"{' ...' if len(bad) > 8 else ''}.  Call module.float() first"
         )
-    t = family_of(module).transfer(module)
+    try:
+        t = family_of(module).transfer(module)
+    except WeightMapError as e:  # a refusal of this route names the other one
+        if GRAPH_ROUTE_HINT in str(e):
+            raise
+        raise WeightMapError(f"{e}; {GRAPH_ROUTE_HINT}") from None
     wmap, shapes = t.weight_map, t.flax_shapes
     sd = {k: v for k, v in module.state_dict().items() if k not in t.kept_buffers}
     variables = jax.tree_util.tree_map(jnp.asarray, wmap.torch_to_flax(sd, shapes))

@@ -113,6 +113,6 @@ def family_of(module: nn.Module) -> Family:
     raise WeightMapError(
         f"to_flax: no Flax weight map for {type(module).__name__}"
         + (f"; {'; '.join(reasons)}" if reasons else "")
-        + f".  Supported: {supported}.  For other models use ppml_torch.convert "
-        f"(graph route), or add a family in ppml_torch/converters/flax/"
+        + f".  Supported: {supported}; for other models add a family in "
+        "ppml_torch/converters/flax/"
     )

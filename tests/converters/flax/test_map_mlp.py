@@ -129,12 +129,16 @@ def test_unknown_layers_are_listed_with_names_and_types():
     assert "ppml_torch.convert" in msg
 
 
-def test_mixed_hidden_activations_are_listed():
+def test_mixed_hidden_activations_are_listed_and_the_graph_route_named():
+    """Issue 19: the Flax route's refusal names the route that takes the model."""
     m = nn.Sequential(nn.Linear(30, 8), nn.ReLU(), nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 1))
     with pytest.raises(
-        WeightMapError, match=r"one kind of hidden activation.*relu after 0.*tanh after 2"
-    ):
+        WeightMapError,
+        match=r"one kind of hidden activation.*relu after 0.*tanh after 2; the graph route "
+        r"converts it: route='graph' in fit",
+    ) as e:
         to_flax(m)
+    assert "\n" not in str(e.value)
 
 
 def test_functions_that_are_not_a_chain_are_rejected():
