@@ -1,11 +1,14 @@
-"""Sharing GPT-2-small-shaped weights: ``put`` in pieces (the default) vs whole leaves.
+"""Sharing GPT-2-small-shaped weights: ``put``'s ways side by side.
 
-    .venv/bin/python bench/bench_put.py                  # 124M weights, ABY3 FM64, ~1-2 min
+    .venv/bin/python bench/bench_put.py                  # 124M weights, ABY3 FM64, ~2-3 min
     .venv/bin/python bench/bench_put.py --scale 0.1      # a tenth of every leaf (smoke test)
+    .venv/bin/python bench/bench_put.py --ways built spu # two of the ways
 
 Each way runs in its own process (glibc's malloc settings and the peak RSS are per process),
-alternating over ``--repeats``.  ``whole`` is ``put`` as it was before pieces: one
-``make_shares`` per leaf with glibc's default malloc settings.  Seeded random weights of
+alternating over ``--repeats``.  ``built`` is ``put`` now: shares built with numpy
+(``runners/shares.py``) in 1M-element pieces joined inside SPU; ``spu`` the same pieces
+split by SPU's ``make_shares`` (``put`` before); ``whole`` one ``make_shares`` per leaf with
+glibc's default malloc settings (``put`` before pieces).  Seeded random weights of
 GPT-2-small's leaf shapes (12 layers, 768 wide, vocabulary 50,257, 1,024 positions), one
 ``put`` by alice in an in-process ``spu`` session; the values revealed afterwards are
 checked to be the same in both ways.
@@ -24,6 +27,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+WAYS = ("built", "spu", "whole")
 
 
 def shapes(layers: int = 12, width: int = 768, vocab: int = 50257, positions: int = 1024):
@@ -48,6 +52,8 @@ def child(way: str, run: str, scale: float) -> None:
     import ppml_torch.runners.spu as spu_runner
     from ppml_torch.runners.runspec import parse_run
 
+    if way in ("spu", "whole"):
+        spu_runner.BUILD_SHARES = False
     if way == "whole":
         spu_runner.PUT_PIECE = 1 << 62
         spu_runner._MALLOC_TUNED = True  # glibc's defaults stay
@@ -73,7 +79,8 @@ def child(way: str, run: str, scale: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", choices=("pieces", "whole"))
+    p.add_argument("--child", choices=WAYS)
+    p.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     p.add_argument("--run", default="spu:ABY3:FM64")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of each leaf's rows")
     p.add_argument("--repeats", type=int, default=2)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     root = os.path.dirname(HERE)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": root}
-    res: dict[str, list[dict]] = {"pieces": [], "whole": []}
+    res: dict[str, list[dict]] = {w: [] for w in a.ways}
     for _ in range(a.repeats):
         for way in res:
             cmd = [sys.executable, __file__, "--child", way, "--run", a.run, "--scale",
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode or not line:
                 raise SystemExit(f"{way} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
             res[way].append(json.loads(line[0][7:]))
-    n = res["pieces"][0]["n"]
+    n = res[a.ways[0]][0]["n"]
     load = os.getloadavg()[0]
     print(f"{a.run}, {n / 1e6:.1f}M weights (GPT-2-small leaf shapes x {a.scale}), put by alice; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -105,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(r['rss_mib'] for r in rs) / 1024:>9.2f}G "
               f"{max(r['err'] for r in rs):>10.2e}")  # fmt: skip
     same = len({round(r["digest"], 3) for rs in res.values() for r in rs}) == 1
-    ratio = statistics.median(r["put_s"] for r in res["whole"]) / statistics.median(
-        r["put_s"] for r in res["pieces"]
+    first = statistics.median(r["put_s"] for r in res[a.ways[0]])
+    ratios = ", ".join(
+        f"{w} / {a.ways[0]}: {statistics.median(r['put_s'] for r in res[w]) / first:.2f}x"
+        for w in a.ways[1:]
     )
-    print(f"whole / pieces: {ratio:.2f}x; revealed values the same: {'yes' if same else 'NO'}")
+    print(f"{ratios}; revealed values the same: {'yes' if same else 'NO'}")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +167,7 @@ class Decoder:
         self.new = int(max_new_tokens)
         self.weights_owner, self.prompt_owner = weights_owner, prompt_owner
         t0 = time.perf_counter()
+        self._module = module  # read again only if the weights are put again after close()
         self.programs: StepPrograms = build(
             as_nanogpt(module), route, batch, prompt_len, self.max_len, approx
         )
@@ -178,7 +180,9 @@ class Decoder:
     def _make_functions(self) -> None:
         import jax.numpy as jnp
 
-        progs, n, T = self.programs, self.new, self.programs.prompt_len
+        # the programs' functions, not self.programs: its params are dropped once shared
+        progs = types.SimpleNamespace(prefill=self.programs.prefill, decode=self.programs.decode)
+        n, T = self.new, self.programs.prompt_len
         how, cand = self.argmax, self.candidates
 
         def pick(logits):  # (B, V) -> (B,) token ids
@@ -221,12 +225,22 @@ class Decoder:
         """The weights' handle, put by their owner on the first call only.
 
         One process per party: the module's weights are read in the owner's process only;
-        elsewhere the put takes their shapes."""
+        elsewhere the put takes their shapes.  Once shared, the plaintext copy the library made
+        for the put (converted, laid out for the programs) is dropped: the shares are what the
+        steps use.  The user's module is never touched; a put after :meth:`close` converts it
+        again."""
         if self._weights is None:
-            params = self.programs.params
+            p = self.programs
+            params = p.params
+            if params is None:  # dropped after an earlier put: read the module again
+                params = build(
+                    as_nanogpt(self._module), p.route, p.batch, p.prompt_len, p.max_len, p.approx
+                ).params
             if self.weights_owner not in self.session.local_parties:
                 params = shapes_of(params)
             self._weights = self._put(params, self.weights_owner)
+            del params
+            self.programs = dataclasses.replace(p, params=None)
         return self._weights
 
     def _checked(self, prompt_ids: Any) -> Any:

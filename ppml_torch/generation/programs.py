@@ -30,7 +30,8 @@ class StepPrograms:
     batch: int
     prompt_len: int
     max_len: int  # cache slots
-    params: Any  # what the weights' owner puts (numpy pytree; tied weights once)
+    params: Any  # what the weights' owner puts (numpy pytree; tied weights once); None once
+    # the Decoder has shared it (its plaintext copy dropped)
     approx: bool
     prefill: Callable[..., Any]
     decode: Callable[..., Any] | None  # None when no token is fed back (1 new token)
@@ -83,6 +84,10 @@ def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int, approx: bool) ->
     # tied weights (lm_head.weight is transformer.wte.weight): put once, under the first name
     aliases = {k: g[0] for g in pre.extras["tied"] for k in g[1:]}
     params = {k: np.asarray(v) for k, v in pre.params.items() if k not in aliases}
+    # the programs need the converted models' functions and checks, not their copies of the
+    # weights (the decode conversion made a second one): keep weightless models
+    pre = _weightless(pre)
+    dec = _weightless(dec) if dec is not None else None
 
     def full(p):
         return {**p, **{k: p[c] for k, c in aliases.items()}}
@@ -107,6 +112,13 @@ def _graph(gpt: GPT, batch: int, prompt_len: int, max_len: int, approx: bool) ->
     )
 
 
+def _weightless(model: Any) -> Any:
+    """``model`` (a ConvertedModel) with its params as shapes only: ``apply`` works as before."""
+    from ppml_torch.model import from_shipping_state, shipping_state
+
+    return from_shipping_state(shipping_state(model))
+
+
 @contextlib.contextmanager
 def _restore_mode(module: Any, training: bool):
     try:
@@ -120,13 +132,15 @@ def _flax(gpt: GPT, batch: int, prompt_len: int, max_len: int, approx: bool) -> 
     import jax.numpy as jnp
 
     from ppml_torch.converters.flax import to_flax
-    from ppml_torch.models.flax_nanogpt_cache import CachedGPT, kernels_out_in
+    from ppml_torch.models.flax_nanogpt_cache import CachedGPT, cut_positions, kernels_out_in
 
     fm = to_flax(gpt)
     model = CachedGPT(gpt.config, max_len, approx)
     shape = model.cache_shape(batch)
-    # kernels (out, in): the layout CachedGPT multiplies fast under SPU (a copy, made once)
-    params = jax.tree_util.tree_map(np.ascontiguousarray, kernels_out_in(fm.params))
+    # kernels (out, in): the layout CachedGPT multiplies fast under SPU (a copy, made once);
+    # the position table cut to the cache's max_len slots (the only positions read)
+    params = cut_positions(kernels_out_in(fm.params), max_len)
+    params = jax.tree_util.tree_map(np.ascontiguousarray, params)
 
     def prefill(p, idx):
         zeros = jnp.zeros(shape, jnp.float32)

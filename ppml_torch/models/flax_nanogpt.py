@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ppml_torch.models.nanogpt import GPTConfig
+from ppml_torch.models.nanogpt import MASKED_SCORE, GPTConfig
 
 
 class LayerNorm(nn.Module):
@@ -46,9 +46,6 @@ class LayerNorm(nn.Module):
         if self.config.bias:
             y = y + self.param("bias", nn.initializers.zeros, (C,))
         return y
-
-
-MASKED_SCORE = -1e4  # keeps masked scores out of the row max; finite, so fixed point holds it
 
 
 def causal_softmax(att: jax.Array, causal: jax.Array) -> jax.Array:

@@ -106,6 +106,12 @@ class Block(nn.Module):
         return x
 
 
+# The score MPC programs give masked attention slots: it keeps them out of the row max, and it
+# is finite, so fixed point holds it (torch's finfo.min does not fit); the cached models and the
+# Flax twin zero those slots after exp, so the value never reaches a sum.
+MASKED_SCORE = -1e4
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 1024  # longest sequence (GPT-2's n_positions)

@@ -19,11 +19,12 @@ after ``pos + T`` are masked out of attention, whatever they hold.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ppml_torch.models.nanogpt import GPT, GPTConfig
+from ppml_torch.models.nanogpt import GPT, MASKED_SCORE, GPTConfig
 
 
 def _write(cache: torch.Tensor, new: torch.Tensor, rel: torch.Tensor, written: torch.Tensor):
@@ -71,23 +72,96 @@ def gelu_piecewise(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 3.0, x, mid)
 
 
-def linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``lin(x)`` computed as ``(W @ rows.T).T`` on the weight's own ``(out, in)`` layout.
+def linear(lin: nn.Linear, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+    """``lin(x)`` computed as one matrix-vector product ``W @ row`` per row of ``x``, on the
+    weight's own ``(out, in)`` layout; ``rows``: only these outputs (a slice of ``W``'s rows).
 
-    Same numbers as ``F.linear``; under SPU (ABY3) a product of a secret ``(out, in)`` matrix
-    with a few secret columns runs 6-60x faster than ``x @ W.T`` (measured on this machine:
-    GPT-2's 50,257 x 128 head 3.5 s -> 0.06 s for one row), which SPU computes on the
-    transposed, strided weight.
+    Same numbers as ``F.linear``; under SPU (ABY3) a secret ``(out, in)`` matrix times ONE
+    secret column is far faster than any matrix-matrix form (measured on this machine, see
+    docs/generation.md: GPT-2's 50,257 x 128 head for one row, ``x @ W.T`` 3.5 s, ``W @ x``
+    0.06 s; a 3072 x 768 MLP weight for a 7-row prompt, ``(W @ x.T).T`` 0.68-1.08 s, one
+    product per row 0.11-0.13 s together), so a prompt of ``T`` rows costs ``T`` products.
     """
+    w, b = lin.weight, lin.bias
+    if rows is not None:
+        w = w[rows]
+        b = None if b is None else b[rows]
     lead = x.shape[:-1]
-    y = (lin.weight @ x.reshape(-1, x.shape[-1]).T).T  # (rows, out)
-    if lin.bias is not None:
-        y = y + lin.bias
+    flat = x.reshape(-1, x.shape[-1])  # (R, in)
+    # (out, in) @ (in, 1) per row: a matrix product (torch.export turns a matrix-VECTOR
+    # product into an element-wise product and a sum, 7x the bytes of the weight under MPC)
+    y = torch.cat([w @ flat[r : r + 1].T for r in range(flat.shape[0])], dim=1).T  # (R, out)
+    if b is not None:
+        y = y + b
     return y.reshape(*lead, y.shape[-1])
 
 
+def softmax_rows(att: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis where ``visible`` (bool, broadcast) is False gives exactly 0.
+
+    Written for MPC: masked slots enter the row max as ``MASKED_SCORE`` (finite) and are
+    zeroed after ``exp`` by a select on the public mask; each row is then scaled by ONE
+    reciprocal of its sum (under SPU a division costs a reciprocal: one per row instead of one
+    per slot).  Equal to torch's softmax with masked slots at -inf.
+    """
+    scores = torch.where(visible, att, MASKED_SCORE)
+    top = scores.amax(dim=-1, keepdim=True)  # (..., 1)
+    e = torch.where(visible, torch.exp(scores - top), 0.0)
+    return e * (1.0 / e.sum(dim=-1, keepdim=True))
+
+
+def attend_one(q: torch.Tensor, kc: torch.Tensor) -> torch.Tensor:
+    """``q @ kc.T`` per head for ONE query: (B, nh, 1, hs) x (B, nh, S, hs) -> (B, nh, 1, S).
+
+    One matrix product of every head's keys with every head's query, ``(nh S, hs) @ (hs,
+    nh)``, of which the diagonal blocks (head ``h``'s keys with head ``h``'s query) are kept
+    by a public select.  Same numbers; under SPU one product truncates ``nh^2 S`` sums
+    instead of ``nh S hs`` element-wise products (GPT-2-small, 16 slots: 4x fewer bytes
+    than the element-wise form).
+    """
+    B, nh, _, hs = q.shape
+    S = kc.shape[2]
+    same = torch.eye(nh, dtype=torch.bool)[:, None, :]  # (nh, 1, nh): key head == query head
+    out = []
+    for b in range(B):
+        every = (kc[b].reshape(nh * S, hs) @ q[b, :, 0].T).reshape(nh, S, nh)
+        out.append(torch.where(same, every, 0.0).sum(dim=-1))  # (nh, S)
+    return torch.stack(out)[:, :, None, :]  # (B, nh, 1, S)
+
+
+def mix_one(att: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+    """``att @ vc`` per head for ONE query: (B, nh, 1, S) x (B, nh, S, hs) -> (B, nh, 1, hs).
+
+    Row ``h`` of a block-diagonal ``(nh, nh S)`` matrix holds head ``h``'s weights in block
+    ``h`` (a public select), times all heads' values ``(nh S, hs)``: one matrix product.
+    """
+    B, nh, _, S = att.shape
+    hs = vc.shape[3]
+    same = torch.eye(nh, dtype=torch.bool)[:, :, None]  # (nh, nh, 1): block == row's head
+    out = []
+    for b in range(B):
+        blocks = torch.where(same, att[b, :, 0][None].expand(nh, nh, S), 0.0)  # (nh, nh, S)
+        out.append(blocks.reshape(nh, nh * S) @ vc[b].reshape(nh * S, hs))  # (nh, hs)
+    return torch.stack(out)[:, :, None, :]  # (B, nh, 1, hs)
+
+
+def attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, visible: torch.Tensor):
+    """Causal attention of ``q`` (B, nh, T, hs) over the cache ``kc``/``vc`` (B, nh, S, hs)
+    with ``visible`` (T, S): (B, nh, T, hs).  One query: :func:`attend_one`/:func:`mix_one`;
+    several: batched matrix products."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if q.shape[2] == 1:
+        return mix_one(softmax_rows(attend_one(q, kc) * scale, visible), vc)
+    att = (q @ kc.transpose(-2, -1)) * scale  # (B, nh, T, S)
+    return softmax_rows(att, visible) @ vc
+
+
 class CachedGPT(nn.Module):
-    """A GPT's weights run incrementally with a fixed-length key/value cache."""
+    """A GPT's weights run incrementally with a fixed-length key/value cache.
+
+    Shares the GPT's modules (same weights, same ``state_dict`` names), except the position
+    table: ``transformer.wpe`` is a copy of its first ``max_len`` rows (the GPT is untouched).
+    """
 
     def __init__(self, gpt: GPT, max_len: int, approx: bool = False) -> None:
         super().__init__()
@@ -100,7 +174,11 @@ class CachedGPT(nn.Module):
         self.config: GPTConfig = cfg
         self.max_len = max_len
         self.approx = approx  # PUMA's piecewise GeLU instead of tanh (changes the numbers)
-        self.transformer = gpt.transformer  # shared modules: same weights, same names
+        tr = gpt.transformer
+        wpe = nn.Embedding(max_len, cfg.n_embd)
+        with torch.no_grad():
+            wpe.weight.copy_(tr.wpe.weight[:max_len])
+        self.transformer = nn.ModuleDict(dict(wte=tr.wte, wpe=wpe, h=tr.h, ln_f=tr.ln_f))
         self.lm_head = gpt.lm_head
 
     def cache_shape(self, batch: int) -> tuple[int, int, int, int, int]:
@@ -130,25 +208,33 @@ class CachedGPT(nn.Module):
 
         x = tr.wte(idx) + tr.wpe(qpos)[None]  # (B, T, C)
         ks, vs = [], []
+        last = len(tr.h) - 1
         for i, block in enumerate(tr.h):
             attn = block.attn
-            q, k, v = linear(attn.c_attn, block.ln_1(x)).split(C, dim=2)  # 3 x (B, T, C)
-            q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            h = block.ln_1(x)  # (B, T, C)
+            if i == last and T > 1:  # only the last position's output is read from here on
+                k, v = linear(attn.c_attn, h, slice(C, 3 * C)).split(C, dim=2)  # 2 x (B, T, C)
+                q = linear(attn.c_attn, h[:, -1:], slice(0, C))  # (B, 1, C)
+                x, see = x[:, -1:], visible[-1:]  # (B, 1, C), (1, S)
+            else:
+                q, k, v = linear(attn.c_attn, h).split(C, dim=2)  # 3 x (B, T, C)
+                see = visible
+            q = q.view(B, q.shape[1], nh, hs).transpose(1, 2)  # (B, nh, Tq, hs)
             k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             kc = _write(k_cache[i], k, rel, written)  # (B, nh, S, hs)
             vc = _write(v_cache[i], v, rel, written)  # (B, nh, S, hs)
-            y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=visible)  # (B, nh, T, hs)
-            y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+            y = attention(q, kc, vc, see)  # (B, nh, Tq, hs)
+            y = y.transpose(1, 2).reshape(B, q.shape[2], C)  # (B, Tq, C)
             x = x + linear(attn.c_proj, y)
             mlp = block.mlp
             gelu = gelu_piecewise if self.approx else mlp.gelu
             x = x + linear(mlp.c_proj, gelu(linear(mlp.c_fc, block.ln_2(x))))
             ks.append(kc)
             vs.append(vc)
-        last = tr.ln_f(x[:, -1])  # (B, C): only the last position's logits are needed
+        final = tr.ln_f(x[:, -1])  # (B, C): only the last position's logits are needed
         return (
-            linear(self.lm_head, last),
+            linear(self.lm_head, final),
             torch.stack(ks),
             torch.stack(vs),
         )  # (B, V), 2 x (L, B, nh, S, hs)

@@ -42,6 +42,10 @@ RUN_LOCK = threading.Lock()  # SPU's log is process-wide: one run at a time keep
 # floats, ABY3), and GPT-2-small's 124M weights took 42 s to share.
 PUT_PIECE = 1 << 20
 _MALLOC_TUNED = False
+# Secrets are split into shares by :class:`.shares.ShareMaker` (numpy, 3x faster than SPU's
+# ``make_shares`` on GPT-2-small's weights) where it reproduces SPU's shares; False: always
+# SPU's ``make_shares`` (``bench/bench_put.py`` compares the two).
+BUILD_SHARES = True
 
 
 def _keep_freed_memory() -> None:
@@ -113,6 +117,7 @@ class SpuSession(Session):
         self._rts = in_party_threads(lambda r: spu_api.Runtime(links[r], self._rc), n)
         self._compiled: dict[Any, tuple[bytes, Any, str]] = {}
         self._vis: dict[int, list[int]] = {}
+        self._maker: Any = None  # .shares.ShareMaker, made at the first secret put
 
     # -- values --------------------------------------------------------------------------------
     @staticmethod
@@ -126,7 +131,12 @@ class SpuSession(Session):
         else:
             vis, owner_rank = pb.Visibility.VIS_SECRET, self.parties.index(handle.owner)
         _keep_freed_memory()
-        for name, arr in zip(self._names(handle), arrays, strict=True):
+        names = self._names(handle)
+        # largest leaves first: a leaf shared in pieces briefly exists twice (pieces and their
+        # join), best while little else is held (GPT-2-small: the 38.6M-weight embedding first,
+        # not on top of the other 86M weights' shares)
+        for i in sorted(range(len(arrays)), key=lambda i: -arrays[i].size):
+            name, arr = names[i], arrays[i]
             if arr.size <= PUT_PIECE:
                 self._share(name, arr, vis, owner_rank)
             else:
@@ -134,7 +144,18 @@ class SpuSession(Session):
         self._vis[handle.key] = [vis] * len(arrays)
 
     def _share(self, name: str, arr: np.ndarray, vis: int, owner_rank: int) -> None:
-        shares = self._io.make_shares(arr, vis, owner_rank)
+        shares = None
+        if BUILD_SHARES and vis == self._pb.Visibility.VIS_SECRET:
+            if self._maker is None:
+                from .shares import ShareMaker
+
+                cfg = self.config
+                self._maker = ShareMaker(
+                    self._io, cfg.protocol, cfg.field, self._rc.fxp_fraction_bits
+                )
+            shares = self._maker.make(arr, vis)
+        if shares is None:  # public values, other protocols, fields and dtypes: SPU's own
+            shares = self._io.make_shares(arr, vis, owner_rank)
         for rt, share in zip(self._rts, shares, strict=True):
             rt.set_var(name, share)
 

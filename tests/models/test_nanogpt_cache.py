@@ -92,3 +92,51 @@ def test_converted_step_equals_torch_step_and_full_recomputation():
     assert max(errs) < 1e-5, errs
     ops = {str(n.target) for n in pre.extras["exported_program"].graph.nodes}
     assert not any("index_put" in o or "copy_" in o for o in ops), ops
+
+
+def test_position_table_is_cut_to_the_cache_and_the_gpt_is_untouched():
+    """Catches a CachedGPT that puts (and converts) GPT's whole 1024-row position table, or
+    one that cuts the user's own module's table."""
+    gpt = tiny_gpt()
+    c = CachedGPT(gpt, max_len=8)
+    assert c.transformer.wpe.weight.shape == (8, CFG.n_embd)
+    assert torch.equal(c.transformer.wpe.weight, gpt.transformer.wpe.weight[:8])
+    assert gpt.transformer.wpe.weight.shape == (CFG.block_size, CFG.n_embd)
+
+
+def test_one_query_attention_and_softmax_rows_equal_the_plain_formulas():
+    """attend_one/mix_one (two products over all heads, diagonal blocks kept) and
+    softmax_rows (one reciprocal per row) give torch's attention, batch and heads apart."""
+    from ppml_torch.models.nanogpt_cache import attend_one, mix_one, softmax_rows
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (1, 5, 5))
+    visible = torch.tensor([[True, True, True, False, False]])
+    att = attend_one(q, k)
+    assert torch.allclose(att, q @ k.transpose(-2, -1), atol=1e-5)
+    want = torch.softmax(att.masked_fill(~visible, float("-inf")), dim=-1)
+    got = softmax_rows(att, visible)
+    assert torch.allclose(got, want, atol=1e-6) and not got[..., 3:].any()
+    assert torch.allclose(mix_one(got, v), got @ v, atol=1e-5)
+
+
+def test_a_prompts_last_block_runs_its_mlp_for_the_last_position_only():
+    """Catches the last block computing every prompt position (its other rows feed nothing),
+    while the earlier blocks compute all of them (their keys and values are cached)."""
+    gpt = tiny_gpt()
+    c = CachedGPT(gpt, max_len=8).eval()
+    rows = {}
+
+    def seen(i):
+        def hook(module, args, out):
+            rows[i] = args[0].shape[1]  # positions the block's MLP computes
+
+        return hook
+
+    hooks = [blk.mlp.gelu.register_forward_hook(seen(i)) for i, blk in enumerate(c.transformer.h)]
+    kc, vc = c.empty_cache(2)
+    with torch.no_grad():
+        c(tokens(5), kc, vc, torch.tensor(0))
+    for h in hooks:
+        h.remove()
+    assert rows == {0: 5, 1: 1}

@@ -91,3 +91,46 @@ def test_a_leaf_put_in_pieces_is_the_same_value(monkeypatch, owner):
     finally:
         s.free(whole)
         s.free(pieces)
+
+
+def test_put_shares_the_largest_leaves_first_and_each_keeps_its_value(monkeypatch):
+    """Leaves are shared largest first (a leaf put in pieces exists twice while it is joined:
+    best before the rest is held); catches a reordering that mixes up which share is which
+    leaf (planted: each name paired with another leaf's array: the put or the reveal failed) and
+    a put that goes back to leaf order."""
+    import ppml_torch.runners.spu as spu_runner
+
+    monkeypatch.setattr(spu_runner, "PUT_PIECE", 16)
+    rng = np.random.default_rng(4)
+    value = {
+        "a": rng.normal(size=(3,)).astype(np.float32),
+        "b": rng.normal(size=(40,)).astype(np.float32),  # in pieces
+        "c": rng.normal(size=(2, 5)).astype(np.float32),
+        "d": rng.normal(size=(4, 6)).astype(np.float32),  # in pieces
+    }
+    s = get_session("spu", "SEMI2K", "FM64")
+    sizes = []
+    original_share, original_pieces = (
+        spu_runner.SpuSession._share,
+        spu_runner.SpuSession._share_in_pieces,
+    )
+
+    def share(self, name, arr, vis, owner_rank):
+        if ".p" not in name:
+            sizes.append(arr.size)
+        return original_share(self, name, arr, vis, owner_rank)
+
+    def in_pieces(self, name, arr, vis, owner_rank):
+        sizes.append(arr.size)
+        return original_pieces(self, name, arr, vis, owner_rank)
+
+    monkeypatch.setattr(spu_runner.SpuSession, "_share", share)
+    monkeypatch.setattr(spu_runner.SpuSession, "_share_in_pieces", in_pieces)
+    h = s.put(value, owner="alice")
+    try:
+        assert sizes == [40, 24, 10, 3]
+        back = s.reveal(h)
+        for k, v in value.items():
+            assert_close(back[k], v, protocol="SEMI2K", field="FM64")
+    finally:
+        s.free(h)
