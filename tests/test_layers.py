@@ -257,6 +257,50 @@ def test_at_most_nine_floors(edges):
     assert floors(fake) == {"errors.py": 1, "runners/": 2, "cli/": 3}
 
 
+def module_level_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it is imported: statements at module level (inside a
+    module-level ``if``/``try`` too, ``if TYPE_CHECKING:`` excepted), not inside functions."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+                continue
+            if isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(node.orelse)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    mod = ".".join(
+                        base[: len(base) - node.level + 1] + ([node.module] if node.module else [])
+                    )
+                else:
+                    mod = node.module or ""
+                found.add(mod)
+                found.update(f"{mod}.{a.name}" for a in node.names if is_module(f"{mod}.{a.name}"))
+
+    visit(ast.parse(path.read_text(), filename=str(path)).body)
+    return {m for m in found if m.split(".")[0] == "ppml_torch"}
+
+
+def test_at_most_eight_floors_by_module_level_imports():
+    """Issue 18's measure: the floors drawn from module-level imports (what importing a module
+    loads), folders as rooms, at most 8.  A module-level import of ``train`` in ``runners``
+    (say) would add floors; function-level imports are counted by the test above."""
+    edges = {module_name(p): module_level_imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+    got = floors(edges)
+    top = max(got.values())
+    assert top <= 8, f"{top} floors (at most 8): {sorted(got.items(), key=lambda kv: -kv[1])}"
+    assert top < max(floors(graph()).values())  # the lazy imports are not counted here
+
+
 def test_argparse_only_under_cli():
     users = [
         str(p.relative_to(ROOT))
