@@ -64,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if _party_process():  # see patches.links_stopped_then_linger: no C++ static destructors
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _party_process() -> bool:
+    """Whether this process ran a production session (one process per party): SecretFlow's
+    native link threads outlive it, so the process ends with ``os._exit`` after flushing."""
+    startup = sys.modules.get("ppml_torch.runners.secretflow.startup")
+    return bool(startup is not None and startup.PartyRuntime.started)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)

@@ -277,6 +277,14 @@ def cross_silo_link(timeout_ms: int, tls: bool) -> Iterator[None]:
 LINGER_S = 1.0  # after the closing handshake, how long a party keeps answering the others
 
 
+def keep_until_exit(obj: Any) -> None:
+    """One more reference to ``obj`` that nothing ever drops: its destructor never runs, not
+    even while the interpreter finalizes (a module-level list would be cleared then)."""
+    import ctypes
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
 @contextlib.contextmanager
 def links_stopped_then_linger() -> Iterator[None]:
     """``sf.shutdown`` with the cross-silo link closed by yacl's handshake, then kept up a moment.
@@ -290,7 +298,12 @@ def links_stopped_then_linger() -> Iterator[None]:
     send that nobody answers, and a process that exits while such a send task runs crashes in
     brpc/yacl's threads during C++ static destruction (SIGSEGV in spdlog, 2 of 20 three-party
     launches on a loaded machine when the link was dropped without the handshake).  So: the
-    handshake, then ``LINGER_S`` with the server up, then the link is released.
+    handshake, then ``LINGER_S`` with the server up; the link object itself is never
+    destroyed (:func:`keep_until_exit`): releasing it waits for its send tasks while holding
+    Python's lock, and a send still retrying to a party that is gone made that wait endless (2
+    of 11 two-party launches on a loaded machine hung there, every thread stopped, the watchdog
+    too).  A party process of the command line then ends without C++ static destructors
+    (:func:`ppml_torch.cli.main`), so no send task meets a destroyed logger either.
     """
     check((PROXY_STOP, *LINK_DESC))
     proxy_cls = importlib.import_module(_BRPC_LINK).BrpcLinkProxy
@@ -300,6 +313,7 @@ def links_stopped_then_linger() -> Iterator[None]:
         if proxy._linker is not None:
             proxy._linker.stop_link()
             time.sleep(LINGER_S)
+            keep_until_exit(proxy._linker)
             proxy._linker = None
 
     proxy_cls.stop = stop

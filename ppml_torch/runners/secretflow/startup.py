@@ -38,7 +38,10 @@ from .supervision import Supervisor, install_sigint_handler
 class PartyRuntime:
     """This party's SecretFlow runtime: the module ``sf``, the ``pyus``, the ``spu`` device,
     this party's ``rank`` in it, its SPU log (``logs``, in ``folder``) and what watches it
-    all."""
+    all.  ``started``: a runtime was started in this process (its links' threads outlive it:
+    the command line ends such a process with ``os._exit``, :func:`ppml_torch.cli.main`)."""
+
+    started = False
 
     def __init__(self, cluster: Cluster, party: str):
         self.cluster = cluster
@@ -70,6 +73,7 @@ class PartyRuntime:
     def connect(self) -> None:
         """``sf.init``: the cross-silo channel, once every party's is up."""
         tls = devices.cross_silo_tls(self.cluster, self.party)
+        PartyRuntime.started = True  # from here on native link threads may run
         with self.failures.guard("start-up (waiting for the other parties to connect)", True):
             with quiet(), patches.cross_silo_link(self.bounds.silo_ms, tls is not None):
                 self.sf.init(
