@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     code = _main(argv)
+    from ..runners.leftovers import remove_now
+
+    remove_now()  # JAX's empty temporary folder (runners/leftovers.py)
     if _party_process():  # see patches.links_stopped_then_linger: no C++ static destructors
         sys.stdout.flush()
         sys.stderr.flush()

@@ -102,6 +102,9 @@ def open_session(
 
     Every argument is checked before anything starts (no runtime, no Ray).
     """
+    from .leftovers import remove_at_exit
+
+    remove_at_exit()  # JAX's empty folder in the temporary folder (leftovers.py)
     if cluster is not None or party is not None:
         from .secretflow.production import open_production
 
