@@ -6,6 +6,7 @@ import pytest
 import torch.nn as nn
 from flax_cases import homework_mlp, tiny_hf_gpt2, tiny_nanogpt
 
+import ppml_torch
 from ppml_torch.converters.flax import WeightMapError, registry
 
 
@@ -62,11 +63,16 @@ def test_family_of_and_transfer(make, name):
 
 
 def test_no_family_names_the_layers_and_the_supported_models():
+    """``family_of`` names the layers no family knows and the families; ``to_flax`` adds the
+    graph route once (every refusal of this route names the other)."""
+    bad = nn.Sequential(nn.Bilinear(2, 2, 2))
     with pytest.raises(WeightMapError) as e:
-        registry.family_of(nn.Sequential(nn.Bilinear(2, 2, 2)))
+        registry.family_of(bad)
     msg = str(e.value)
-    assert "0 (Bilinear)" in msg and "HF GPT2LMHeadModel (hf_gpt2)" in msg
-    assert "ppml_torch.convert" in msg and "\n" not in msg
+    assert "0 (Bilinear)" in msg and "HF GPT2LMHeadModel (hf_gpt2)" in msg and "\n" not in msg
+    with pytest.raises(WeightMapError) as e:
+        ppml_torch.to_flax(bad)
+    assert str(e.value).startswith(msg) and str(e.value).count("ppml_torch.convert") == 1
 
 
 def test_unknown_family_name():

@@ -157,8 +157,12 @@ def test_a_party_that_fails_is_named_by_the_others_at_once(tmp_path, monkeypatch
     assert _ours(tmp_path) == []
 
 
+# ^C as a terminal delivers it: a process started in the background by a non-interactive shell
+# (a CI job, say) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
 KILLED = """
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from ppml_torch.runners.secretflow.launcher import launch
 launch(["alice", "bob"], ["homework-mlp"], python=sys.argv[1], pin_cpus=False)
 """
